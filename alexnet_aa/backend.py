@@ -1,0 +1,227 @@
+"""The Backend protocol, the registry of backends and their selection.
+
+A backend is one object that owns an array namespace and computes AlexNet's
+four heavy ops on arrays of that namespace, in its own activation layout:
+
+============  =======================================================
+attribute     meaning
+============  =======================================================
+``name``      the name it is registered under (``"numpy"``, ``"mlx"``)
+``layout``    ``"NCHW"`` or ``"NHWC"``: what its ops take and return
+``dtype``     the compute dtype, ``"float32"`` unless asked otherwise
+``xp``        its array namespace (Array API standard)
+============  =======================================================
+
+Methods: :meth:`Backend.available`, :meth:`Backend.asarray`,
+:meth:`Backend.to_host`, :meth:`Backend.prepare`, the ops
+:meth:`Backend.conv2d`, :meth:`Backend.max_pool2d`, :meth:`Backend.lrn`,
+:meth:`Backend.linear`, and the optional :meth:`Backend.warmup` and
+:meth:`Backend.describe`.
+
+The math of every op is documented once, on the reference op of the same name
+in :mod:`alexnet_aa.reference`; a backend's docstrings say only how it
+computes it (layout, tiling, fusion).
+
+Backends are found through the entry-point group ``alexnet_aa.backends``
+(``name = "module:Class"``). Listing them imports nothing; a backend's module
+is imported only when that backend is asked for, so ``import alexnet_aa``
+never imports cupy or mlx.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "alexnet_aa.backends"
+
+LAYOUTS = ("NCHW", "NHWC")
+
+#: How to install each backend this project publishes (shown when one is missing).
+INSTALL_HINTS = {
+    "array-api": "python -m pip install -e backends/array_api",
+    "numpy": "python -m pip install -e backends/numpy",
+    "mlx": "python -m pip install -e 'backends/mlx[cpu]'  (macOS arm64: -e backends/mlx)",
+    "cupy": "python -m pip install -e 'backends/cupy[cuda13]'",
+}
+
+
+class BackendError(RuntimeError):
+    """Base class of the errors raised when choosing or loading a backend."""
+
+
+class UnknownBackendError(BackendError, LookupError):
+    """No backend is registered under the requested name."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend is registered but cannot run here (package or device missing)."""
+
+
+def pair(value: int | tuple[int, int], what: str, op: str) -> tuple[int, int]:
+    """``3 → (3, 3)``; ``(3, 2)`` stays; anything else is a ``ValueError`` naming ``op``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"[{op}] {what} must be an int or a pair of ints, got {value!r}")
+
+
+class Backend(abc.ABC):
+    """Base class of every backend, ours and third parties'.
+
+    Subclasses set ``name`` and ``layout`` and implement the abstract methods.
+    Options (a namespace, a dtype, a device) are keyword arguments of the
+    constructor; :func:`get_backend` passes them through.
+    """
+
+    name: str = ""
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    # -- where it runs ------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def available(cls) -> tuple[bool, str]:
+        """``(True, "")`` when this backend can run here, else ``(False, why)``.
+
+        Never raises: a missing package or device is reported as the reason.
+        """
+
+    @property
+    @abc.abstractmethod
+    def xp(self) -> Any:
+        """The backend's array namespace."""
+
+    @abc.abstractmethod
+    def asarray(self, x: Any) -> Any:
+        """Host (NumPy) or native array → native array of dtype ``self.dtype``."""
+
+    @abc.abstractmethod
+    def to_host(self, x: Any) -> np.ndarray:
+        """Native array → NumPy array (a copy where the data lives on a device)."""
+
+    @abc.abstractmethod
+    def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Canonical host weights → native arrays, once per model.
+
+        ``params`` maps names to float32 host arrays in the canonical layouts:
+        4-D conv weights ``(out, in/groups, kh, kw)``, 2-D linear weights
+        ``(out, in)``, 1-D biases. Each is converted to whatever layout this
+        backend's ops want (decided by its rank) and moved to the device; the
+        result has the same keys. The model has already permuted fc6's input
+        axis to this backend's flatten order.
+        """
+
+    # -- the four ops ---------------------------------------------------------
+    @abc.abstractmethod
+    def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
+        """Grouped 2-D cross-correlation + bias (+ ReLU). See :func:`alexnet_aa.reference.conv2d`."""
+
+    @abc.abstractmethod
+    def max_pool2d(self, x, kernel, stride, ceil_mode: bool):
+        """Max pooling, floor or ceil mode. See :func:`alexnet_aa.reference.max_pool2d`."""
+
+    @abc.abstractmethod
+    def lrn(self, x, size: int, alpha: float, beta: float, k: float):
+        """Local response normalisation across channels. See :func:`alexnet_aa.reference.lrn`."""
+
+    @abc.abstractmethod
+    def linear(self, x, w, b, relu: bool):
+        """``x @ w.T + b`` (+ ReLU). See :func:`alexnet_aa.reference.linear`."""
+
+    # -- optional -----------------------------------------------------------
+    def warmup(self) -> float:
+        """Compile or load whatever the ops need up front; return the seconds it took."""
+        return 0.0
+
+    def describe(self) -> dict[str, str]:
+        """Facts for ``alexnet-aa backends``: library versions, device, which code paths are active."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} layout={self.layout} dtype={self.dtype}>"
+
+
+# -- the registry -------------------------------------------------------------
+
+
+def registered_backends() -> dict[str, Any]:
+    """``{name: EntryPoint}`` of every installed backend, sorted by name. Imports nothing."""
+    eps = entry_points(group=ENTRY_POINT_GROUP)
+    return {ep.name: ep for ep in sorted(eps, key=lambda ep: ep.name)}
+
+
+def _known_list() -> str:
+    names = registered_backends()
+    lines = [f"  {n}  (installed)" for n in names]
+    lines += [f"  {n}  (not installed: {hint})" for n, hint in INSTALL_HINTS.items() if n not in names]
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=None)
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name``, importing its module now.
+
+    Raises :class:`UnknownBackendError` (listing the known backends and how to
+    install each) when no such entry point exists, and
+    :class:`BackendUnavailableError` when its module cannot be imported.
+    """
+    eps = registered_backends()
+    if name not in eps:
+        raise UnknownBackendError(f"unknown backend {name!r}; known backends:\n{_known_list()}")
+    try:
+        cls = eps[name].load()
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend {name!r} is registered but its module failed to import: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendError(
+            f"entry point {eps[name].value!r} for backend {name!r} is not a subclass of "
+            f"alexnet_aa.backend.Backend (got {cls!r})"
+        )
+    return cls
+
+
+def get_backend(name: str | Backend = "numpy", **options) -> Backend:
+    """The backend registered as ``name``, constructed with ``options``.
+
+    A :class:`Backend` instance is returned as it is (options must then be
+    empty). A backend that cannot run here raises
+    :class:`BackendUnavailableError` with its reason.
+    """
+    if isinstance(name, Backend):
+        if options:
+            raise TypeError("options can only be given with a backend name, not a Backend instance")
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a name (str) or a Backend instance, got {type(name).__name__}")
+    cls = backend_class(name)
+    ok, why = cls.available()
+    if not ok:
+        hint = INSTALL_HINTS.get(name)
+        raise BackendUnavailableError(
+            f"backend {name!r} is not available here: {why}" + (f"\n  install: {hint}" if hint else "")
+        )
+    return cls(**options)
+
+
+def available_backends() -> dict[str, tuple[bool, str]]:
+    """``{name: (available, reason)}`` for every registered backend; never raises."""
+    out: dict[str, tuple[bool, str]] = {}
+    for name in registered_backends():
+        try:
+            out[name] = backend_class(name).available()
+        except BackendError as exc:
+            out[name] = (False, str(exc))
+    return out

@@ -1,0 +1,75 @@
+"""Metrics, tolerances and the assertion of the conformance suite."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend, get_backend
+
+#: Relative L2 tolerances per compute dtype and check (DESIGN.md §5). A backend
+#: may override any entry with a ``tolerances`` class attribute of the same
+#: shape, e.g. ``tolerances = {"float32": {"network": 2e-4}}``.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "float32": {"conv2d": 1e-5, "max_pool2d": 1e-6, "lrn": 1e-5, "linear": 1e-5, "network": 1e-4},
+    "float64": {"conv2d": 1e-12, "max_pool2d": 1e-14, "lrn": 1e-12, "linear": 1e-12, "network": 1e-10},
+}
+
+
+class ConformanceError(AssertionError):
+    """A backend's result differs from the reference by more than the tolerance."""
+
+
+def tolerance(backend: Backend, check: str) -> float:
+    """The tolerance for ``check`` (an op name or ``"network"``) at ``backend``'s dtype."""
+    dtype = backend.dtype
+    own = getattr(backend, "tolerances", {}).get(dtype, {})
+    if check in own:
+        return float(own[check])
+    try:
+        return TOLERANCES[dtype][check]
+    except KeyError:
+        raise KeyError(f"no tolerance for {check!r} at dtype {dtype!r}; known dtypes: {list(TOLERANCES)}") from None
+
+
+def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
+    """``‖y − ref‖₂ / ‖ref‖₂`` in float64 (``‖y − ref‖₂`` where ``ref`` is all zeros)."""
+    y64, r64 = np.asarray(y, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    num = float(np.linalg.norm((y64 - r64).ravel()))
+    den = float(np.linalg.norm(r64.ravel()))
+    return num / den if den > 0 else num
+
+
+@functools.lru_cache(maxsize=1)
+def oracle() -> Backend:
+    """The reference: the ``array-api`` backend on NumPy in float64."""
+    return get_backend("array-api", namespace="numpy", dtype="float64")
+
+
+def assert_conforms(y: Any, ref: np.ndarray, *, backend: Backend, check: str, context: str) -> float:
+    """Compare ``y`` (already on the host, canonical layout) with ``ref``; return the measured error.
+
+    Checks shape first, then NaN placement, then relative L2 error against
+    :func:`tolerance`; the message names op, backend, dtype, shapes, the
+    measured error and ``context`` (the case and its seed, enough to rerun it).
+    """
+    __tracebackhide__ = True
+    y = np.asarray(y)
+    where = f"[{check}] backend={backend.name} dtype={backend.dtype} {context}"
+    if y.shape != ref.shape:
+        raise ConformanceError(f"{where}: out.shape={y.shape}, but should be {ref.shape}")
+    nan_y, nan_ref = np.isnan(y), np.isnan(ref)
+    if not np.array_equal(nan_y, nan_ref):
+        raise ConformanceError(f"{where}: {int(nan_y.sum())} NaN in the result, {int(nan_ref.sum())} in the reference")
+    ok = ~nan_ref
+    err = relative_error(y[ok], ref[ok])
+    tol = tolerance(backend, check)
+    if not err <= tol:
+        worst = np.unravel_index(np.argmax(np.abs(np.where(ok, y - ref, 0))), y.shape)
+        raise ConformanceError(
+            f"{where}: relative L2 error {err:.3e} > tolerance {tol:.0e} "
+            f"(shape {y.shape}; worst element {tuple(map(int, worst))}: got {y[worst]!r}, reference {ref[worst]!r})"
+        )
+    return err

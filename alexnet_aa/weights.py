@@ -1,0 +1,247 @@
+"""Canonical weights: names and shapes, the paper's initialisation, files.
+
+One name per tensor, from the layer table: ``conv1.weight``, ``conv1.bias``,
+… ``conv5.*``, ``fc6.*``, ``fc7.*``, ``fc8.*``. Conv weights are OIHW
+``(out, in/groups, kh, kw)``, linear weights ``(out, in)``, biases
+``(out,)``, float32 on the host. fc6's input axis is in the NCHW flatten order
+``(C, H, W)``, the order of torchvision's and Caffe's weights.
+
+Files: ``.safetensors`` (the project's format; read and written here
+without the ``safetensors`` package, never executing anything) and NumPy
+``.npz`` (read with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .architecture import VARIANTS, Architecture, Conv, architecture, param_shapes
+from .arrays import to_numpy
+
+
+class WeightsError(ValueError):
+    """Weights that do not fit the architecture; ``problems`` lists every mismatch."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = list(problems or [])
+        if self.problems:
+            message = message + ":\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class WeightsFileError(WeightsError):
+    """A weights file that is missing, truncated, corrupt or of an unknown format."""
+
+
+# -- initialisation ---------------------------------------------------------------
+
+#: Layers whose biases the paper initialises to 1 ("accelerates the early stages
+#: of learning by providing the ReLUs with positive inputs", §5); the rest get 0.
+PAPER_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
+
+
+def init_weights(arch: Architecture, seed: int = 0) -> dict[str, np.ndarray]:
+    """The paper's initialisation (§5): weights ~ N(0, 0.01²); biases 1 in
+    conv2, conv4, conv5, fc6, fc7 and 0 elsewhere. Deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    for name, shape in param_shapes(arch).items():
+        layer = name.split(".")[0]
+        if name.endswith(".weight"):
+            params[name] = rng.normal(0.0, 0.01, size=shape).astype(np.float32)
+        else:
+            params[name] = np.full(shape, 1.0 if layer in PAPER_BIAS_ONE else 0.0, dtype=np.float32)
+    return params
+
+
+# -- validation -----------------------------------------------------------------
+
+
+def check_weights(params: Mapping[str, object], arch: Architecture) -> dict[str, np.ndarray]:
+    """Validate ``params`` against ``arch`` and return them as float32 host arrays.
+
+    Every problem — a missing, extra or misshapen tensor, a non-floating dtype,
+    a NaN or infinity — is listed in one :class:`WeightsError`.
+    """
+    expected = param_shapes(arch)
+    problems: list[str] = []
+    missing = [n for n in expected if n not in params]
+    extra = [n for n in params if n not in expected]
+    if missing:
+        problems.append(f"missing: {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected: {', '.join(map(str, extra))}")
+    out: dict[str, np.ndarray] = {}
+    for name, shape in expected.items():
+        if name not in params:
+            continue
+        value = to_numpy(params[name])
+        if tuple(value.shape) != shape:
+            hint = ""
+            if name == "fc8.weight" and value.ndim == 2 and value.shape[1] == shape[1]:
+                hint = f" (a {value.shape[0]}-class head: pass num_classes={value.shape[0]})"
+            problems.append(f"{name}: expected shape {shape}, got {tuple(value.shape)}{hint}")
+            continue
+        if value.dtype.kind != "f":
+            problems.append(f"{name}: expected a floating dtype, got {value.dtype}")
+            continue
+        if not np.all(np.isfinite(value)):
+            problems.append(f"{name}: contains NaN or infinity")
+            continue
+        out[name] = np.ascontiguousarray(value, dtype=np.float32)
+    if problems:
+        raise WeightsError(f"weights do not fit the {arch.variant!r} variant (num_classes={arch.num_classes})", problems)
+    return out
+
+
+def guess_variant(params: Mapping[str, object]) -> str | None:
+    """The variant whose canonical shapes ``params`` has (fc8's width aside), or ``None``."""
+    for variant in VARIANTS:
+        expected = param_shapes(architecture(variant))
+        if set(expected) != set(params):
+            continue
+        if all(tuple(np.shape(params[n])) == s for n, s in expected.items() if not n.startswith("fc8")):
+            return variant
+    return None
+
+
+def fc6_to_layout(params: dict[str, np.ndarray], arch: Architecture, layout: str) -> dict[str, np.ndarray]:
+    """``params`` with fc6's input axis permuted from the (C, H, W) flatten order to ``layout``'s.
+
+    An NHWC backend flattens pool5's ``(H, W, C)`` map; permuting fc6's
+    columns once makes its product equal to the canonical NCHW one.
+    """
+    if layout == "NCHW":
+        return params
+    last_conv = [layer for layer in arch.layers if isinstance(layer, Conv)][-1]
+    c = last_conv.out_channels
+    w = params["fc6.weight"]
+    side = int(round((w.shape[1] // c) ** 0.5))
+    permuted = w.reshape(w.shape[0], c, side, side).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    return {**params, "fc6.weight": np.ascontiguousarray(permuted)}
+
+
+# -- safetensors, read and written by hand -----------------------------------------
+
+_ST_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+    "U8": np.uint8, "BOOL": np.bool_,
+}
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def save_weights(path: str | os.PathLike, params: Mapping[str, object], metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``params`` to ``path``: ``.safetensors`` (with string ``metadata``) or ``.npz``.
+
+    The file is written to a temporary name and renamed, so a crash never
+    leaves a half-written file under ``path``.
+    """
+    path = Path(path)
+    arrays = {name: np.ascontiguousarray(to_numpy(v)) for name, v in params.items()}
+    tmp = path.with_name(path.name + ".partial")
+    if path.suffix == ".npz":
+        if metadata:
+            raise ValueError("metadata can only be stored in .safetensors files")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    elif path.suffix == ".safetensors":
+        header: dict[str, object] = {}
+        if metadata:
+            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        offset = 0
+        for name, a in arrays.items():
+            if a.dtype not in _ST_NAMES:
+                raise TypeError(f"cannot store {name} of dtype {a.dtype} in safetensors")
+            header[name] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+            offset += a.nbytes
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for a in arrays.values():
+                f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+    else:
+        raise ValueError(f"unknown weights format {path.suffix!r}: expected .safetensors or .npz")
+    os.replace(tmp, path)
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise WeightsFileError(f"{path}: not a safetensors file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(_MAX_HEADER, size - 8):
+            raise WeightsFileError(f"{path}: corrupt safetensors header (header length {n}, file {size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WeightsFileError(f"{path}: corrupt safetensors header: {exc}") from exc
+        if not isinstance(header, dict):
+            raise WeightsFileError(f"{path}: corrupt safetensors header (not a JSON object)")
+        data = f.read()
+    metadata = header.pop("__metadata__", None) or {}
+    tensors: dict[str, np.ndarray] = {}
+    problems: list[str] = []
+    for name, entry in header.items():
+        try:
+            dtype = entry["dtype"]
+            shape = tuple(int(s) for s in entry["shape"])
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{name}: malformed header entry {entry!r}")
+            continue
+        if dtype not in _ST_DTYPES:
+            problems.append(f"{name}: unsupported dtype {dtype} (store float32)")
+            continue
+        np_dtype = np.dtype(_ST_DTYPES[dtype]).newbyteorder("<")
+        if end > len(data) or begin > end:
+            problems.append(f"{name}: data {begin}..{end} lies past the end of the file (truncated?)")
+            continue
+        if end - begin != np_dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+            problems.append(f"{name}: {end - begin} bytes do not hold a {dtype} tensor of shape {shape}")
+            continue
+        tensors[name] = np.frombuffer(data, dtype=np_dtype, count=int(np.prod(shape, dtype=np.int64)), offset=begin).reshape(shape).astype(np_dtype.newbyteorder("="))
+    if problems:
+        raise WeightsFileError(f"{path}: corrupt safetensors file", problems)
+    return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise WeightsFileError(f"{path}: not a readable .npz file: {exc}") from exc
+
+
+def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(tensors, metadata)`` of a ``.safetensors`` or ``.npz`` file, not yet validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix == ".npz":
+        return _read_npz(path), {}
+    raise WeightsFileError(
+        f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or .npz "
+        "(import other formats with `alexnet-aa weights import`)"
+    )
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a ``.safetensors`` or ``.npz`` weights file, by canonical name."""
+    return read_weights_file(path)[0]
