@@ -165,6 +165,7 @@ def _known_list() -> str:
     names = registered_backends()
     lines = [f"  {n}  (installed)" for n in names]
     lines += [f"  {n}  (not installed: {hint})" for n, hint in INSTALL_HINTS.items() if n not in names]
+    lines.append(f"(a third-party backend registers itself under the entry-point group {ENTRY_POINT_GROUP!r})")
     return "\n".join(lines)
 
 

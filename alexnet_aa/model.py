@@ -189,19 +189,44 @@ class AlexNet:
             pass
         return x
 
+    def canonical(self, layer_name: str, y):
+        """A layer's native output in the canonical order: NCHW maps, (C, H, W)-flattened features.
+
+        The identity for NCHW backends; for NHWC backends maps are transposed
+        and the flatten layer's features reordered (a copy, for inspection only).
+        """
+        if self.backend.layout == "NCHW":
+            return y
+        xp = self.backend.xp
+        if y.ndim == 4:
+            return xp.permute_dims(y, (0, 3, 1, 2))
+        if layer_name in self._flat_feature_layers:
+            c, h, w = self._flatten_chw
+            return xp.reshape(xp.permute_dims(xp.reshape(y, (y.shape[0], h, w, c)), (0, 3, 1, 2)), (y.shape[0], -1))
+        return y
+
+    @property
+    def _flat_feature_layers(self) -> tuple[str, ...]:
+        """Layers whose output is the flattened pool5 map: flatten, up to fc6 (dropout, in torchvision)."""
+        names = [layer.name for layer in self.arch.layers]
+        first = next(i for i, layer in enumerate(self.arch.layers) if isinstance(layer, Flatten))
+        fc6 = next(i for i, layer in enumerate(self.arch.layers) if isinstance(layer, Linear))
+        return tuple(names[first:fc6])
+
+    @property
+    def _flatten_chw(self) -> tuple[int, int, int]:
+        fc6 = next(layer for layer in self.arch.layers if isinstance(layer, Linear))
+        c = [layer for layer in self.arch.layers if isinstance(layer, Conv)][-1].out_channels
+        side = int(round((fc6.in_features // c) ** 0.5))
+        return c, side, side
+
     def layers(self, x) -> dict[str, Any]:
         """Every layer's output by name (``conv1``, ``lrn1``, ``pool1``, … ``fc8``), in order.
 
-        Arrays of the backend's namespace; 4-D maps in NCHW whatever the
-        backend's layout (NHWC maps are transposed back for this view).
+        Arrays of the backend's namespace, in the canonical order whatever the
+        backend's layout (see :meth:`canonical`).
         """
-        xp = self.backend.xp
-        out = {}
-        for name, y in self._forward(x):
-            if self.backend.layout == "NHWC" and y.ndim == 4:
-                y = xp.permute_dims(y, (0, 3, 1, 2))
-            out[name] = y
-        return out
+        return {name: self.canonical(name, y) for name, y in self._forward(x)}
 
     def predict(self, x, top: int = 5) -> Prediction:
         """Top-``top`` classes and their softmax probabilities, as NumPy arrays.

@@ -61,6 +61,24 @@ def init_weights(arch: Architecture, seed: int = 0) -> dict[str, np.ndarray]:
     return params
 
 
+def he_weights(arch: Architecture, rng: np.random.Generator | int = 0) -> dict[str, np.ndarray]:
+    """Random weights for testing: N(0, 2/fan_in) (He et al. 2015) and N(0, 0.1²) biases.
+
+    Unlike the paper's N(0, 0.01²), these keep activations from vanishing or
+    saturating through the untrained network, so its logits (and top-1) are
+    well separated: what comparisons between backends need.
+    """
+    rng = np.random.default_rng(rng)
+    params: dict[str, np.ndarray] = {}
+    for name, shape in param_shapes(arch).items():
+        if name.endswith(".weight"):
+            fan_in = int(np.prod(shape[1:]))
+            params[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        else:
+            params[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    return params
+
+
 # -- validation -----------------------------------------------------------------
 
 

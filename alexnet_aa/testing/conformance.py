@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .. import reference
-from ..architecture import VARIANTS, architecture, param_shapes
+from ..architecture import VARIANTS, architecture
 from ..backend import Backend
 from ..model import AlexNet
+from ..weights import he_weights
 from .compare import assert_conforms, oracle, tolerance
 
 __all__ = [
@@ -222,24 +223,11 @@ def test_linear(alexnet_backend, case_rng, conformance_record, case, relu):
 # -- the whole network -------------------------------------------------------------------------------
 
 
-def random_weights(variant: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """He-scaled random weights and small random biases: activations that neither vanish nor
-    saturate, so the logits (and their top-1) are well separated."""
-    out = {}
-    for name, shape in param_shapes(architecture(variant)).items():
-        if name.endswith(".weight"):
-            fan_in = int(np.prod(shape[1:]))
-            out[name] = _f32(rng.standard_normal(shape) * np.sqrt(2.0 / fan_in))
-        else:
-            out[name] = _f32(0.1 * rng.standard_normal(shape))
-    return out
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_network(alexnet_backend, case_rng, conformance_record, variant):
     """Logits within the network tolerance, no stray NaN, and the same top-1 class wherever the
     reference's top-1 margin is larger than the tolerance allows to flip."""
-    weights = random_weights(variant, case_rng)
+    weights = he_weights(architecture(variant), case_rng)
     size = architecture(variant).input_size
     x = _f32(case_rng.standard_normal((2, 3, size, size)))
     model = AlexNet(variant, alexnet_backend, weights=weights)

@@ -1,0 +1,183 @@
+"""The public model API and its errors (DESIGN.md §6, §7)."""
+
+import numpy as np
+import pytest
+
+import alexnet_aa
+from alexnet_aa import AlexNet, WeightsError, WeightsFileError, example_input, save_weights
+from alexnet_aa.architecture import architecture
+from alexnet_aa.backend import BackendUnavailableError, UnknownBackendError
+from alexnet_aa.testing import relative_error
+from alexnet_aa.weights import PAPER_BIAS_ONE, he_weights
+
+
+@pytest.fixture(scope="module")
+def tv_model():
+    return AlexNet("torchvision", "numpy", weights=he_weights(architecture("torchvision"), 1))
+
+
+def test_logits_shape_and_predict(tv_model):
+    x = example_input("torchvision", batch=3, seed=2)
+    logits = alexnet_aa.to_numpy(tv_model(x))
+    assert logits.shape == (3, 1000) and logits.dtype == np.float32
+    pred = tv_model.predict(x, top=5)
+    assert pred.indices.shape == pred.probabilities.shape == (3, 5)
+    assert np.all(np.diff(pred.probabilities, axis=1) <= 0), "probabilities must be sorted, best first"
+    np.testing.assert_array_equal(pred.indices[:, 0], logits.argmax(1))
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(pred.probabilities, np.take_along_axis(p, pred.indices, 1), rtol=1e-5)
+
+
+def test_softmax_is_stable_for_huge_logits():
+    from alexnet_aa.model import softmax
+    import array_api_compat.numpy as xp
+
+    p = softmax(xp.asarray([[1e4, 0.0, -1e4]], dtype=xp.float32), xp)
+    assert np.all(np.isfinite(p)) and abs(float(p[0, 0]) - 1.0) < 1e-6
+
+
+def test_rows_are_independent(tv_model):
+    x = example_input("torchvision", batch=4, seed=3)
+    whole = alexnet_aa.to_numpy(tv_model(x))
+    halves = np.concatenate([alexnet_aa.to_numpy(tv_model(x[:2])), alexnet_aa.to_numpy(tv_model(x[2:]))])
+    # BLAS blocks a GEMM by its row count, so float32 sums may round differently: compare, don't bit-match
+    assert relative_error(halves, whole) < 1e-5
+
+
+def test_layers_in_table_order_and_canonical_layout(tv_model):
+    x = example_input("torchvision", batch=1)
+    acts = tv_model.layers(x)
+    assert list(acts) == [layer.name for layer in architecture("torchvision").layers]
+    assert acts["conv1"].shape == (1, 64, 55, 55) and acts["flatten"].shape == (1, 9216)
+    ref = AlexNet("torchvision", "array-api", weights=tv_model.state_dict()).layers(x)
+    for name in ("conv1", "pool5", "flatten"):
+        np.testing.assert_allclose(np.asarray(acts[name]), alexnet_aa.to_numpy(ref[name]), rtol=1e-4, atol=1e-4)
+
+
+def test_paper_initialisation_is_seeded():
+    a, b = AlexNet("paper", "numpy", seed=5).state_dict(), AlexNet("paper", "numpy", seed=5).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert abs(a["conv3.weight"].std() - 0.01) < 1e-3
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        assert np.all(a[f"{layer}.bias"] == (1.0 if layer in PAPER_BIAS_ONE else 0.0))
+
+
+def test_state_dict_round_trip_through_files(tmp_path, tv_model):
+    for suffix in (".safetensors", ".npz"):
+        path = save_weights(tmp_path / f"w{suffix}", tv_model.state_dict())
+        again = AlexNet("torchvision", "numpy", weights=path).state_dict()
+        assert all(np.array_equal(again[k], v) for k, v in tv_model.state_dict().items())
+
+
+# -- bad input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((3, 224, 224), "rank 4"),
+        ((1, 4, 224, 224), "3 channels"),
+        ((0, 3, 224, 224), "N >= 1"),
+        ((1, 3, 40, 40), "any size >= 63"),
+    ],
+)
+def test_bad_input_shapes(tv_model, shape, match):
+    with pytest.raises(ValueError, match=match):
+        tv_model(np.zeros(shape, np.float32))
+
+
+def test_paper_names_its_input_size():
+    model = AlexNet("paper", "numpy")
+    with pytest.raises(ValueError, match="227x227 input, got 224x224"):
+        model(np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_integer_input_is_a_type_error(tv_model):
+    with pytest.raises(TypeError, match="floating-point"):
+        tv_model(np.zeros((1, 3, 224, 224), np.uint8))
+    with pytest.raises(TypeError, match="array"):
+        tv_model([[1.0]])
+
+
+def test_unknown_backend_lists_known_and_install_hints(monkeypatch):
+    import alexnet_aa.backend as registry
+
+    only_numpy = {"numpy": registry.registered_backends()["numpy"]}
+    monkeypatch.setattr(registry, "registered_backends", lambda: only_numpy)
+    with pytest.raises(UnknownBackendError) as info:
+        AlexNet("paper", "tpu")
+    message = str(info.value)
+    assert "numpy  (installed)" in message
+    assert "mlx  (not installed: python -m pip install -e 'backends/mlx[cpu]'" in message
+    assert "alexnet_aa.backends" in message
+
+
+def test_unavailable_backend_says_why(monkeypatch):
+    from alexnet_aa_numpy import NumpyBackend
+
+    monkeypatch.setattr(NumpyBackend, "available", classmethod(lambda cls: (False, "no such device")))
+    with pytest.raises(BackendUnavailableError, match="no such device"):
+        AlexNet("torchvision", "numpy")
+
+
+def test_weights_problems_listed_at_once():
+    good = he_weights(architecture("paper"), 0)
+    bad = dict(good)
+    del bad["conv1.bias"]
+    bad["conv2.weight"] = np.zeros((256, 96, 5, 5), np.float32)
+    bad["fc9.weight"] = np.zeros((3, 3), np.float32)
+    bad["fc7.bias"] = np.zeros(4096, np.int32)
+    with pytest.raises(WeightsError) as info:
+        AlexNet("paper", "numpy", weights=bad)
+    problems = "\n".join(info.value.problems)
+    for needle in ("missing: conv1.bias", "unexpected: fc9.weight", "conv2.weight: expected shape (256, 48, 5, 5)", "fc7.bias: expected a floating dtype"):
+        assert needle in problems
+
+
+def test_weights_of_another_variant_are_named():
+    with pytest.raises(WeightsError, match="fits the 'torchvision' variant"):
+        AlexNet("paper", "numpy", weights=he_weights(architecture("torchvision"), 0))
+
+
+def test_nan_weights_refused():
+    w = he_weights(architecture("torchvision"), 0)
+    w["fc8.bias"][3] = np.nan
+    with pytest.raises(WeightsError, match="NaN"):
+        AlexNet("torchvision", "numpy", weights=w)
+
+
+def test_other_head_needs_num_classes_or_fresh_head():
+    w = he_weights(architecture("torchvision", num_classes=10), 0)
+    with pytest.raises(WeightsError, match="num_classes=10"):
+        AlexNet("torchvision", "numpy", weights=w)
+    assert AlexNet("torchvision", "numpy", weights=w, num_classes=10).arch.num_classes == 10
+    fresh = AlexNet("torchvision", "numpy", weights=w, fresh_head=True)
+    assert fresh.state_dict()["fc8.weight"].shape == (1000, 4096)
+    assert np.array_equal(fresh.state_dict()["fc7.weight"], w["fc7.weight"])
+
+
+def test_missing_truncated_and_corrupt_files(tmp_path):
+    with pytest.raises(WeightsFileError, match="not found"):
+        AlexNet("paper", "numpy", weights=tmp_path / "nope.safetensors")
+    path = save_weights(tmp_path / "w.safetensors", he_weights(architecture("torchvision"), 0))
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsFileError, match="truncated"):
+        AlexNet("torchvision", "numpy", weights=tmp_path / "cut.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(WeightsFileError, match="corrupt"):
+        AlexNet("torchvision", "numpy", weights=tmp_path / "junk.safetensors")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04broken")
+    with pytest.raises(WeightsFileError, match="npz"):
+        AlexNet("torchvision", "numpy", weights=tmp_path / "junk.npz")
+    with pytest.raises(WeightsFileError, match="unknown weights format"):
+        AlexNet("torchvision", "numpy", weights=path.with_suffix(".bin").write_bytes(b"x") and path.with_suffix(".bin"))
+
+
+def test_pickled_npz_refused(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, **{"conv1.weight": np.array([object()], dtype=object)})
+    with pytest.raises(WeightsFileError):
+        AlexNet("torchvision", "numpy", weights=path)
