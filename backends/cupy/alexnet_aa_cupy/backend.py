@@ -1,0 +1,234 @@
+"""The ``cupy`` backend: AlexNet's heavy ops as hand-written CUDA kernels on NVIDIA GPUs.
+
+Layout: **NCHW** activations. An implicit-GEMM convolution on NCHW gathers
+each K-slice along the output-pixel axis, so a warp reads consecutive pixels of
+one input plane (coalesced for stride 1, and for any stride it stays within a
+few cache lines) and writes consecutive pixels of one output plane; LRN runs
+across planes with coalesced per-plane reads, max-pool is plane-local, and
+the flatten before fc6 is the canonical ``(C, H, W)`` order, so fc6 needs no
+permutation. NHWC would make the K-gather contiguous along channels instead,
+but AlexNet's first layer has 3 channels and the other gathers are already
+coalesced along pixels, so NHWC buys little here.
+
+Native weights, converted once by :meth:`CupyBackend.prepare`:
+
+- conv: ``(in/groups, kh, kw, out)`` ("IHWO"), i.e. the GEMM's A operand
+  ``(K, out)`` with rows contiguous along the output channels; group ``g`` is
+  the column block ``[g*out/groups, (g+1)*out/groups)``, so the layout does
+  not depend on ``groups``;
+- linear: ``(out, in)`` unchanged (cuBLAS reads it transposed at no cost);
+- biases: ``(out,)``.
+
+Kernels (see the header comment of each ``.cu`` file and :mod:`.kernels`):
+
+- ``conv2d``: implicit GEMM, 128×128 / 64×128 / 64×64 output tiles
+  (channels × pixels), 8×8 (4×4) register micro-tiles, K-slices of 8 staged
+  in double-buffered shared memory, float4 shared-memory reads, zero padding
+  gathered on the fly, bias + ReLU fused in the epilogue; float32 accumulators.
+- ``max_pool2d``: one thread per output, floor or ceil mode.
+- ``lrn``: one pass across channels, one thread per output.
+- ``linear``: cuBLAS SGEMM through ``cupy.matmul``, then one kernel for
+  bias + ReLU. True float32: CuPy lets cuBLAS use TF32 only when the
+  environment variable ``CUPY_TF32=1`` is set, which :meth:`describe` reports.
+
+The math of each op is documented once, on :mod:`alexnet_aa.reference`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from alexnet_aa.backend import Backend, pair
+
+from . import kernels
+
+_INSTALL = "pip install -e 'backends/cupy[cuda13]'"
+# cudaError_t values (CUDA runtime API).
+_CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+_CUDA_ERROR_NO_DEVICE = 100
+
+
+def _tf32_requested() -> bool:
+    return os.environ.get("CUPY_TF32", "0") not in ("", "0")
+
+
+class CupyBackend(Backend):
+    """AlexNet ops as CUDA kernels compiled by NVRTC through CuPy (NCHW, float32).
+
+    ``device``: the CUDA device ordinal to run on (default: CuPy's current device).
+    """
+
+    name = "cupy"
+    layout = "NCHW"
+    dtype = "float32"
+
+    def __init__(self, *, device: int | None = None) -> None:
+        import cupy
+
+        self._cupy = cupy
+        self._device = cupy.cuda.runtime.getDevice() if device is None else int(device)
+        self._xp = None
+
+    # -- where it runs ------------------------------------------------------
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import cupy
+        except ImportError as exc:
+            return False, f"cupy not installed ({exc}): {_INSTALL}"
+        except Exception as exc:  # a broken install (e.g. two cupy wheels) must not crash the caller
+            return False, f"cupy failed to import: {type(exc).__name__}: {exc}"
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            if status == _CUDA_ERROR_INSUFFICIENT_DRIVER:
+                return False, (
+                    "no CUDA driver / no NVIDIA GPU found (the CUDA runtime reports a missing or too old "
+                    f"NVIDIA driver; cupy {cupy.__version__} is built for CUDA {_runtime_version(cupy)} and "
+                    "needs a driver of that CUDA major version)"
+                )
+            if status == _CUDA_ERROR_NO_DEVICE:
+                return False, "no NVIDIA GPU found (the CUDA driver sees no device; check CUDA_VISIBLE_DEVICES)"
+            return False, f"CUDA is not usable here: {type(exc).__name__}: {exc}"
+        if count < 1:
+            return False, "no NVIDIA GPU found (CUDA reports 0 devices; check CUDA_VISIBLE_DEVICES)"
+        try:
+            cupy.cuda.nvrtc.getVersion()
+        except Exception as exc:
+            return False, (
+                f"NVRTC (libnvrtc, the CUDA runtime compiler) not found: {exc}; "
+                "pip install 'nvidia-cuda-nvrtc' matching your CUDA major version"
+            )
+        return True, ""
+
+    # -- arrays -----------------------------------------------------------------
+    @property
+    def xp(self) -> Any:
+        """``array_api_compat.cupy`` when installed (what ``array_namespace`` returns for cupy arrays), else ``cupy``."""
+        if self._xp is None:
+            try:
+                import array_api_compat.cupy as xp
+            except ImportError:
+                xp = self._cupy
+            self._xp = xp
+        return self._xp
+
+    def asarray(self, x: Any) -> Any:
+        cp = self._cupy
+        with cp.cuda.Device(self._device):
+            if isinstance(x, cp.ndarray):
+                return cp.ascontiguousarray(x.astype(cp.float32, copy=False))
+            return cp.asarray(np.ascontiguousarray(np.asarray(x), dtype=np.float32))
+
+    def to_host(self, x: Any) -> np.ndarray:
+        if isinstance(x, self._cupy.ndarray):
+            return self._cupy.asnumpy(x)
+        return np.asarray(x)
+
+    def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Conv weights OIHW → IHWO (see the module docstring); others copied as they are."""
+        out: dict[str, Any] = {}
+        for name, value in params.items():
+            host = np.asarray(value, dtype=np.float32)
+            if host.ndim == 4:
+                host = host.transpose(1, 2, 3, 0)  # (out, in/g, kh, kw) -> (in/g, kh, kw, out)
+            elif host.ndim not in (1, 2):
+                raise ValueError(
+                    f"[prepare] {name!r} has shape {host.shape}: expected a 4-D conv weight, "
+                    "a 2-D linear weight or a 1-D bias"
+                )
+            out[name] = self.asarray(host)
+        return out
+
+    def _native(self, op: str, what: str, x: Any) -> Any:
+        cp = self._cupy
+        if not isinstance(x, cp.ndarray):
+            raise TypeError(f"[{op}] {what} must be a cupy array (use backend.asarray), got {type(x).__name__}")
+        if x.dtype != cp.float32:
+            raise TypeError(f"[{op}] {what} must be float32, got {x.dtype}")
+        return cp.ascontiguousarray(x)
+
+    # -- the four ops -----------------------------------------------------------
+    def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
+        """NCHW × IHWO weights, implicit GEMM with fused bias (+ ReLU): ``conv2d.cu``."""
+        stride = pair(stride, "stride", "conv2d")
+        padding = pair(padding, "padding", "conv2d")
+        x = self._native("conv2d", "x", x)
+        w = self._native("conv2d", "w", w)
+        if b is None:
+            b = self._cupy.zeros((w.shape[-1] if w.ndim == 4 else 0,), dtype=self._cupy.float32)
+        b = self._native("conv2d", "b", b)
+        with self._cupy.cuda.Device(self._device):
+            return kernels.conv2d(x, w, b, stride, padding, groups, relu)
+
+    def max_pool2d(self, x, kernel, stride, ceil_mode: bool):
+        """NCHW, one thread per output: ``max_pool2d.cu``."""
+        kernel = pair(kernel, "kernel", "max_pool2d")
+        stride = pair(stride, "stride", "max_pool2d")
+        x = self._native("max_pool2d", "x", x)
+        with self._cupy.cuda.Device(self._device):
+            return kernels.max_pool2d(x, kernel, stride, bool(ceil_mode))
+
+    def lrn(self, x, size: int, alpha: float, beta: float, k: float):
+        """NCHW, across channels in one pass: ``lrn.cu``."""
+        x = self._native("lrn", "x", x)
+        with self._cupy.cuda.Device(self._device):
+            return kernels.lrn(x, size, alpha, beta, k)
+
+    def linear(self, x, w, b, relu: bool):
+        """cuBLAS SGEMM (no TF32 unless ``CUPY_TF32=1``) + fused bias/ReLU kernel: ``linear.cu``."""
+        x = self._native("linear", "x", x)
+        w = self._native("linear", "w", w)
+        if b is None:
+            b = self._cupy.zeros((w.shape[0] if w.ndim == 2 else 0,), dtype=self._cupy.float32)
+        b = self._native("linear", "b", b)
+        with self._cupy.cuda.Device(self._device):
+            return kernels.linear(x, w, b, relu)
+
+    # -- optional ---------------------------------------------------------------
+    def warmup(self) -> float:
+        """Compile (or load from ``CUPY_CACHE_DIR``) every kernel; return the seconds it took."""
+        t0 = time.perf_counter()
+        with self._cupy.cuda.Device(self._device):
+            kernels.compile_all(self._device)
+            kernels.device_facts(self._device)
+            self._cupy.cuda.Device(self._device).synchronize()
+        return time.perf_counter() - t0
+
+    def describe(self) -> dict[str, str]:
+        cp = self._cupy
+        props = cp.cuda.runtime.getDeviceProperties(self._device)
+        name = props["name"]
+        facts = {
+            "cupy": cp.__version__,
+            "device": f"{self._device}: {name.decode() if isinstance(name, bytes) else name}",
+            "compute capability": f"{props['major']}.{props['minor']}",
+            "CUDA runtime": _fmt_cuda_version(cp.cuda.runtime.runtimeGetVersion()),
+            "CUDA driver": _fmt_cuda_version(cp.cuda.runtime.driverGetVersion()),
+            "layout": "NCHW activations, IHWO conv weights, (out, in) linear weights",
+            "conv2d": "implicit GEMM, tiles " + "/".join(kernels.CONV_TILES) + ", fused bias+ReLU",
+            "tf32": "on (CUPY_TF32=1: cuBLAS may use TF32 in linear)" if _tf32_requested() else "off",
+            "cache dir": os.environ.get("CUPY_CACHE_DIR", "~/.cupy/kernel_cache (default)"),
+        }
+        try:
+            facts["NVRTC"] = ".".join(map(str, cp.cuda.nvrtc.getVersion()))
+        except Exception as exc:  # describe() is informational: report, don't raise
+            facts["NVRTC"] = f"unavailable ({type(exc).__name__})"
+        return facts
+
+
+def _fmt_cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _runtime_version(cupy) -> str:
+    try:
+        return _fmt_cuda_version(cupy.cuda.runtime.runtimeGetVersion())
+    except Exception:
+        return "?"

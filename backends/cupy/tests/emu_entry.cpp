@@ -1,0 +1,37 @@
+// emu_entry.cpp — the backend's .cu files compiled for the CPU (cuda_on_cpu.h),
+// with one C entry point per kernel: emu_<kernel>(grid xyz, block xyz, kernel args...).
+// Built and called (ctypes) by tests/test_cuda_kernels.py with the argument
+// tuples that alexnet_aa_cupy.kernels.plan_* produce for the GPU.
+#include "cuda_on_cpu.h"
+
+#include "../alexnet_aa_cupy/conv2d.cu"
+#include "../alexnet_aa_cupy/max_pool2d.cu"
+#include "../alexnet_aa_cupy/lrn.cu"
+#include "../alexnet_aa_cupy/linear.cu"
+
+#define GRID_BLOCK unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz
+#define CONV_ENTRY(name)                                                                          \
+    extern "C" void emu_##name(GRID_BLOCK, const float* x, const float* w, const float* b, float* y, \
+                               int N, int C, int H, int W, int O, int OH, int OW, int KH, int KW,  \
+                               int SH, int SW, int PH, int PW, int G, int relu) {                  \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, x, w, b, y, N, C, H, W, O, OH, OW, KH, \
+                   KW, SH, SW, PH, PW, G, relu);                                                   \
+    }
+CONV_ENTRY(conv2d_forward_128x128)
+CONV_ENTRY(conv2d_forward_64x128)
+CONV_ENTRY(conv2d_forward_64x64)
+
+extern "C" void emu_max_pool2d_forward(GRID_BLOCK, const float* x, float* y, long long NC, int H, int W,
+                                       int OH, int OW, int KH, int KW, int SH, int SW) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), max_pool2d_forward, x, y, NC, H, W, OH, OW, KH, KW, SH, SW);
+}
+
+extern "C" void emu_lrn_forward(GRID_BLOCK, const float* x, float* y, long long N, int C, long long HW,
+                                int size, float alpha_over_size, float beta, float k) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), lrn_forward, x, y, N, C, HW, size, alpha_over_size, beta, k);
+}
+
+extern "C" void emu_linear_bias_act_forward(GRID_BLOCK, float* y, const float* b, long long total, int F,
+                                            int relu) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), linear_bias_act_forward, y, b, total, F, relu);
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# One GPU session for the cupy backend: install, smoke-test the kernels,
+# run the conformance suite on cupy, benchmark against PyTorch + cuDNN.
+#
+#   bash benchmarks/gpu_session.sh        # from the repository root; results in $OUT
+#
+# Made for the lent machine (H100/H200, Python 3.12, cupy-cuda13x + NVRTC,
+# torch + cuDNN, setuptools but no hatchling, no network). Every step has its
+# own timeout and the whole script stays within BUDGET seconds (default 420);
+# a failing step is reported and the next one still runs.
+set -u
+OUT=${OUT:-/tmp/gpu_session_out}
+BUDGET=${BUDGET:-420}
+mkdir -p "$OUT"
+export CUPY_CACHE_DIR=${CUPY_CACHE_DIR:-/tmp/alexnet_aa_cupy_cache}
+unset CUPY_TF32                       # true float32 in cuBLAS
+PY=${PY:-python3}
+STATUS=0
+
+step() {  # step NAME CAP_SECONDS CMD... : run with timeout min(CAP, time left), log to $OUT/NAME.txt
+    local name=$1 cap=$2; shift 2
+    local left=$((BUDGET - SECONDS))
+    local t=$((cap < left ? cap : left))
+    if [ "$t" -lt 10 ]; then echo "== $name: skipped, budget spent" | tee -a "$OUT/summary.txt"; STATUS=1; return; fi
+    echo "== $name (timeout ${t}s, ${SECONDS}s elapsed)"
+    local t0=$SECONDS
+    timeout --kill-after=10 "$t" "$@" > >(tee "$OUT/$name.txt") 2>&1
+    local rc=$?
+    echo "== $name: rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/summary.txt"
+    [ "$rc" -eq 0 ] || STATUS=1
+}
+
+# array-api-compat is not on the GPU image: it travels as a wheel in .whl/ (carried by the device call).
+if ls .whl/*.whl >/dev/null 2>&1; then
+    step wheels 60 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+step install 120 $PY -m pip install --no-build-isolation --no-deps -q \
+    -e . -e backends/array_api -e backends/numpy -e backends/cupy
+
+step nvidia-smi 20 nvidia-smi
+
+# Kernels alone, against the float64 loops of tests/test_cuda_kernels.py (cold NVRTC compile timed).
+step smoke 90 $PY - <<'EOF'
+import importlib.util, sys, time
+import numpy as np
+from alexnet_aa_cupy import CupyBackend, kernels
+
+ok, why = CupyBackend.available()
+print("available:", ok, why)
+if not ok:
+    sys.exit(1)
+be = CupyBackend()
+print("cold compile (warmup) s:", round(be.warmup(), 2))
+for k, v in be.describe().items():
+    print(f"  {k}: {v}")
+spec = importlib.util.spec_from_file_location("tck", "tests/test_cuda_kernels.py")
+t = importlib.util.module_from_spec(spec); sys.modules["tck"] = t; spec.loader.exec_module(t)
+import cupy as cp
+worst, fails = 0.0, []
+def check(what, y, ref, tol):
+    global worst
+    y = cp.asnumpy(y); err = t._rel_err(y, ref) if y.shape == ref.shape else float("inf")
+    worst = max(worst, err)
+    print(f"{'ok ' if err < tol else 'BAD'} {what}: rel err {err:.2e}")
+    if not err < tol: fails.append(what)
+rng = np.random.default_rng(0)
+cases = dict(t.CONV_CASES)
+for name, (c, h, o, k, s, p, g) in t.ALEXNET_CONVS.items():   # real layer shapes, batch 2
+    cases["alexnet-" + name] = (2, c, h, h, o, (k, k), (s, s), (p, p), g)
+for case, (n, c, h, w, o, k, s, p, g) in cases.items():
+    x, w_oihw, b = t._conv_case(rng, n, c, h, w, o, k, s, p, g)
+    ref = t.conv2d_ref(x, w_oihw, b, s, p, g, True) if n * h * w * c < 2e6 else None
+    prep = be.prepare({"w": w_oihw, "b": b})
+    xs = be.asarray(x)
+    for tile in kernels.CONV_TILES:
+        y = kernels.conv2d(xs, prep["w"], prep["b"], s, p, g, True, tile=tile)
+        if ref is not None:
+            check(f"conv2d {case} {tile}", y, ref, 1e-5)
+    # non-contiguous input through the backend method
+    xn = cp.asfortranarray(xs)
+    if ref is not None:
+        check(f"conv2d {case} non-contiguous", be.conv2d(xn, prep["w"], prep["b"], s, p, g, True), ref, 1e-5)
+for case, (shape, kern, stride, ceil, _) in t.POOL_CASES.items():
+    x = (rng.standard_normal(shape) - 3).astype(np.float32)
+    check(f"max_pool2d {case}", be.max_pool2d(be.asarray(x), kern, stride, ceil), t.max_pool2d_ref(x, kern, stride, ceil), 1e-7)
+for shape, size, alpha, beta, k in [((2, 7, 3, 5), 5, 0.5, 0.75, 1.0), ((3, 6, 4, 4), 3, 0.3, 0.75, 2.0),
+                                    ((2, 5, 2, 3), 4, 1.0, 0.5, 1.5), ((4, 96, 55, 55), 5, 5e-4, 0.75, 2.0)]:
+    x = (rng.standard_normal(shape) * 2).astype(np.float32)
+    check(f"lrn {shape} size={size}", be.lrn(be.asarray(x), size, alpha, beta, k), t.lrn_ref(x, size, alpha, beta, k), 1e-5)
+for relu in (True, False):
+    x, w, b = (rng.standard_normal(sh).astype(np.float32) for sh in ((5, 300), (70, 300), (70,)))
+    ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    check(f"linear relu={relu}", be.linear(be.asarray(x), be.asarray(w), be.asarray(b), relu), np.maximum(ref, 0) if relu else ref, 1e-5)
+print(f"worst rel err {worst:.2e}; failures: {fails or 'none'}")
+sys.exit(1 if fails else 0)
+EOF
+
+# The conformance suite on cupy (the lead's suite; fall back to the packaged one).
+if [ -f tests/test_conformance.py ]; then
+    step conformance 150 $PY -m pytest -x -q tests/test_conformance.py --alexnet-backend cupy -rs -p no:cacheprovider
+else
+    step conformance 150 $PY -m pytest -x -q --pyargs alexnet_aa.testing.conformance --alexnet-backend cupy -rs -p no:cacheprovider
+fi
+
+step bench 180 $PY benchmarks/bench_cupy.py --out "$OUT/bench.md"
+
+echo "== total ${SECONDS}s, status $STATUS" | tee -a "$OUT/summary.txt"
+exit $STATUS

@@ -1,0 +1,353 @@
+"""The cupy backend's CUDA kernels, checked without a GPU.
+
+1. Every ``.cu`` file (and the concatenation CuPy compiles) builds with the
+   machine's ``nvcc`` for sm_80 and sm_90, warnings as errors, with the flags
+   CuPy passes to NVRTC (``-std=c++17 -ftz=true``); no kernel spills
+   registers; every name in ``kernels.NAME_EXPRESSIONS`` is an entry point.
+2. The kernels run on the CPU (``backends/cupy/tests/cuda_on_cpu.h``, g++),
+   launched with the exact argument tuples ``kernels.plan_*`` build for the
+   GPU, and agree with float64 NumPy loops: conv (stride, padding, groups,
+   odd sizes, tails of every tile, fused bias + ReLU), max-pool (floor, ceil,
+   the last-window rule), LRN (sizes 5, 4, 3, batch != channels, alpha >= 0.1),
+   the linear epilogue.
+
+Skipped, with the reason, where ``nvcc`` or ``g++`` is absent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "backends" / "cupy" / "alexnet_aa_cupy"
+EMU = ROOT / "backends" / "cupy" / "tests"
+ARCHS = ("sm_80", "sm_90")
+
+
+def _load_kernels():
+    # kernels.py imports only numpy: load it by path, so this test needs neither
+    # cupy nor an installed alexnet_aa_cupy.
+    spec = importlib.util.spec_from_file_location("_alexnet_aa_cupy_kernels", PKG / "kernels.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+kernels = _load_kernels()
+
+
+# -- 1. nvcc -----------------------------------------------------------------------
+
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH (install the CUDA toolkit to compile-check the kernels)")
+
+
+def _nvcc(src: Path, arch: str, out: Path) -> subprocess.CompletedProcess:
+    cmd = [
+        NVCC, "-std=c++17", f"-arch={arch}", "-cubin", "-ftz=true",
+        "-Werror", "all-warnings", "-Xptxas", "-Werror", "-Xptxas", "-v",
+        "-o", str(out), str(src),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def nvcc_results(tmp_path_factory):
+    """{(file, arch): CompletedProcess}, compiled in parallel."""
+    tmp = tmp_path_factory.mktemp("cubin")
+    whole = tmp / "module.cu"
+    whole.write_text(kernels.source())
+    jobs = [(PKG / f, a) for f in kernels.SOURCES for a in ARCHS] + [(whole, a) for a in ARCHS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futs = {(src.name, a): pool.submit(_nvcc, src, a, tmp / f"{src.stem}.{a}.cubin") for src, a in jobs}
+        return {k: f.result() for k, f in futs.items()}
+
+
+def _ptxas_report(stderr: str) -> dict[str, dict[str, int]]:
+    """{kernel: {"registers": n, "spill_stores": n, "spill_loads": n}} from ``-Xptxas -v``."""
+    out: dict[str, dict[str, int]] = {}
+    current = None
+    for line in stderr.splitlines():
+        if m := re.search(r"Compiling entry function '(\w+)'", line):
+            current = out.setdefault(m.group(1), {})
+        elif current is not None and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
+            current["spill_stores"], current["spill_loads"] = int(m.group(1)), int(m.group(2))
+        elif current is not None and (m := re.search(r"Used (\d+) registers", line)):
+            current["registers"] = int(m.group(1))
+    return out
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", [*kernels.SOURCES, "module.cu"])
+def test_nvcc_compiles(nvcc_results, name, arch):
+    r = nvcc_results[(name, arch)]
+    assert r.returncode == 0, f"nvcc -arch={arch} {name} failed:\n{r.stderr}"
+    report = _ptxas_report(r.stderr)
+    assert report, f"no ptxas report for {name}:\n{r.stderr}"
+    spills = {k: v for k, v in report.items() if v.get("spill_stores") or v.get("spill_loads")}
+    assert not spills, f"{name} ({arch}) spills registers: {spills}"
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_name_expression_is_an_entry_point(nvcc_results, arch):
+    entries = set(_ptxas_report(nvcc_results[("module.cu", arch)].stderr))
+    missing = [n for n in kernels.NAME_EXPRESSIONS if n not in entries]
+    assert not missing, f"NAME_EXPRESSIONS lists kernels the module does not define: {missing}; defined: {sorted(entries)}"
+    unlisted = sorted(entries - set(kernels.NAME_EXPRESSIONS))
+    assert not unlisted, f"entry points missing from NAME_EXPRESSIONS: {unlisted}"
+    per_file = set()
+    for f in kernels.SOURCES:
+        per_file |= set(_ptxas_report(nvcc_results[(f, arch)].stderr))
+    assert per_file == entries
+
+
+def test_sources_have_no_system_headers():
+    for f in kernels.SOURCES:
+        text = (PKG / f).read_text()
+        assert "#include" not in text, f"{f} includes a header; NVRTC sources must be self-contained"
+        assert text.startswith("// " + f), f"{f} must open with its header comment naming the file"
+
+
+# -- 2. the kernels on the CPU -------------------------------------------------------
+
+GXX = shutil.which("g++")
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    if GXX is None:
+        pytest.skip("g++ not found: cannot build the CPU emulation of the CUDA kernels")
+    so = tmp_path_factory.mktemp("emu") / "emu.so"
+    cmd = [GXX, "-std=c++20", "-O1", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wextra",
+           "-Wno-unknown-pragmas", "-Werror", "-shared", "-fPIC", "-o", str(so), str(EMU / "emu_entry.cpp")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0 and "barrier" in r.stderr and "No such file" in r.stderr:
+        pytest.skip(f"g++ lacks <barrier> (C++20): {r.stderr.splitlines()[0]}")
+    assert r.returncode == 0, f"g++ failed to build the emulation:\n{r.stderr}"
+    return ctypes.CDLL(str(so))
+
+
+def _run(lib, plan) -> None:
+    """Call ``emu_<kernel>`` with the plan's grid, block and argument tuple."""
+    args, types = [], []
+    for v in (*plan.grid, *plan.block):
+        args.append(v)
+        types.append(ctypes.c_uint)
+    for a in plan.args:
+        if isinstance(a, np.ndarray):
+            assert a.dtype == np.float32 and a.flags.c_contiguous
+            args.append(a.ctypes.data_as(ctypes.c_void_p))
+            types.append(ctypes.c_void_p)
+        elif isinstance(a, np.int32):
+            args.append(int(a)); types.append(ctypes.c_int32)
+        elif isinstance(a, np.int64):
+            args.append(int(a)); types.append(ctypes.c_int64)
+        elif isinstance(a, np.float32):
+            args.append(float(a)); types.append(ctypes.c_float)
+        else:
+            raise TypeError(f"kernel argument of type {type(a).__name__} (must be a numpy array or scalar)")
+    fn = getattr(lib, "emu_" + plan.kernel)
+    fn.argtypes, fn.restype = types, None
+    fn(*args)
+
+
+def _rel_err(y, ref) -> float:
+    return float(np.linalg.norm(y.astype(np.float64) - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def _assert_close(y, ref, what, tol=2e-6):
+    __tracebackhide__ = True
+    assert y.shape == ref.shape, f"{what}: shape {y.shape}, but should be {ref.shape}"
+    assert np.isfinite(y).all(), f"{what}: non-finite output"
+    err = _rel_err(y, ref)
+    worst = np.unravel_index(np.argmax(np.abs(y - ref)), y.shape)
+    assert err < tol, f"{what}: rel L2 error {err:.3g} > {tol:g}; worst at {worst}: {y[worst]} vs {ref[worst]}"
+
+
+def conv2d_ref(x, w_oihw, b, stride, padding, groups, relu):
+    """Float64 grouped cross-correlation by explicit window loops."""
+    x, w = x.astype(np.float64), w_oihw.astype(np.float64)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    y = np.zeros((n, o, oh, ow))
+    og = o // groups
+    for g in range(groups):
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, g * cg:(g + 1) * cg, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                y[:, g * og:(g + 1) * og, i, j] = np.tensordot(patch, w[g * og:(g + 1) * og], axes=([1, 2, 3], [1, 2, 3]))
+    y += b.astype(np.float64)[None, :, None, None]
+    return np.maximum(y, 0) if relu else y
+
+
+def _conv_case(rng, n, c, h, w, o, k, stride, padding, groups):
+    kh, kw = k
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((o, c // groups, kh, kw)) / np.sqrt(c // groups * kh * kw)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    return x, wt, b
+
+
+CONV_CASES = {
+    # name: (n, c, h, w, o, (kh, kw), stride, padding, groups)
+    "3x3-p1-groups2-odd": (2, 6, 9, 11, 10, (3, 3), (1, 1), (1, 1), 2),
+    "11x11-s4-p2-tails": (1, 3, 31, 29, 10, (11, 11), (4, 4), (2, 2), 1),
+    "1x1-map": (1, 4, 1, 1, 5, (1, 1), (1, 1), (0, 0), 1),
+    "5x5-p2-g2-many-m-tiles": (1, 4, 7, 6, 2 * 70, (5, 5), (1, 1), (2, 2), 2),
+    "asym-stride-pad": (3, 5, 8, 13, 7, (5, 3), (2, 3), (0, 2), 1),
+    "m-over-128": (1, 2, 6, 5, 130, (3, 3), (1, 1), (1, 1), 1),
+    "n-over-tile-images-split": (5, 3, 7, 9, 6, (3, 3), (1, 1), (1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("tile", list(kernels.CONV_TILES))
+@pytest.mark.parametrize("case", list(CONV_CASES))
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no-relu"])
+def test_conv2d_kernel_on_cpu(emu, case, tile, relu):
+    n, c, h, w, o, k, stride, padding, groups = CONV_CASES[case]
+    rng = np.random.default_rng(sum(map(ord, case + tile)) + relu)
+    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+    w_ihwo = np.ascontiguousarray(w_oihw.transpose(1, 2, 3, 0))  # what CupyBackend.prepare does
+    shape = kernels.check_conv2d(x.shape, w_ihwo.shape, b.shape, stride, padding, groups)
+    y = np.full(shape, np.nan, dtype=np.float32)  # every element must be written
+    plan = kernels.plan_conv2d(x, w_ihwo, b, y, stride, padding, groups, relu, sms=1, tile=tile)
+    _run(emu, plan)
+    _assert_close(y, conv2d_ref(x, w_oihw, b, stride, padding, groups, relu), f"conv2d[{case}, {tile}, relu={relu}]")
+
+
+def max_pool2d_ref(x, kernel, stride, ceil_mode):
+    n, c, h, w = x.shape
+    oh = kernels.pool_out_size(h, kernel[0], stride[0], ceil_mode)
+    ow = kernels.pool_out_size(w, kernel[1], stride[1], ceil_mode)
+    y = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            win = x[:, :, i * stride[0]:i * stride[0] + kernel[0], j * stride[1]:j * stride[1] + kernel[1]]
+            y[:, :, i, j] = win.max(axis=(2, 3))
+    return y
+
+
+POOL_CASES = {
+    # name: (shape, kernel, stride, ceil_mode, expected (OH, OW))
+    "3x3s2-floor-8": ((2, 3, 8, 8), (3, 3), (2, 2), False, (3, 3)),
+    "3x3s2-ceil-8": ((2, 3, 8, 8), (3, 3), (2, 2), True, (4, 4)),
+    "3x3s2-ceil-13": ((1, 4, 13, 13), (3, 3), (2, 2), True, (6, 6)),
+    "last-window-rule": ((1, 2, 5, 7), (1, 2), (3, 4), True, (2, 2)),
+    "rect-floor": ((3, 2, 9, 6), (3, 2), (2, 1), False, (4, 5)),
+    "rect-ceil": ((3, 2, 10, 6), (2, 3), (3, 2), True, (4, 3)),
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_max_pool2d_kernel_on_cpu(emu, case):
+    shape, kernel, stride, ceil_mode, expected = POOL_CASES[case]
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) - 3).astype(np.float32)  # mostly negative: a 0-init bug would show
+    out_shape = kernels.check_max_pool2d(x.shape, kernel, stride, ceil_mode)
+    assert out_shape[2:] == expected
+    y = np.full(out_shape, np.nan, dtype=np.float32)
+    _run(emu, kernels.plan_max_pool2d(x, y, kernel, stride, sms=1))
+    _assert_close(y, max_pool2d_ref(x, kernel, stride, ceil_mode), f"max_pool2d[{case}]", tol=1e-7)
+
+
+def lrn_ref(x, size, alpha, beta, k):
+    x = x.astype(np.float64)
+    c = x.shape[1]
+    y = np.empty_like(x)
+    for ch in range(c):
+        lo, hi = max(0, ch - (size - 1) // 2), min(c - 1, ch + size // 2)
+        s = (x[:, lo:hi + 1] ** 2).sum(axis=1)
+        y[:, ch] = x[:, ch] / (k + alpha / size * s) ** beta
+    return y
+
+
+@pytest.mark.parametrize(
+    "shape,size,alpha,beta,k",
+    [
+        ((2, 7, 3, 5), 5, 0.5, 0.75, 1.0),
+        ((3, 6, 4, 4), 3, 0.3, 0.75, 2.0),
+        ((2, 5, 2, 3), 4, 1.0, 0.5, 1.5),
+        ((1, 9, 1, 1), 5, 5e-4 * 5 * 1000, 0.75, 2.0),
+    ],
+)
+def test_lrn_kernel_on_cpu(emu, shape, size, alpha, beta, k):
+    x = (np.random.default_rng(3).standard_normal(shape) * 2).astype(np.float32)
+    y = np.full(shape, np.nan, dtype=np.float32)
+    kernels.check_lrn(shape, size, alpha, beta, k)
+    _run(emu, kernels.plan_lrn(x, y, size, alpha, beta, k, sms=1))
+    _assert_close(y, lrn_ref(x, size, alpha, beta, k), f"lrn[{shape}, size={size}]")
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_linear_epilogue_on_cpu(emu, relu):
+    rng = np.random.default_rng(5)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((3, 17), (11, 17), (11,)))
+    kernels.check_linear(x.shape, w.shape, b.shape)
+    y = np.ascontiguousarray(x @ w.T)  # stands in for cupy.matmul
+    _run(emu, kernels.plan_linear_bias_act(y, b, relu, sms=1))
+    ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    _assert_close(y, np.maximum(ref, 0) if relu else ref, f"linear[relu={relu}]", tol=1e-6)
+
+
+# -- 3. plans without any device -----------------------------------------------------
+
+ALEXNET_CONVS = {
+    # variant-layer: (c, h, o, k, stride, pad, groups)
+    "paper-conv1": (3, 227, 96, 11, 4, 0, 1),
+    "paper-conv2": (96, 27, 256, 5, 1, 2, 2),
+    "paper-conv3": (256, 13, 384, 3, 1, 1, 1),
+    "paper-conv4": (384, 13, 384, 3, 1, 1, 2),
+    "paper-conv5": (384, 13, 256, 3, 1, 1, 2),
+    "tv-conv1": (3, 224, 64, 11, 4, 2, 1),
+    "tv-conv2": (64, 27, 192, 5, 1, 2, 1),
+    "tv-conv3": (192, 13, 384, 3, 1, 1, 1),
+    "tv-conv4": (384, 13, 256, 3, 1, 1, 1),
+    "tv-conv5": (256, 13, 256, 3, 1, 1, 1),
+}
+
+
+@pytest.mark.parametrize("batch", [1, 128])
+@pytest.mark.parametrize("layer", list(ALEXNET_CONVS))
+def test_alexnet_layers_plan(layer, batch):
+    c, h, o, k, s, p, g = ALEXNET_CONVS[layer]
+    x = np.empty((batch, c, h, h), np.float32)
+    w = np.empty((c // g, k, k, o), np.float32)
+    b = np.empty((o,), np.float32)
+    shape = kernels.check_conv2d(x.shape, w.shape, b.shape, (s, s), (p, p), g)
+    y = np.empty(shape, np.float32)
+    plan = kernels.plan_conv2d(x, w, b, y, (s, s), (p, p), g, True, sms=132)
+    tile = next(t for t in kernels.CONV_TILES.values() if t.kernel == plan.kernel)
+    assert plan.grid[2] == g and plan.grid[1] * tile.bm >= o // g and plan.grid[0] * tile.bn >= batch * shape[2] * shape[3]
+    assert plan.block == (tile.threads, 1, 1)
+
+
+def test_conv2d_errors_name_the_op_and_the_mismatch():
+    with pytest.raises(ValueError, match=r"\[conv2d\] x has 64 channels but w expects 96 \(groups=2 × 48\)"):
+        kernels.check_conv2d((1, 64, 27, 27), (48, 5, 5, 256), (256,), (1, 1), (2, 2), 2)
+    with pytest.raises(ValueError, match=r"canonical OIHW"):
+        kernels.check_conv2d((1, 3, 8, 8), (4, 3, 3, 3), (4,), (1, 1), (0, 0), 1)
+    with pytest.raises(ValueError, match=r"\[conv2d\] kernel \(5, 5\) does not fit"):
+        kernels.check_conv2d((1, 3, 2, 2), (3, 5, 5, 4), (4,), (1, 1), (0, 0), 1)
+    with pytest.raises(ValueError, match=r"\[max_pool2d\] kernel must be positive"):
+        kernels.check_max_pool2d((1, 1, 4, 4), (0, 3), (1, 1), False)
+    with pytest.raises(ValueError, match=r"\[lrn\] size must be a positive int"):
+        kernels.check_lrn((1, 1, 4, 4), 0, 1e-4, 0.75, 1.0)
+    with pytest.raises(ValueError, match=r"\[linear\] x has 5 features but w expects 6"):
+        kernels.check_linear((2, 5), (3, 6), (3,))
