@@ -187,7 +187,10 @@ def lrn(x, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.
     passes ``alpha = 5 · 1e-4`` to this op. TensorFlow's
     ``local_response_normalization`` (``depth_radius``, no ``1/n``, window
     ``2r + 1``) is a different parametrisation of the same family. For even
-    ``size`` the window reaches one channel further up than down, as in PyTorch.
+    ``size`` the window reaches one channel further up than down, as ONNX
+    specifies; PyTorch's ``local_response_norm`` reaches one further *down*
+    (``c − ⌊n/2⌋ … c + ⌊(n−1)/2⌋``), so the two agree for odd sizes only
+    (AlexNet's is 5; Caffe allows odd sizes only).
 
     >>> import numpy as np
     >>> float(lrn(np.full((1, 3, 1, 1), 2.0), size=3, alpha=3.0, beta=1.0, k=1.0)[0, 1, 0, 0])

@@ -11,12 +11,15 @@ same name in :mod:`alexnet_aa.reference`; this module says only how.
   The batch is folded into the GEMM's M dimension, in micro-batches whose
   patch matrix stays under :data:`SCRATCH_BYTES`. Bias and ReLU are applied
   in place on the output.
-* **max_pool2d** — running ``np.maximum`` over the ``K_h·K_w`` strided views,
-  into one output buffer; ceil mode pads the edge with −∞ only when needed.
+* **max_pool2d** — separable: a running ``np.maximum`` over the ``K_w``
+  strided column views, then over the ``K_h`` row views of that
+  (``K_h + K_w − 2`` passes instead of ``K_h·K_w − 1``); ceil mode pads the
+  edge with −∞ only when needed.
 * **lrn** — the window sum of squares as ``size − 1`` in-place shifted adds
   along the channel axis (views, no copy per window element), then
   ``x · (k + α/n · s)^(−β)`` with ``β = 0.75`` as two square roots (NumPy's
-  ``power`` is scalar code; ``sqrt`` is SIMD); micro-batched like conv.
+  ``power`` is scalar code; ``sqrt`` is SIMD), in blocks of pixels of
+  :data:`LRN_BLOCK_BYTES` so every pass stays in cache.
 * **linear** — one BLAS GEMM ``x @ w.T`` (GEMV for a single row), bias and
   ReLU in place.
 """
@@ -33,10 +36,12 @@ from alexnet_aa.architecture import pool_output_size
 from alexnet_aa.arrays import to_numpy
 from alexnet_aa.backend import Backend, pair
 
-__all__ = ["NumpyBackend", "SCRATCH_BYTES"]
+__all__ = ["LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES"]
 
-#: Upper bound on one micro-batch's temporary (patch matrix, LRN scratch).
+#: Upper bound on one micro-batch's patch matrix in conv2d.
 SCRATCH_BYTES = 32 * 1024 * 1024
+#: LRN works on blocks of pixels this large, so its passes stay in the L2 cache.
+LRN_BLOCK_BYTES = 256 * 1024
 
 
 def _check(cond: bool, op: str, message: str) -> None:
@@ -131,7 +136,7 @@ class NumpyBackend(Backend):
         return out
 
     def max_pool2d(self, x, kernel, stride, ceil_mode):
-        """NHWC: a running maximum over the ``K_h·K_w`` strided views into one buffer."""
+        """NHWC, separable: a running maximum over the ``K_w`` column views, then over the ``K_h`` row views."""
         kh, kw = pair(kernel, "kernel", "max_pool2d")
         sh, sw = pair(stride, "stride", "max_pool2d")
         _check(min(kh, kw, sh, sw) >= 1, "max_pool2d", f"kernel and stride must be positive, got kernel={kernel}, stride={stride}")
@@ -144,44 +149,47 @@ class NumpyBackend(Backend):
             padded = np.full((n, max(h, need_h), max(w, need_w), c), -np.inf, dtype=x.dtype)
             padded[:, :h, :w, :] = x
             x = padded
-        out = np.empty((n, ho, wo, c), dtype=x.dtype)
-        out[...] = x[:, 0 : sh * (ho - 1) + 1 : sh, 0 : sw * (wo - 1) + 1 : sw, :]
-        for i in range(kh):
-            for j in range(kw):
-                if i or j:
-                    np.maximum(out, x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :], out=out)
+        cols = np.array(x[:, :need_h, 0 : sw * (wo - 1) + 1 : sw, :])  # (N, rows, W_out, C)
+        for j in range(1, kw):
+            np.maximum(cols, x[:, :need_h, j : j + sw * (wo - 1) + 1 : sw, :], out=cols)
+        out = np.array(cols[:, 0 : sh * (ho - 1) + 1 : sh])
+        for i in range(1, kh):
+            np.maximum(out, cols[:, i : i + sh * (ho - 1) + 1 : sh], out=out)
         return out
 
     def lrn(self, x, size, alpha, beta, k):
-        """NHWC: shifted in-place adds along C for the window sum, per micro-batch."""
+        """NHWC: shifted in-place adds along C for the window sum, in cache-sized blocks of pixels."""
         _check(isinstance(size, int) and size >= 1, "lrn", f"size must be a positive int, got {size!r}")
         _check(x.ndim >= 2, "lrn", f"x must have a channel axis, got shape {x.shape}")
         c = x.shape[-1]
         lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
-        out = np.empty(x.shape, dtype=self._np_dtype)
-        per_image = x[0].size * self._np_dtype.itemsize
-        nb = _micro_batch(x.shape[0], 2 * per_image)
-        for n0 in range(0, x.shape[0], nb):
-            xs = x[n0 : n0 + nb]
-            sq = np.square(xs, dtype=self._np_dtype)
-            s = sq.copy()
+        rows = np.ascontiguousarray(x, dtype=self._np_dtype).reshape(-1, c)
+        out = np.empty_like(rows)
+        block = max(1, LRN_BLOCK_BYTES // (c * self._np_dtype.itemsize))
+        sq = np.empty((min(block, len(rows)), c), dtype=self._np_dtype)
+        s = np.empty_like(sq)
+        for r0 in range(0, len(rows), block):
+            xs = rows[r0 : r0 + block]
+            q, t = sq[: len(xs)], s[: len(xs)]
+            np.square(xs, out=q)
+            t[...] = q
             for d in range(1, min(lo, c - 1) + 1):  # channels below c
-                s[..., d:] += sq[..., :-d]
+                t[:, d:] += q[:, :-d]
             for d in range(1, min(hi, c - 1) + 1):  # channels above c
-                s[..., :-d] += sq[..., d:]
-            s *= alpha / size
-            s += k
+                t[:, :-d] += q[:, d:]
+            t *= alpha / size
+            t += k
             if beta == 0.75:
-                np.sqrt(s, out=sq)
-                np.sqrt(sq, out=s)
-                s *= sq  # s^(3/4) = √s · √√s
-                np.divide(xs, s, out=out[n0 : n0 + nb])
+                np.sqrt(t, out=q)
+                np.sqrt(q, out=t)
+                t *= q  # t^(3/4) = √t · √√t
+                np.divide(xs, t, out=out[r0 : r0 + block])
             else:
-                np.log(s, out=s)
-                s *= -beta
-                np.exp(s, out=s)
-                np.multiply(xs, s, out=out[n0 : n0 + nb])
-        return out
+                np.log(t, out=t)
+                t *= -beta
+                np.exp(t, out=t)
+                np.multiply(xs, t, out=out[r0 : r0 + block])
+        return out.reshape(x.shape)
 
     def linear(self, x, w, b, relu):
         """``x @ w.T`` through BLAS (GEMV for one row); bias and ReLU in place."""
