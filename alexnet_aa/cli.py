@@ -2,8 +2,10 @@
 
 Subcommands: ``summary`` (the layer table and its formulas), ``backends``
 (what is installed and why something cannot run), ``run`` (one forward pass,
-timed) and ``compare`` (every available backend against the float64
-reference, layer by layer).
+timed), ``compare`` (every available backend against the float64
+reference, layer by layer), ``weights import`` / ``weights download``
+(other formats and published weights → canonical ``.safetensors``) and
+``classify`` (top-k ImageNet classes of image files).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from .model import AlexNet
 from .summary import format_text
 from .testing.compare import oracle, relative_error, tolerance
 from .weights import WeightsError, he_weights
+
+# Heavier modules (Pillow, urllib, onnx, torch) load only in the subcommands that use them.
 
 
 def _add_variant(p: argparse.ArgumentParser) -> None:
@@ -132,6 +136,154 @@ def cmd_compare(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_weights_import(args) -> int:
+    from .importers import read_any, write_canonical
+
+    if not args.output.endswith(".safetensors"):
+        raise ValueError(f"output must be a .safetensors file (it carries the preprocessing metadata), got {args.output}")
+    imported = read_any(args.src, args.variant, use_torch=False if args.no_torch else None)
+    out = write_canonical(imported, args.output)
+    n = sum(int(t.size) for t in imported.params.values())
+    print(f"wrote {out}: {imported.variant} variant, {len(imported.params)} tensors, {n:,} parameters "
+          f"(from {imported.source_format})")
+    return 0
+
+
+def cmd_weights_download(args) -> int:
+    from .download import download
+
+    path = download(args.bundle, url=args.url, cache=args.cache, force=args.force,
+                    progress=False if args.no_progress else None)
+    print(path)
+    return 0
+
+
+def _class_names(metadata: dict, num_classes: int) -> list[str]:
+    import json
+
+    from .imagenet import CATEGORIES_KEY, imagenet_categories
+
+    if CATEGORIES_KEY in metadata:
+        try:
+            names = json.loads(metadata[CATEGORIES_KEY])
+            if isinstance(names, list) and len(names) == num_classes:
+                return [str(n) for n in names]
+        except ValueError:
+            pass
+    if num_classes == 1000:
+        return list(imagenet_categories())
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def cmd_classify(args) -> int:
+    import json
+
+    from .imagenet import PREPROCESS_KEY, ImageError, Preprocess, default_preprocess, iter_image_files, load_image
+    from .importers import read_any
+
+    files = iter_image_files(args.images)
+    if not files:
+        raise ValueError(f"no image files found in {', '.join(args.images)}")
+    imported = read_any(args.weights, args.variant)
+    if PREPROCESS_KEY in imported.metadata:
+        preprocess = Preprocess.from_json(imported.metadata[PREPROCESS_KEY])
+    else:
+        preprocess = default_preprocess(imported.variant)
+        print(f"note: {args.weights} has no preprocessing metadata; using the {imported.variant} default "
+              f"({preprocess.source})", file=sys.stderr)
+    num_classes = imported.params["fc8.weight"].shape[0]
+    if not 1 <= args.top <= num_classes:
+        raise ValueError(f"--top must be between 1 and {num_classes}, got {args.top}")
+    model = AlexNet(imported.variant, args.backend, weights=imported.params, num_classes=num_classes)
+    names = _class_names(imported.metadata, num_classes)
+
+    bar = None
+    if sys.stdout.isatty() and not args.no_progress and len(files) > 1:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(files), unit="img", file=sys.stderr)
+        except ImportError:
+            pass
+    results = []
+    try:
+        for start in range(0, len(files), args.batch):
+            chunk = files[start:start + args.batch]
+            entries, arrays = [], []
+            for path in chunk:
+                entry = {"path": str(path), "top": [], "error": None}
+                try:
+                    arrays.append(preprocess(load_image(path)))
+                    entries.append(entry)
+                except ImageError as exc:
+                    entry["error"] = exc.reason
+                results.append(entry)
+            if arrays:
+                pred = model.predict(np.stack(arrays), top=args.top)
+                for entry, idx, prob in zip(entries, pred.indices, pred.probabilities):
+                    entry["top"] = [{"index": int(i), "name": names[int(i)], "probability": float(p)} for i, p in zip(idx, prob)]
+            if bar is not None:
+                bar.update(len(chunk))
+            if not args.json:
+                for entry in results[-len(chunk):]:
+                    _print_result(entry)
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = [r for r in results if r["error"]]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    if failed:
+        print(f"alexnet-aa classify: {len(failed)} of {len(results)} images could not be classified", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_result(entry: dict) -> None:
+    if entry["error"]:
+        print(f"{entry['path']}: error: {entry['error']}", file=sys.stderr)
+        return
+    print(entry["path"])
+    for rank, t in enumerate(entry["top"], 1):
+        print(f"  {rank}. {t['probability']:7.2%}  {t['name']} ({t['index']})")
+
+
+def _add_weights_parsers(sub) -> None:
+    p = sub.add_parser("weights", help="import other formats and download published weights (to .safetensors)")
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+
+    q = wsub.add_parser("import", help="torchvision .pth, ONNX zoo .onnx, .npz or .safetensors -> canonical .safetensors")
+    q.add_argument("src", help="the file to import (.pth, .onnx, .npz, .safetensors)")
+    q.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    q.add_argument("--variant", choices=VARIANTS, default=None,
+                   help="check against this variant (default: the format's own, else the one the shapes fit)")
+    q.add_argument("--no-torch", action="store_true",
+                   help="read .pth files with alexnet_aa's restricted unpickler even when torch is installed")
+    q.set_defaults(func=cmd_weights_import)
+
+    q = wsub.add_parser("download", help="fetch published weights, verify their SHA-256, convert and cache them")
+    q.add_argument("bundle", nargs="?", default="torchvision", help="the bundle (default: torchvision)")
+    q.add_argument("--url", default=None, help="download from this URL instead (default: $ALEXNET_AA_WEIGHTS_URL, "
+                   "else the published one); the digest must still match")
+    q.add_argument("--cache", default=None, help="cache directory (default: $ALEXNET_AA_CACHE, else ~/.cache/alexnet_aa)")
+    q.add_argument("--force", action="store_true", help="download again even if cached")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_weights_download)
+
+    p = sub.add_parser("classify", help="top-k ImageNet classes of images (files or directories)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or directories to walk")
+    p.add_argument("--weights", required=True, help="weights file (.safetensors with preprocessing metadata, "
+                   "or .npz/.pth/.onnx); its preprocessing is applied")
+    p.add_argument("--variant", choices=VARIANTS, default=None, help="require this variant (default: the weights')")
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass (default: 8)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {path, top: [{index, name, probability}], error}")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when stdout is not a TTY)")
+    p.set_defaults(func=cmd_classify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet-aa", description="AlexNet on every Array API backend.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -161,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_compare)
+
+    _add_weights_parsers(sub)
     return parser
 
 
@@ -169,10 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "batch", 1) < 1:
         print("alexnet-aa: error: --batch must be >= 1", file=sys.stderr)
         return 2
+    from .download import DownloadError
+
     try:
         return args.func(args)
-    except (BackendError, WeightsError, ValueError, TypeError) as exc:
-        print(f"alexnet-aa {args.command}: error: {exc}", file=sys.stderr)
+    except (BackendError, WeightsError, DownloadError, ValueError, TypeError) as exc:
+        command = args.command + (f" {args.weights_command}" if getattr(args, "weights_command", None) else "")
+        print(f"alexnet-aa {command}: error: {exc}", file=sys.stderr)
         return 2
 
 

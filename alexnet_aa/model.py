@@ -39,7 +39,7 @@ from .weights import (
     WeightsError,
     check_weights,
     fc6_to_layout,
-    guess_variant,
+    fitting_variants,
     init_weights,
     read_weights_file,
 )
@@ -112,8 +112,8 @@ class AlexNet:
         try:
             return check_weights(given, self.arch)
         except WeightsError as exc:
-            fits = guess_variant(given)
-            hint = f"; {source} fits the {fits!r} variant" if fits and fits != self.variant else ""
+            fits = [v for v in fitting_variants(given) if v != self.variant]
+            hint = f"; {source} fits the {' or '.join(map(repr, fits))} variant" if fits else ""
             raise WeightsError(f"{source} cannot be loaded into AlexNet({self.variant!r}){hint}", exc.problems) from None
 
     # -- introspection ----------------------------------------------------------

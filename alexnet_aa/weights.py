@@ -119,15 +119,20 @@ def check_weights(params: Mapping[str, object], arch: Architecture) -> dict[str,
     return out
 
 
-def guess_variant(params: Mapping[str, object]) -> str | None:
-    """The variant whose canonical shapes ``params`` has (fc8's width aside), or ``None``."""
+def fitting_variants(params: Mapping[str, object]) -> list[str]:
+    """The variants whose canonical shapes ``params`` has (fc8's width aside).
+
+    ``paper`` and ``caffe`` share every shape (they differ in LRN constants
+    and pool rounding), so weights that fit one fit both.
+    """
+    fits = []
     for variant in VARIANTS:
         expected = param_shapes(architecture(variant))
-        if set(expected) != set(params):
-            continue
-        if all(tuple(np.shape(params[n])) == s for n, s in expected.items() if not n.startswith("fc8")):
-            return variant
-    return None
+        if set(expected) == set(params) and all(
+            tuple(np.shape(params[n])) == s for n, s in expected.items() if not n.startswith("fc8")
+        ):
+            fits.append(variant)
+    return fits
 
 
 def fc6_to_layout(params: dict[str, np.ndarray], arch: Architecture, layout: str) -> dict[str, np.ndarray]:
