@@ -18,7 +18,7 @@ import numpy as np
 
 from .architecture import VARIANTS, architecture
 from .arrays import example_input
-from .backend import INSTALL_HINTS, BackendError, available_backends, backend_class, get_backend
+from .backend import INSTALL_HINTS, BackendError, available_backends, backend_class
 from .model import AlexNet
 from .summary import format_text
 from .testing.compare import oracle, relative_error, tolerance
@@ -61,13 +61,14 @@ def cmd_backends(args) -> int:
 
 
 def _forward_timed(model: AlexNet, x) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Every layer's output on the host (NCHW) and the seconds until it was there."""
+    """Every layer's output on the host (canonical order) and the seconds until it was there
+    (for NHWC backends, including the transpose back to NCHW)."""
     outputs, seconds = {}, {}
     start = time.perf_counter()
     for name, y in model._forward(x):
-        host = model.backend.to_host(y)  # forces lazy (MLX) and asynchronous (CuPy) work to finish
-        seconds[name] = time.perf_counter() - start
+        # the copy to the host forces lazy (MLX) and asynchronous (CuPy) work to finish
         outputs[name] = model.backend.to_host(model.canonical(name, y))
+        seconds[name] = time.perf_counter() - start
         start = time.perf_counter()
     return outputs, seconds
 
@@ -95,7 +96,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    names = args.backend or [n for n, (ok, _) in available_backends().items() if ok]
+    names = args.backend or list(available_backends())  # unavailable ones are reported as skipped
     weights = _weights_arg(args)
     x = example_input(args.variant, args.batch, args.seed)
     ref_outputs, ref_seconds = _forward_timed(AlexNet(args.variant, oracle(), weights=weights), x)

@@ -64,9 +64,9 @@ from typing import Any
 
 import numpy as np
 
-from .architecture import VARIANTS, architecture, param_shapes
+from .architecture import VARIANTS, architecture
 from .imagenet import PREPROCESS_KEY, VARIANT_KEY, default_preprocess
-from .weights import WeightsError, WeightsFileError, check_weights, read_weights_file, save_weights
+from .weights import WeightsError, WeightsFileError, check_weights, fitting_variants, read_weights_file, save_weights
 
 #: Oldest torch whose ``torch.load(weights_only=True)`` is trusted (CVE-2025-32434, CVE-2026-24747).
 MIN_TORCH = (2, 10)
@@ -105,18 +105,6 @@ class Imported:
 
 
 # -- variants ------------------------------------------------------------------------
-
-
-def fitting_variants(params: Mapping[str, Any]) -> list[str]:
-    """Every variant whose canonical names and shapes ``params`` has (fc8's width aside)."""
-    out = []
-    for variant in VARIANTS:
-        expected = param_shapes(architecture(variant))
-        if set(expected) != set(params):
-            continue
-        if all(tuple(np.shape(params[n])) == s for n, s in expected.items() if not n.startswith("fc8")):
-            out.append(variant)
-    return out
 
 
 def _num_classes(params: Mapping[str, Any]) -> int:
