@@ -4,8 +4,9 @@ Subcommands: ``summary`` (the layer table and its formulas), ``backends``
 (what is installed and why something cannot run), ``run`` (one forward pass,
 timed), ``compare`` (every available backend against the float64
 reference, layer by layer), ``weights import`` / ``weights download``
-(other formats and published weights → canonical ``.safetensors``) and
-``classify`` (top-k ImageNet classes of image files).
+(other formats and published weights → canonical ``.safetensors``),
+``classify`` (top-k ImageNet classes of image files) and ``visualize``
+(conv1 filters and per-layer activation maps as PNG).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .backend import INSTALL_HINTS, BackendError, available_backends, backend_cl
 from .model import AlexNet
 from .summary import format_text
 from .testing.compare import oracle, relative_error, tolerance
+from .visualize import add_parser as add_visualize_parser
 from .weights import WeightsError, he_weights
 
 # Heavier modules (Pillow, urllib, onnx, torch) load only in the subcommands that use them.
@@ -316,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     _add_weights_parsers(sub)
+    add_visualize_parser(sub)
     return parser
 
 

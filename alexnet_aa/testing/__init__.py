@@ -11,7 +11,7 @@ Run it against any registered backend, ours or yours::
     python -m pytest --pyargs alexnet_aa.testing.conformance --alexnet-backend NAME
 
 (the pytest plugin :mod:`alexnet_aa.testing.plugin` is registered by the
-``alexnet-aa`` distribution). See ``docs/backends.md``.
+``alexnet-aa`` distribution). See ``docs/writing-a-backend.md``.
 """
 
 from .compare import (

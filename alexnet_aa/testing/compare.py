@@ -70,6 +70,6 @@ def assert_conforms(y: Any, ref: np.ndarray, *, backend: Backend, check: str, co
         worst = np.unravel_index(np.argmax(np.abs(np.where(ok, y - ref, 0))), y.shape)
         raise ConformanceError(
             f"{where}: relative L2 error {err:.3e} > tolerance {tol:.0e} "
-            f"(shape {y.shape}; worst element {tuple(map(int, worst))}: got {y[worst]!r}, reference {ref[worst]!r})"
+            f"(shape {y.shape}; worst element {tuple(map(int, worst))}: got {float(y[worst])!r}, reference {float(ref[worst])!r})"
         )
     return err

@@ -1,0 +1,239 @@
+"""Pictures of a model: conv1's filters and every conv and pool layer's activation maps, as PNG.
+
+``alexnet-aa visualize --weights F --out DIR [--image IMG] [--variant V] [--backend B]``
+writes into ``DIR``:
+
+* ``conv1_filters.png`` — conv1's kernels as a grid of RGB tiles, each filter
+  min-max normalised on its own, with 1-pixel gaps: the look of Krizhevsky et
+  al. (2012), figure 3. 96 filters (paper, caffe) are 8 rows of 12, the first
+  48 (the paper's GPU 1) in the top four rows; torchvision's 64 are 8×8.
+* ``input.png`` — the image the network saw: resized and centre-cropped by
+  the weights' preprocessing (from the file's metadata, else the variant's
+  default, :func:`alexnet_aa.imagenet.default_preprocess`), before normalisation.
+* ``activations_<layer>.png`` for every convolution and max-pool layer — one
+  grey tile per channel (min-max normalised per channel; a channel that is
+  constant, e.g. dead after ReLU, is black), from
+  :meth:`~alexnet_aa.model.AlexNet.layers`, the one path to per-layer outputs.
+
+Without ``--weights`` the weights are seeded random (He-scaled) and the
+filters are noise; without ``--image`` a synthetic test image is used. Both
+are said in the command's output. Pillow writes the PNGs; nothing else is
+needed.
+
+>>> import numpy as np
+>>> grid = filter_grid(np.random.default_rng(0).standard_normal((96, 3, 11, 11)), scale=2)
+>>> grid.shape, grid.dtype  # 8 rows and 12 columns of 22-pixel tiles, 1-pixel gaps
+((185, 277, 3), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .architecture import VARIANTS, Conv, MaxPool, architecture
+
+#: The colour of the gaps between tiles.
+GAP_VALUE = 255
+#: Activation tiles are scaled up (nearest neighbour) until they are at least this many pixels wide.
+MIN_TILE = 24
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """``(rows, cols)`` for ``n`` tiles: the factorisation closest to square with
+    ``rows ≤ cols`` (96 → 8×12, 64 → 8×8, 384 → 16×24), else ⌈√n⌉ columns."""
+    if n < 1:
+        raise ValueError(f"need at least one tile, got {n}")
+    for rows in range(math.isqrt(n), 0, -1):
+        if n % rows == 0 and n // rows <= 2 * rows:
+            return rows, n // rows
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def tile_grid(tiles: np.ndarray, rows: int | None = None, cols: int | None = None, *, scale: int = 1,
+              gap: int = 1) -> np.ndarray:
+    """``tiles`` ``(n, h, w)`` or ``(n, h, w, 3)`` with values in ``[0, 1]`` → a uint8 image.
+
+    Tiles go row by row, each scaled up ``scale`` times (nearest neighbour),
+    separated and surrounded by ``gap`` pixels of :data:`GAP_VALUE`; the image
+    is ``rows·h·scale + (rows + 1)·gap`` pixels high (width likewise).
+    """
+    tiles = np.asarray(tiles, dtype=np.float64)
+    if tiles.ndim not in (3, 4):
+        raise ValueError(f"tiles must be (n, h, w) or (n, h, w, 3), got shape {tiles.shape}")
+    n, h, w = tiles.shape[:3]
+    if rows is None or cols is None:
+        rows, cols = grid_shape(n)
+    if rows * cols < n:
+        raise ValueError(f"a {rows}x{cols} grid cannot hold {n} tiles")
+    if scale < 1 or gap < 0:
+        raise ValueError(f"scale must be >= 1 and gap >= 0, got scale={scale}, gap={gap}")
+    th, tw = h * scale, w * scale
+    image = np.full((rows * th + (rows + 1) * gap, cols * tw + (cols + 1) * gap) + tiles.shape[3:], GAP_VALUE, np.uint8)
+    pixels = np.round(np.clip(tiles, 0.0, 1.0) * 255).astype(np.uint8)
+    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y, x = gap + r * (th + gap), gap + c * (tw + gap)
+        image[y : y + th, x : x + tw] = pixels[i]
+    return image
+
+
+def _minmax(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``a`` scaled to ``[0, 1]`` over ``axes`` independently for each remaining index; constant parts → 0."""
+    lo, hi = a.min(axis=axes, keepdims=True), a.max(axis=axes, keepdims=True)
+    span = hi - lo
+    return np.where(span > 0, (a - lo) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def filter_grid(w_oihw: np.ndarray, *, scale: int = 4, gap: int = 1) -> np.ndarray:
+    """conv1's weights ``(O, 3, K, K)`` → an RGB uint8 grid, each filter min-max normalised on its own."""
+    w = np.asarray(w_oihw, dtype=np.float64)
+    if w.ndim != 4 or w.shape[1] != 3:
+        raise ValueError(f"expected RGB filters (O, 3, K, K), got shape {w.shape}")
+    return tile_grid(_minmax(w, (1, 2, 3)).transpose(0, 2, 3, 1), scale=scale, gap=gap)
+
+
+def activation_grid(a_chw: np.ndarray, *, scale: int | None = None, gap: int = 1) -> np.ndarray:
+    """One image's activations ``(C, H, W)`` → a grey uint8 grid, one tile per channel, min-max per channel."""
+    a = np.asarray(a_chw, dtype=np.float64)
+    if a.ndim != 3:
+        raise ValueError(f"expected one image's maps (C, H, W), got shape {a.shape}")
+    if scale is None:
+        scale = max(1, math.ceil(MIN_TILE / max(1, a.shape[2])))
+    return tile_grid(_minmax(a, (1, 2)), scale=scale, gap=gap)
+
+
+# -- the input image ---------------------------------------------------------------
+
+
+def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
+    """A ``(size, size, 3)`` uint8 test card: colour gradients, rings, stripes and a few seeded discs,
+    so that edge and colour detectors have something to respond to."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / max(1, size - 1)
+    r = np.hypot(xx - 0.35, yy - 0.4)
+    img = np.stack([xx, yy, 1.0 - 0.5 * (xx + yy)], axis=-1) * 0.6
+    img[..., 0] += 0.3 * (np.sin(40 * r) > 0)  # rings
+    img[..., 2] += 0.3 * (np.sin(60 * (xx + 2 * yy)) > 0.5) * (xx > 0.55)  # diagonal stripes, right half
+    for _ in range(4):
+        cx, cy, rad = rng.uniform(0.15, 0.85, 2).tolist() + [rng.uniform(0.06, 0.14)]
+        img[np.hypot(xx - cx, yy - cy) < rad] = rng.uniform(0.0, 1.0, 3)
+    return np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+# -- the pictures -------------------------------------------------------------------
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG."""
+    from PIL import Image
+
+    path = Path(path)
+    Image.fromarray(np.ascontiguousarray(image)).save(path)
+    return path
+
+
+class Pictures(NamedTuple):
+    """What :func:`visualize` wrote (``{name: path}``, in order) and the top-5 ``(class, probability)``."""
+
+    paths: dict[str, Path]
+    top5: list[tuple[int, float]]
+
+
+def visualize(out_dir: str | Path, *, variant: str = "paper", weights=None, image=None, preprocess=None,
+              backend: str = "numpy", seed: int = 0, filter_scale: int = 4) -> Pictures:
+    """Write the filter grid, the input and the activation grids into ``out_dir``.
+
+    ``weights`` is a mapping of canonical names to arrays (``None``: seeded
+    He-scaled random weights; fc8's width sets ``num_classes``); ``image`` an
+    RGB ``PIL.Image`` (``None``: :func:`synthetic_image`); ``preprocess`` an
+    :class:`alexnet_aa.imagenet.Preprocess` (``None``: the variant's default).
+    """
+    from PIL import Image
+
+    from .imagenet import default_preprocess
+    from .model import AlexNet
+    from .weights import he_weights
+
+    arch = architecture(variant)
+    if weights is None:
+        weights = he_weights(arch, seed)
+    preprocess = preprocess or default_preprocess(variant)
+    if image is None:
+        image = Image.fromarray(synthetic_image(preprocess.resize_size, seed))
+    model = AlexNet(variant, backend, weights=weights, num_classes=int(weights["fc8.weight"].shape[0]))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {
+        "conv1_filters": save_png(filter_grid(model.state_dict()["conv1.weight"], scale=filter_scale),
+                                  out / "conv1_filters.png"),
+        "input": save_png(np.asarray(preprocess.resized(image)), out / "input.png"),
+    }
+    outputs = model.layers(preprocess(image)[None])
+    pictured = {layer.name for layer in arch.layers if isinstance(layer, (Conv, MaxPool))}
+    for name, y in outputs.items():
+        if name in pictured:
+            maps = np.asarray(model.backend.to_host(y))[0]
+            written[name] = save_png(activation_grid(maps), out / f"activations_{name}.png")
+    logits = np.asarray(model.backend.to_host(outputs[arch.layers[-1].name]), dtype=np.float64)[0]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    return Pictures(written, [(int(i), float(p[i])) for i in np.argsort(-logits)[:5]])
+
+
+# -- the command --------------------------------------------------------------------
+
+
+def cmd_visualize(args) -> int:
+    """``alexnet-aa visualize``: write the PNGs and say what went in."""
+    from .imagenet import PREPROCESS_KEY, Preprocess, default_preprocess, imagenet_categories, load_image
+
+    weights, preprocess, variant = None, None, args.variant
+    if args.weights:
+        from .importers import read_any
+
+        imported = read_any(args.weights, args.variant)
+        weights, variant = imported.params, imported.variant
+        if PREPROCESS_KEY in imported.metadata:
+            preprocess = Preprocess.from_json(imported.metadata[PREPROCESS_KEY])
+        print(f"weights: {args.weights} ({variant} variant, from {imported.source_format})")
+    else:
+        variant = variant or "paper"
+        print(f"weights: none given, seeded random He-scaled weights (seed {args.seed}): "
+              "the filters are noise, not learned features")
+    preprocess = preprocess or default_preprocess(variant)
+    if args.image:
+        image = load_image(args.image)
+        print(f"image: {args.image}, preprocessed as {preprocess.source or 'the weights file says'}")
+    else:
+        image = None
+        print(f"image: none given, a synthetic test image (seed {args.seed})")
+    pictures = visualize(args.out, variant=variant, weights=weights, image=image, preprocess=preprocess,
+                         backend=args.backend, seed=args.seed, filter_scale=args.scale)
+    for path in pictures.paths.values():
+        print(f"wrote {path}")
+    names = imagenet_categories() if weights is not None and weights["fc8.weight"].shape[0] == 1000 else None
+    top = ", ".join(f"{names[i] if names else i} ({p:.3f})" for i, p in pictures.top5)
+    print(f"top-5 classes on the {args.backend} backend: {top}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``visualize`` subcommand on ``alexnet-aa``'s subparsers."""
+    p = subparsers.add_parser("visualize", help="PNGs of conv1's filters and of every conv/pool layer's activations")
+    p.add_argument("--weights", help=".safetensors or .npz file (default: seeded random weights)")
+    p.add_argument("--out", required=True, help="directory to write the PNGs into (created if missing)")
+    p.add_argument("--image", help="an image file (default: a synthetic test image)")
+    p.add_argument("--variant", choices=VARIANTS, default=None,
+                   help="AlexNet variant (default: guessed from --weights, else paper)")
+    p.add_argument("--backend", default="numpy", help="backend that computes the activations (default: numpy)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and the synthetic image")
+    p.add_argument("--scale", type=int, default=4, help="pixels per filter weight in conv1_filters.png (default: 4)")
+    p.set_defaults(func=cmd_visualize)
+    return p

@@ -1,0 +1,612 @@
+"""mkdocs hooks: every table, formula, diagram and command output in the docs is generated here, from the code.
+
+A page asks for generated content with a placeholder comment on a line of its
+own, ``<!-- gen:NAME ARGS -->``; :func:`on_page_markdown` replaces it with the
+output of ``GENERATORS[NAME](*ARGS)``. An unknown name fails the build. The
+architecture diagrams (SVG) and the example pictures (PNG) are added to the
+site as generated files by :func:`on_files`; benchmark result files
+``benchmarks/*.md`` are included in ``performance.md`` rather than published
+on their own.
+
+The same module holds :class:`RstDocstrings`, a griffe extension that turns
+the RST bits of the project's docstrings (``.. math::``, ``:math:``,
+``:func:``, doctest blocks, simple tables) into Markdown for mkdocstrings.
+
+``tests/test_docs.py`` imports this file to check that every placeholder of
+every page is replaced and the published totals appear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import io
+import platform
+import re
+import shlex
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from alexnet_aa.summary import format_markdown, layer_config
+
+A = importlib.import_module("alexnet_aa.architecture")  # the module (the package exports a function of that name)
+
+DOCS = Path(__file__).resolve().parent
+PLACEHOLDER = re.compile(r"<!--\s*gen:([\w-]+)((?:\s+[^\s>]+)*)\s*-->")
+
+# -- small helpers ----------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]], align: str = "") -> str:
+    """A Markdown table; ``align`` has one of ``l``/``r`` per column (default: left)."""
+    align = align or "l" * len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:,.1f} MB"
+
+
+def _infos(variant: str):
+    return A.layer_infos(A.architecture(variant))
+
+
+def _code(text: str, lang: str = "text") -> str:
+    return f"```{lang}\n{text.rstrip()}\n```"
+
+
+# -- the generators: each returns Markdown -----------------------------------------
+
+
+def gen_table(variant: str) -> str:
+    """The layer table of ``variant`` (:func:`alexnet_aa.summary.format_markdown`)."""
+    return format_markdown(variant)
+
+
+def gen_variants() -> str:
+    """The three variants side by side."""
+    rows = []
+    for v in A.VARIANTS:
+        arch = A.architecture(v)
+        lrn = next((layer for layer in arch.layers if isinstance(layer, A.LRN)), None)
+        pool = next(layer for layer in arch.layers if isinstance(layer, A.MaxPool))
+        convs = [layer for layer in arch.layers if isinstance(layer, A.Conv)]
+        rows.append([
+            f"`{v}`", f"{arch.input_size}×{arch.input_size}",
+            " / ".join(str(c.out_channels) for c in convs),
+            ", ".join(c.name for c in convs if c.groups > 1) or "none",
+            layer_config(lrn) if lrn else "none",
+            f"{pool.kernel}×{pool.kernel} /{pool.stride}, {'ceil' if pool.ceil_mode else 'floor'}",
+            f"{A.count_params(v):,}", f"{A.count_macs(v):,}",
+        ])
+    return _table(["variant", "input", "conv channels", "grouped (g=2)", "LRN", "max-pool", "params", "MACs"],
+                  rows, "llllllrr")
+
+
+def gen_sources() -> str:
+    """Where each variant comes from and what sets it apart (the architecture's own notes)."""
+    return "\n".join(f"- **`{v}`** — {A.architecture(v).source}. {A.architecture(v).notes}" for v in A.VARIANTS)
+
+
+def _size_formula(info) -> str | None:
+    layer = info.layer
+    if not isinstance(layer, (A.Conv, A.MaxPool)):
+        return None
+    h, ho = info.in_shape[1], info.out_shape[1]
+    if isinstance(layer, A.Conv):
+        k, s, p = layer.kernel, layer.stride, layer.padding
+        return (rf"H_{{out}} = \left\lfloor \frac{{{h} - {k} + 2 \cdot {p}}}{{{s}}} \right\rfloor + 1 "
+                rf"= \lfloor {(h - k + 2 * p) / s:g} \rfloor + 1 = {ho}")
+    if isinstance(layer, A.MaxPool):
+        k, s = layer.kernel, layer.stride
+        fl = "lfloor" if not layer.ceil_mode else "lceil"
+        fr = "rfloor" if not layer.ceil_mode else "rceil"
+        return (rf"H_{{out}} = \left\{fl} \frac{{{h} - {k}}}{{{s}}} \right\{fr} + 1 "
+                rf"= \{fl} {(h - k) / s:g} \{fr} + 1 = {ho}")
+
+
+def gen_sizes(variant: str) -> str:
+    """Every conv and pool layer's output-size formula with its numbers (LaTeX), from ``layer_infos``."""
+    lines = []
+    for info in _infos(variant):
+        f = _size_formula(info)
+        if f:
+            lines.append(f"- **{info.name}** ({layer_config(info.layer)}): ${f}$ → "
+                         f"`{'×'.join(map(str, info.out_shape))}`")
+    return "\n".join(lines)
+
+
+def gen_formulas(variant: str) -> str:
+    """Each layer's formula with its numbers, as ``layer_infos(...).explain`` writes it."""
+    rows = [[f"`{i.name}`", type(i.layer).__name__, f"`{i.explain}`"] for i in _infos(variant)]
+    return _table(["layer", "type", "formula with this layer's numbers"], rows)
+
+
+def gen_lrn() -> str:
+    """The LRN constants of each variant in both conventions."""
+    rows = []
+    for v in A.VARIANTS:
+        lrn = next((layer for layer in A.architecture(v).layers if isinstance(layer, A.LRN)), None)
+        if lrn is None:
+            rows.append([f"`{v}`", "—", "—", "—", "—", "no LRN"])
+            continue
+        rows.append([f"`{v}`", lrn.size, f"{lrn.k:g}", f"{lrn.beta:g}", f"{lrn.alpha:g}",
+                     f"{lrn.alpha / lrn.size:g}"])
+    return _table(["variant", "n (size)", "k", "β", "α passed to `lrn` (α/n convention)",
+                   "α in the paper's convention (no 1/n) = α/n"], rows, "lrrrrr")
+
+
+def gen_totals() -> str:
+    """Per variant: parameters, weight memory, MACs, FLOPs, activation memory per image."""
+    rows = []
+    for v in A.VARIANTS:
+        infos = _infos(v)
+        params, macs = sum(i.params for i in infos), sum(i.macs for i in infos)
+        acts = sum(i.activation_bytes for i in infos)
+        peak = max(4 * int(np.prod(i.in_shape)) + i.activation_bytes for i in infos)
+        rows.append([f"`{v}`", f"{params:,}", _mb(4 * params), f"{macs:,}", f"{2 * macs / 1e9:.2f}",
+                     _mb(acts), _mb(peak)])
+    return _table(["variant", "parameters", "weights (float32)", "MACs per image", "GFLOP per image",
+                   "all activations per image", "largest layer input + output"], rows, "lrrrrrr")
+
+
+def gen_shares(variant: str) -> str:
+    """Where the parameters and the MACs are: convolutions vs fully connected layers, per layer."""
+    infos = [i for i in _infos(variant) if i.params]
+    p_all, m_all = sum(i.params for i in infos), sum(i.macs for i in infos)
+    rows = [[f"`{i.name}`", f"{i.params:,}", f"{100 * i.params / p_all:.1f} %", f"{i.macs:,}",
+             f"{100 * i.macs / m_all:.1f} %", f"{2 * i.macs / (4 * i.params):.1f}"] for i in infos]
+    for kind, cls in (("all conv", A.Conv), ("all fc", A.Linear)):
+        p = sum(i.params for i in infos if isinstance(i.layer, cls))
+        m = sum(i.macs for i in infos if isinstance(i.layer, cls))
+        rows.append([f"**{kind}**", f"{p:,}", f"{100 * p / p_all:.1f} %", f"{m:,}", f"{100 * m / m_all:.1f} %",
+                     f"{2 * m / (4 * p):.1f}"])
+    return _table(["layer", "params", "share", "MACs", "share", "FLOP per weight byte (batch 1)"], rows, "lrrrrr")
+
+
+def gen_batch_memory(variant: str) -> str:
+    """Activation memory and arithmetic intensity against the batch size."""
+    infos = _infos(variant)
+    params, macs = sum(i.params for i in infos), sum(i.macs for i in infos)
+    peak = max(4 * int(np.prod(i.in_shape)) + i.activation_bytes for i in infos)
+    acts = sum(i.activation_bytes for i in infos)
+    rows = [[n, _mb(n * peak), _mb(n * acts), f"{2 * macs * n / 1e9:,.1f}", f"{2 * macs * n / (4 * params):,.0f}"]
+            for n in (1, 8, 32, 128, 512)]
+    return _table(["batch", "largest layer input + output", "all layer outputs (`model.layers`)",
+                   "GFLOP per batch", "FLOP per weight byte"], rows, "rrrrr")
+
+
+def gen_im2col(variant: str) -> str:
+    """The patch matrix the reference im2col builds per conv layer (per image), against the input it reads."""
+    rows = []
+    for i in _infos(variant):
+        if isinstance(i.layer, A.Conv):
+            c, k = i.in_shape[0], i.layer.kernel
+            cols = c * k * k * i.out_shape[1] * i.out_shape[2]
+            rows.append([f"`{i.name}`", f"{c}·{k}²·{i.out_shape[1]}·{i.out_shape[2]} = {cols:,}", _mb(4 * cols),
+                         f"{cols / int(np.prod(i.in_shape)):.1f}×"])
+    return _table(["layer", "patch-matrix elements (C·K²·H_out·W_out)", "float32", "× its input"], rows, "lrrr")
+
+
+def gen_groups(variant: str) -> str:
+    """Each grouped convolution's parameters and MACs against the same layer ungrouped."""
+    rows = []
+    for i in _infos(variant):
+        layer = i.layer
+        if isinstance(layer, A.Conv) and layer.groups > 1:
+            whole = i.params - layer.out_channels  # weights only
+            rows.append([f"`{i.name}`", f"{layer.in_channels} → {layer.out_channels}", layer.groups,
+                         f"{layer.out_channels}·{layer.in_channels // layer.groups}·{layer.kernel}² = {whole:,}",
+                         f"{whole * layer.groups:,}", f"{i.macs:,}", f"{i.macs * layer.groups:,}"])
+    if not rows:
+        return f"The `{variant}` variant has no grouped convolution."
+    return _table(["layer", "channels", "groups", "weights (grouped)", "weights if ungrouped", "MACs (grouped)",
+                   "MACs if ungrouped"], rows, "llrrrrr")
+
+
+def gen_pool_modes() -> str:
+    """Floor against ceil mode for a 3×3 stride-2 pool at a few input sizes."""
+    sizes = (6, 7, 13, 14, 27, 28, 54, 55, 56, 57)
+    rows = [[n, A.pool_output_size(n, 3, 2), A.pool_output_size(n, 3, 2, ceil_mode=True)] for n in sizes]
+    for r in rows:
+        r.append("same" if r[1] == r[2] else "**differ**")
+    return _table(["input H", "floor", "ceil", ""], rows, "rrrl")
+
+
+def gen_math(dotted: str, *which: str) -> str:
+    """The ``.. math::`` blocks of an object's docstring (all, or those numbered ``which``), as display math."""
+    import inspect
+
+    module, _, attr = dotted.rpartition(".")
+    doc = inspect.getdoc(getattr(importlib.import_module(module), attr)) or ""
+    blocks = re.findall(r"^\$\$\n(.*?)\n\$\$", rst_to_markdown(doc), flags=re.S | re.M)
+    if not blocks:
+        raise ValueError(f"{dotted}'s docstring has no '.. math::' block")
+    chosen = [blocks[int(w)] for w in which] if which else blocks
+    return "\n\n".join(f"$$\n{textwrap.dedent(b).strip()}\n$$" for b in chosen)
+
+
+def gen_tolerances() -> str:
+    """``alexnet_aa.testing.TOLERANCES`` as a table."""
+    from alexnet_aa.testing import TOLERANCES
+
+    checks = list(next(iter(TOLERANCES.values())))
+    rows = [[f"`{dtype}`"] + [f"{tol[c]:.0e}" for c in checks] for dtype, tol in TOLERANCES.items()]
+    return _table(["dtype"] + [f"`{c}`" for c in checks], rows, "l" + "r" * len(checks))
+
+
+def gen_failure_example() -> str:
+    """The real message of a failing LRN case: a backend whose even-size window is one channel short."""
+    from types import SimpleNamespace
+
+    from alexnet_aa import reference
+    from alexnet_aa.testing import ConformanceError, assert_conforms
+    from alexnet_aa.testing.conformance import LRN_CASES
+
+    n, c, h, w, size, alpha, beta, k = LRN_CASES["size4-even"]
+    x = 3.0 * np.random.default_rng(0).standard_normal((n, c, h, w))
+    ref = reference.lrn(x, size, alpha, beta, k)
+    lo = (size - 1) // 2  # the window should run from c - lo to c + size - 1 - lo; this one stops one short
+    padded = np.pad(x * x, ((0, 0), (lo, size), (0, 0), (0, 0)))
+    short = sum(padded[:, d : d + c] for d in range(size - 1))
+    wrong = x / (k + alpha / size * short) ** beta
+    mine = SimpleNamespace(name="mine", dtype="float32")
+    context = f"case=size4-even x={x.shape} size={size} alpha={alpha} beta={beta} k={k} noncontiguous=False"
+    try:
+        assert_conforms(wrong.astype(np.float32), ref, backend=mine, check="lrn", context=context)
+    except ConformanceError as exc:
+        return _code(f"{type(exc).__name__}: {exc}")
+    raise AssertionError("the broken LRN passed the suite")
+
+
+def gen_cases() -> str:
+    """The conformance suite's data cases, read from :mod:`alexnet_aa.testing.conformance`."""
+    from alexnet_aa.testing import conformance as C
+
+    parts = []
+    for title, cases, header in [
+        ("conv2d", C.CONV_CASES, ["N", "C", "H", "W", "O", "K", "S", "P", "groups"]),
+        ("max_pool2d", C.POOL_CASES, ["N", "C", "H", "W", "K", "S"]),
+        ("lrn", C.LRN_CASES, ["N", "C", "H", "W", "size", "α", "β", "k"]),
+        ("linear", C.LINEAR_CASES, ["N", "F_in", "F_out"]),
+    ]:
+        rows = [[f"`{name}`", *(f"{v:g}" if isinstance(v, float) else v for v in values)]
+                for name, values in cases.items()]
+        parts.append(f"**`{title}`** ({len(cases)} cases)\n\n" + _table(["case", *header], rows, "l" + "r" * len(header)))
+    return "\n\n".join(parts)
+
+
+def _parser():
+    """``alexnet-aa``'s argument parser, with ``visualize`` registered if ``cli.py`` does not yet."""
+    from alexnet_aa import cli, visualize
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    if "visualize" not in sub.choices:
+        visualize.add_parser(sub)
+    return parser, sub
+
+
+def run_cli(*argv: str) -> str:
+    """The output of ``alexnet-aa ARGV`` (stdout and stderr), run in this process.
+
+    A command that fails (non-zero status) fails the docs build, with its output.
+    """
+    parser, _ = _parser()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            args = parser.parse_args(list(argv))
+            status = args.func(args)
+        except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+            status = exc.code
+    if status:
+        raise RuntimeError(f"`alexnet-aa {shlex.join(argv)}` exited with {status}:\n{buf.getvalue()}")
+    return buf.getvalue()
+
+
+def gen_cli(*argv: str) -> str:
+    """A console block: the command and its real output."""
+    return _code(f"$ alexnet-aa {shlex.join(argv)}\n{run_cli(*argv)}", "console")
+
+
+def gen_cli_help() -> str:
+    """``alexnet-aa --help`` and every subcommand's ``--help``."""
+    parser, _ = _parser()
+    blocks = []
+
+    def walk(p, prog: str) -> None:
+        blocks.append(f"### `{prog}`\n\n" + _code(p.format_help(), "text"))
+        for action in p._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, child in action.choices.items():
+                    walk(child, f"{prog} {name}")
+
+    walk(parser, "alexnet-aa")
+    return "\n\n".join(blocks)
+
+
+def gen_platform() -> str:
+    """Where these docs were built (for machine-dependent output)."""
+    return f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, NumPy {np.__version__}"
+
+
+def gen_benchmarks() -> str:
+    """The benchmark result files ``docs/benchmarks/*.md``, headings demoted under this section."""
+    files = sorted((DOCS / "benchmarks").glob("*.md"))
+    if not files:
+        return ("!!! note \"No benchmark results yet\"\n    Result files `docs/benchmarks/*.md` (one per backend and "
+                "machine, each naming its machine and date) are included here when they exist.")
+    parts = []
+    for f in files:
+        text, fence = [], False
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.lstrip().startswith(("```", "~~~")):
+                fence = not fence
+            if not fence and line.startswith("#"):
+                line = "##" + line  # '# Title' becomes '### Title' inside this page's '## Benchmarks'
+            # relative links and images of the included file, seen from performance.md
+            line = re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", r"](benchmarks/\1)", line)
+            text.append(line)
+        parts.append(f"<!-- included from docs/benchmarks/{f.name} -->\n" + "\n".join(text))
+    return "\n\n".join(parts)
+
+
+def gen_backend_pages() -> str:
+    """Links to the backend pages ``docs/backends/*.md`` that exist."""
+    pages = sorted((DOCS / "backends").glob("*.md"))
+    if not pages:
+        return "(No backend pages yet.)"
+    return "\n".join(f"- [{_title(p)}](backends/{p.name})" for p in pages)
+
+
+def _title(page: Path) -> str:
+    """A page's first ``# heading``, else its file name."""
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return page.stem
+
+
+def gen_diagram(variant: str) -> str:
+    """The architecture diagram of ``variant`` (the SVG :func:`on_files` generates)."""
+    return f"![AlexNet ({variant}): the layer stack with output shapes]({_diagram_uri(variant)})"
+
+
+def gen_pictures(variant: str) -> str:
+    """The example pictures of ``alexnet-aa visualize`` (generated by :func:`on_files`)."""
+    names = ["conv1_filters", "input"] + [
+        layer.name for layer in A.architecture(variant).layers if isinstance(layer, (A.Conv, A.MaxPool))
+    ]
+    out = []
+    for name in names:
+        file = f"{name}.png" if name in ("conv1_filters", "input") else f"activations_{name}.png"
+        out.append(f"**{name}**\n\n![{variant} {name}](img/visualize-{variant}/{file})")
+    return "\n\n".join(out)
+
+
+def generators() -> dict:
+    """``{NAME: function}`` of every ``gen_*`` function of this module (``gen_cli_help`` is ``cli-help``)."""
+    return {name[4:].replace("_", "-"): fn for name, fn in globals().items() if name.startswith("gen_") and callable(fn)}
+
+
+def render(markdown: str) -> str:
+    """Replace every ``<!-- gen:NAME ARGS -->`` of ``markdown``; an unknown NAME is a ``KeyError``.
+
+    A placeholder alone on an indented line (inside an admonition, say) has
+    every line of its output indented the same way.
+    """
+    known = generators()
+
+    def replace(m: re.Match) -> str:
+        name, args = m.group(1), m.group(2).split()
+        if name not in known:
+            raise KeyError(f"unknown docs generator {name!r} in {m.group(0)!r}; known: {', '.join(known)}")
+        text = known[name](*args)
+        indent = m.string[m.string.rfind("\n", 0, m.start()) + 1 : m.start()]
+        return text.replace("\n", "\n" + indent) if indent and not indent.strip() else text
+
+    return PLACEHOLDER.sub(replace, markdown)
+
+
+# -- generated files ---------------------------------------------------------------------
+
+
+def _diagram_uri(variant: str) -> str:
+    return f"img/alexnet-{variant}.svg"
+
+
+#: MathJax's configuration for ``pymdownx.arithmatex`` (generic mode), served as ``javascripts/mathjax.js``.
+MATHJAX_CONFIG = r"""window.MathJax = {
+  tex: {inlineMath: [["\\(", "\\)"]], displayMath: [["\\[", "\\]"]], processEscapes: true, processEnvironments: true},
+  options: {ignoreHtmlClass: ".*|", processHtmlClass: "arithmatex"}
+};
+document$.subscribe(() => { MathJax.startup.output.clearCache(); MathJax.typesetClear(); MathJax.texReset(); MathJax.typesetPromise(); });
+"""
+
+
+#: The variants whose example pictures the docs show (each costs a model build at docs build time).
+PICTURED = ("paper",)
+
+
+@functools.lru_cache(maxsize=None)
+def visualize_run(variant: str) -> tuple[str, dict[str, bytes]]:
+    """``alexnet-aa visualize --variant VARIANT --out pictures``: its console text and the PNGs it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ("visualize", "--variant", variant, "--out", str(Path(tmp) / variant))
+        text = run_cli(*argv).replace(str(Path(tmp) / variant), "pictures")
+        pngs = {p.name: p.read_bytes() for p in sorted((Path(tmp) / variant).glob("*.png"))}
+    return f"$ alexnet-aa visualize --variant {variant} --out pictures\n{text}", pngs
+
+
+def gen_cli_visualize(variant: str) -> str:
+    """The console output of ``alexnet-aa visualize`` (the run that made the pictures on the page)."""
+    return _code(visualize_run(variant)[0], "console")
+
+
+def generated_files() -> dict[str, bytes | str]:
+    """``{path under docs/: content}`` of every generated file: diagrams, pictures, the MathJax config."""
+    from alexnet_aa.diagram import architecture_svg
+
+    files: dict[str, bytes | str] = {"javascripts/mathjax.js": MATHJAX_CONFIG}
+    files.update({_diagram_uri(v): architecture_svg(v) for v in A.VARIANTS})
+    for variant in PICTURED:
+        files.update({f"img/visualize-{variant}/{name}": png for name, png in visualize_run(variant)[1].items()})
+    return files
+
+
+# -- mkdocs events ----------------------------------------------------------------------------
+
+
+def on_files(files, config, **kwargs):
+    """Add the diagrams and pictures; benchmark result files are included in performance.md, not pages."""
+    from mkdocs.structure.files import File
+
+    for f in list(files):
+        if f.src_uri.startswith("benchmarks/") and f.src_uri.endswith(".md"):
+            files.remove(f)
+    for uri, content in generated_files().items():
+        files.append(File.generated(config, uri, content=content))
+    return files
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    return render(markdown)
+
+
+# -- RST in docstrings → Markdown (a griffe extension, loaded by mkdocstrings) ---------------------
+
+_ROLE = re.compile(r":(?:py:)?(func|class|meth|mod|data|attr|obj|exc):`(~?)([^`<]+?)(?:\s*<([^>]+)>)?`")
+_MATH_ROLE = re.compile(r":math:`([^`]+)`")
+_SIMPLE_TABLE_RULE = re.compile(r"^\s*=+(\s+=+)+\s*$")
+
+
+def _role(m: re.Match) -> str:
+    text = m.group(3).strip()
+    if m.group(4):  # :meth:`title <target>`
+        return f"`{text}`"
+    return f"`{text.rsplit('.', 1)[-1] if m.group(2) else text}`"
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _simple_table(lines: list[str]) -> list[str]:
+    """An RST simple table (rules of ``=``) → a Markdown table."""
+    rule = lines[0]
+    spans = [(m.start(), m.end()) for m in re.finditer(r"=+", rule)]
+
+    def cells(line: str) -> list[str]:
+        out = []
+        for j, (a, _) in enumerate(spans):
+            b = spans[j + 1][0] if j + 1 < len(spans) else len(line)
+            out.append(line[a:b].strip())
+        return out
+
+    body = [cells(line) for line in lines[1:] if line.strip() and not _SIMPLE_TABLE_RULE.match(line)]
+    header, rows = body[0], body[1:]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def rst_to_markdown(text: str) -> str:
+    """The RST constructs the project's docstrings use, as Markdown + arithmatex math."""
+    lines = text.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if stripped.startswith(".. math::"):  # display math, inline or as an indented block
+            base = _indent(line)
+            body = [stripped[len(".. math::"):].strip()]
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > base):
+                body.append(lines[i])
+                i += 1
+            math = textwrap.dedent("\n".join(body)).strip()
+            out += ["", " " * base + "$$", *(" " * base + m for m in math.splitlines()), " " * base + "$$", ""]
+            continue
+        if _SIMPLE_TABLE_RULE.match(line):  # simple table: rule, header, rule, rows, rule
+            j, rules = i, 0
+            while j < len(lines) and lines[j].strip():
+                rules += bool(_SIMPLE_TABLE_RULE.match(lines[j]))
+                j += 1
+            if rules >= 3:
+                out += _simple_table(lines[i:j])
+                i = j
+                continue
+        if stripped.startswith(">>>"):  # a doctest block → a pycon fence
+            base = _indent(line)
+            block = []
+            while i < len(lines) and lines[i].strip():
+                block.append(lines[i][base:])
+                i += 1
+            out += [" " * base + "```pycon", *(" " * base + b for b in block), " " * base + "```"]
+            continue
+        if stripped.endswith("::") and not stripped.startswith(".."):  # literal block after 'text::'
+            base = _indent(line)
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j < len(lines) and _indent(lines[j]) > base:
+                out.append(line[: len(line.rstrip()) - 1])  # 'text::' → 'text:'
+                block = []
+                while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) > base):
+                    block.append(lines[j])
+                    j += 1
+                while block and not block[-1].strip():
+                    block.pop()
+                out += ["", " " * base + "```", *(" " * base + b for b in textwrap.dedent("\n".join(block)).splitlines()),
+                        " " * base + "```", ""]
+                i = j
+                continue
+        line = _MATH_ROLE.sub(lambda m: f"${m.group(1)}$", line)
+        out.append(_ROLE.sub(_role, line))
+        i += 1
+    return "\n".join(out)
+
+
+_NUMPY_ITEM_SECTIONS = ("Parameters", "Other Parameters", "Returns", "Yields", "Receives", "Raises", "Warns",
+                         "Attributes")
+
+
+def end_numpy_sections(text: str) -> str:
+    """Put a ``Notes`` heading before prose that follows a numpy-style item section.
+
+    griffe's numpy parser reads a ``Parameters`` section up to the next
+    section, so a closing paragraph would be read as more parameters.
+    """
+    lines = text.splitlines()
+    out: list[str] = []
+    in_items = False
+    for i, line in enumerate(lines):
+        if i + 1 < len(lines) and re.fullmatch(r"-{3,}", lines[i + 1].strip()) and line.strip():
+            in_items = line.strip() in _NUMPY_ITEM_SECTIONS
+        elif (in_items and line and not line[0].isspace() and i and not lines[i - 1].strip()
+              and " : " not in line and len(line.split()) >= 3):
+            out += ["Notes", "-----"]
+            in_items = False
+        out.append(line)
+    return "\n".join(out)
+
+
+try:
+    import griffe
+except ImportError:  # the docs toolchain is not installed: the generators above still work
+    griffe = None
+
+if griffe is not None:
+
+    class RstDocstrings(griffe.Extension):
+        """Rewrites each docstring with :func:`rst_to_markdown` before it is parsed."""
+
+        def on_instance(self, *, obj, **kwargs) -> None:
+            if obj.docstring is not None:
+                obj.docstring.value = end_numpy_sections(rst_to_markdown(obj.docstring.value))
