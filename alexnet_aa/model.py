@@ -46,7 +46,7 @@ from .weights import (
 
 
 class Prediction(NamedTuple):
-    """Top-k classes of each image: ``indices`` ``(N, k)`` int and ``probabilities`` ``(N, k)``, best first."""
+    """Top-k classes of each image: ``indices`` ``(N, k)`` int64 and ``probabilities`` ``(N, k)``, best first (NumPy)."""
 
     indices: Any
     probabilities: Any
@@ -239,7 +239,7 @@ class AlexNet:
         xp = self.backend.xp
         probs = softmax(self(x), xp)
         order = xp.argsort(-probs, axis=1)[:, :top]
-        return Prediction(to_numpy(order), to_numpy(xp.take_along_axis(probs, order, axis=1)))
+        return Prediction(to_numpy(order).astype("int64"), to_numpy(xp.take_along_axis(probs, order, axis=1)))
 
 
 def softmax(z, xp):
