@@ -245,7 +245,8 @@ def main(argv=None) -> int:
     out += _table(["variant", "batch", "library", "first call ms"], warm_rows)
     out += ["", "## Per layer"] + layer_sections
     if sweep_rows:
-        out += ["", "## conv2d tile sweep (ms per layer; * = the tile the heuristic picks)", ""]
+        out += ["", "## conv2d tile sweep (ms per layer, conv + bias + ReLU; * = what conv2d runs by default; "
+                "wino = Winograd F(2x2,3x3), 3x3 stride-1 layers only)", ""]
         out += _table(["variant", "batch", "layer", *_tiles(), "cuDNN"], sweep_rows)
     text = "\n".join(out) + "\n"
     print(text)
@@ -258,11 +259,11 @@ def main(argv=None) -> int:
 def _tiles():
     from alexnet_aa_cupy import kernels
 
-    return list(kernels.CONV_TILES)
+    return [*kernels.CONV_TILES, *(f"wino {t}" for t in kernels.WINOGRAD_TILES)]
 
 
 def _tile_sweep(model, backend, xc, t_cp, tw, xt, F, arch, variant, batch):
-    """Time every conv tile on every conv layer's real input; torch's conv (+ReLU) beside it."""
+    """Time every conv algorithm and tile on every conv layer's real input; torch's conv (+ReLU) beside it."""
     from alexnet_aa.architecture import Conv
     from alexnet_aa_cupy import kernels
 
@@ -277,14 +278,16 @@ def _tile_sweep(model, backend, xc, t_cp, tw, xt, F, arch, variant, batch):
         x_th = xt if i == 0 else outs_th[names[i - 1]]
         w, b = model._params[f"{layer.name}.weight"], model._params[f"{layer.name}.bias"]
         s, p = (layer.stride, layer.stride), (layer.padding, layer.padding)
-        chosen = kernels.choose_conv_tile(
-            layer.out_channels // layer.groups,
-            batch * outs_cp[layer.name].shape[2] * outs_cp[layer.name].shape[3],
-            layer.groups, kernels.device_facts()["sms"]).kernel
+        chosen = kernels.conv2d_choice(x_in.shape, w.shape, s, p, layer.groups, kernels.device_facts()["sms"])
         cells = []
-        for tile, cfg in kernels.CONV_TILES.items():
-            ms, _ = t_cp.forward_ms(lambda: kernels.conv2d(x_in, w, b, s, p, layer.groups, True, tile=tile), 0.2)
-            cells.append(f"{ms:.3f}" + ("*" if cfg.kernel == chosen else ""))
+        for algo, tiles in (("gemm", kernels.CONV_TILES), ("winograd", kernels.WINOGRAD_TILES)):
+            for tile in tiles:
+                if algo == "winograd" and not kernels.winograd_applies(w.shape, s):
+                    cells.append("-")
+                    continue
+                ms, _ = t_cp.forward_ms(
+                    lambda: kernels.conv2d(x_in, w, b, s, p, layer.groups, True, algo=algo, tile=tile), 0.2)
+                cells.append(f"{ms:.3f}" + ("*" if (algo, tile) == chosen else ""))
         ms_th, _ = Timer("torch").forward_ms(
             lambda: F.relu(F.conv2d(x_th, tw[f"{layer.name}.weight"], tw[f"{layer.name}.bias"],
                                     stride=layer.stride, padding=layer.padding, groups=layer.groups)), 0.2)

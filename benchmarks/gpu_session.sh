@@ -66,6 +66,8 @@ def check(what, y, ref, tol):
     if not err < tol: fails.append(what)
 rng = np.random.default_rng(0)
 cases = dict(t.CONV_CASES)
+for name, (n, c, h, w, o, p, g) in t.WINOGRAD_CASES.items():
+    cases["wino-" + name] = (n, c, h, w, o, (3, 3), (1, 1), p, g)
 for name, (c, h, o, k, s, p, g) in t.ALEXNET_CONVS.items():   # real layer shapes, batch 2
     cases["alexnet-" + name] = (2, c, h, h, o, (k, k), (s, s), (p, p), g)
 for case, (n, c, h, w, o, k, s, p, g) in cases.items():
@@ -73,14 +75,33 @@ for case, (n, c, h, w, o, k, s, p, g) in cases.items():
     ref = t.conv2d_ref(x, w_oihw, b, s, p, g, True) if n * h * w * c < 2e6 else None
     prep = be.prepare({"w": w_oihw, "b": b})
     xs = be.asarray(x)
-    for tile in kernels.CONV_TILES:
-        y = kernels.conv2d(xs, prep["w"], prep["b"], s, p, g, True, tile=tile)
-        if ref is not None:
-            check(f"conv2d {case} {tile}", y, ref, 1e-5)
+    runs = [("gemm", tile) for tile in kernels.CONV_TILES]
+    if kernels.winograd_applies(prep["w"].shape, s):
+        runs += [("winograd", tile) for tile in ([None, *kernels.WINOGRAD_TILES] if (o // g) % 4 == 0 else [None])]
+        # the weight transform done in prepare vs on the fly from the IHWO array: the same kernel
+        ws = [prep["w"], prep["w"].ihwo]
+    else:
+        ws = [prep["w"]]
+    for wv in ws:
+        for algo, tile in runs:
+            y = kernels.conv2d(xs, wv, prep["b"], s, p, g, True, algo=algo, tile=tile)
+            if ref is not None:
+                check(f"conv2d {case} {algo} {tile or 'auto'} w={type(wv).__name__}", y, ref, 1e-5)
     # non-contiguous input through the backend method
     xn = cp.asfortranarray(xs)
     if ref is not None:
         check(f"conv2d {case} non-contiguous", be.conv2d(xn, prep["w"], prep["b"], s, p, g, True), ref, 1e-5)
+# batch independence on the real 3x3 layers: each image alone == inside a batch of 5, bitwise, both algorithms
+for name in ("paper-conv4", "tv-conv3"):
+    c, h, o, k, s, p, g = t.ALEXNET_CONVS[name]
+    x, w_oihw, b = t._conv_case(rng, 5, c, h, h, o, (k, k), (s, s), (p, p), g)
+    prep, xs = be.prepare({"w": w_oihw, "b": b}), be.asarray(x)
+    for algo in kernels.CONV_ALGOS:
+        yb = cp.asnumpy(kernels.conv2d(xs, prep["w"], prep["b"], (s, s), (p, p), g, True, algo=algo))
+        same = all(np.array_equal(cp.asnumpy(kernels.conv2d(xs[i:i + 1], prep["w"], prep["b"], (s, s), (p, p), g, True,
+                                                              algo=algo))[0], yb[i]) for i in range(5))
+        print(f"{'ok ' if same else 'BAD'} conv2d {name} {algo}: batch-independent (bitwise) = {same}")
+        if not same: fails.append(f"batch-independence {name} {algo}")
 for case, (shape, kern, stride, ceil, _) in t.POOL_CASES.items():
     x = (rng.standard_normal(shape) - 3).astype(np.float32)
     check(f"max_pool2d {case}", be.max_pool2d(be.asarray(x), kern, stride, ceil), t.max_pool2d_ref(x, kern, stride, ceil), 1e-7)

@@ -1,7 +1,8 @@
 """The cupy backend's CUDA kernels, checked without a GPU.
 
-1. Every ``.cu`` file (and the concatenation CuPy compiles) builds with the
-   machine's ``nvcc`` for sm_80 and sm_90, warnings as errors, with the flags
+1. Every ``.cu`` file builds alone (sm_90) and the concatenation CuPy
+   compiles builds for sm_80 and sm_90 with the machine's ``nvcc``, warnings
+   as errors, with the flags
    CuPy passes to NVRTC (``-std=c++17 -ftz=true``); no kernel spills
    registers; every name in ``kernels.NAME_EXPRESSIONS`` is an entry point.
 2. The kernels run on the CPU (``backends/cupy/tests/cuda_on_cpu.h``, g++),
@@ -9,7 +10,10 @@
    GPU, and agree with float64 NumPy loops: conv (stride, padding, groups,
    odd sizes, tails of every tile, fused bias + ReLU), max-pool (floor, ceil,
    the last-window rule), LRN (sizes 5, 4, 3, batch != channels, alpha >= 0.1),
-   the linear epilogue.
+   the linear epilogue; the Winograd F(2x2, 3x3) path (weight, input and
+   output transforms and the batched GEMM, every tile, padding 0/1/2, groups,
+   odd maps, tile counts that fill no GEMM tile, an AlexNet-sized K), which
+   must also give bitwise the same image whatever batch it comes in.
 
 Skipped, with the reason, where ``nvcc`` or ``g++`` is absent.
 """
@@ -68,7 +72,9 @@ def nvcc_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cubin")
     whole = tmp / "module.cu"
     whole.write_text(kernels.source())
-    jobs = [(PKG / f, a) for f in kernels.SOURCES for a in ARCHS] + [(whole, a) for a in ARCHS]
+    # Each file alone at the newest arch (self-contained, warning-free); the
+    # concatenation, which holds every kernel, at every arch (spills, names).
+    jobs = [(PKG / f, ARCHS[-1]) for f in kernels.SOURCES] + [(whole, a) for a in ARCHS]
     with ThreadPoolExecutor(max_workers=4) as pool:
         futs = {(src.name, a): pool.submit(_nvcc, src, a, tmp / f"{src.stem}.{a}.cubin") for src, a in jobs}
         return {k: f.result() for k, f in futs.items()}
@@ -89,8 +95,7 @@ def _ptxas_report(stderr: str) -> dict[str, dict[str, int]]:
 
 
 @needs_nvcc
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("name", [*kernels.SOURCES, "module.cu"])
+@pytest.mark.parametrize("name,arch", [(f, ARCHS[-1]) for f in kernels.SOURCES] + [("module.cu", a) for a in ARCHS])
 def test_nvcc_compiles(nvcc_results, name, arch):
     r = nvcc_results[(name, arch)]
     assert r.returncode == 0, f"nvcc -arch={arch} {name} failed:\n{r.stderr}"
@@ -110,7 +115,7 @@ def test_every_name_expression_is_an_entry_point(nvcc_results, arch):
     assert not unlisted, f"entry points missing from NAME_EXPRESSIONS: {unlisted}"
     per_file = set()
     for f in kernels.SOURCES:
-        per_file |= set(_ptxas_report(nvcc_results[(f, arch)].stderr))
+        per_file |= set(_ptxas_report(nvcc_results[(f, ARCHS[-1])].stderr))
     assert per_file == entries
 
 
@@ -232,6 +237,63 @@ def test_conv2d_kernel_on_cpu(emu, case, tile, relu):
     _assert_close(y, conv2d_ref(x, w_oihw, b, stride, padding, groups, relu), f"conv2d[{case}, {tile}, relu={relu}]")
 
 
+# Winograd F(2x2, 3x3) (conv2d_winograd.cu): the matrices of its header comment, in float64.
+WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def _conv2d_winograd_emu(lib, x, w_oihw, b, padding, groups, relu, tile):
+    """Run the Winograd path's four launches in the emulation; return (y, u)."""
+    w_ihwo = np.ascontiguousarray(w_oihw.transpose(1, 2, 3, 0))
+    u = np.full(kernels.winograd_weight_shape(w_ihwo.shape), np.nan, np.float32)
+    _run(lib, kernels.plan_winograd_weight(w_ihwo, u, sms=1))
+    shape = kernels.check_conv2d(x.shape, w_ihwo.shape, b.shape, (1, 1), padding, groups)
+    y = np.full(shape, np.nan, np.float32)  # every element must be written
+    bufs = {k: np.full(v, np.nan, np.float32) for k, v in kernels.winograd_buffer_shapes(x.shape, w_ihwo.shape, padding).items()}
+    for plan in kernels.plan_conv2d_winograd(x, u, b, y, bufs["v_xct"], bufs["m_xot"], padding, groups, relu, sms=1, tile=tile):
+        _run(lib, plan)
+    return y, u
+
+
+WINOGRAD_CASES = {
+    # name: (n, c, h, w, o, padding, groups); out/groups % 4 != 0 runs the scalar-load GEMM
+    "p1-g2-odd-scalar": (2, 6, 9, 11, 10, (1, 1), 2),
+    "p0-odd-batch3": (3, 4, 7, 6, 8, (0, 0), 1),
+    "p2-rect": (1, 5, 5, 8, 12, (2, 2), 1),
+    "asym-pad": (2, 3, 6, 5, 8, (0, 2), 1),
+    "k3-on-1x1-p1-scalar": (1, 16, 1, 1, 7, (1, 1), 1),
+    "m-over-128-n-over-128": (3, 2, 15, 13, 136, (1, 1), 1),
+    "alexnet-K-384": (1, 384, 6, 5, 16, (1, 1), 1),  # K = in*9 = 3456 of paper conv4/5, tv conv4
+}
+WINOGRAD_RUNS = [
+    (case, tile)
+    for case, (n, c, h, w, o, p, g) in WINOGRAD_CASES.items()
+    for tile in ([None, *kernels.WINOGRAD_TILES] if (o // g) % 4 == 0 and case != "alexnet-K-384" else [None])
+]
+
+
+@pytest.mark.parametrize("case,tile", WINOGRAD_RUNS, ids=[f"{c}-{t or 'auto'}" for c, t in WINOGRAD_RUNS])
+def test_conv2d_winograd_on_cpu(emu, case, tile):
+    n, c, h, w, o, padding, groups = WINOGRAD_CASES[case]
+    relu = len(case) % 2 == 0
+    rng = np.random.default_rng(sum(map(ord, case + str(tile))))
+    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, (3, 3), (1, 1), padding, groups)
+    y, u = _conv2d_winograd_emu(emu, x, w_oihw, b, padding, groups, relu, tile)
+    u_ref = np.einsum("ir,ocrs,js->ijco", WINO_G, w_oihw.astype(np.float64), WINO_G).reshape(16, c // groups, o)
+    _assert_close(u, u_ref, f"conv2d_winograd_weight[{case}]", tol=1e-7)
+    _assert_close(y, conv2d_ref(x, w_oihw, b, (1, 1), padding, groups, relu),
+                  f"conv2d winograd[{case}, {tile}, relu={relu}]", tol=1e-5)
+
+
+def test_conv2d_winograd_is_batch_independent(emu):
+    """An image's result is bitwise the same alone and inside a batch (any tile: the k order is fixed)."""
+    rng = np.random.default_rng(11)
+    x, w_oihw, b = _conv_case(rng, 3, 8, 9, 7, 16, (3, 3), (1, 1), (1, 1), 2)
+    batch, _ = _conv2d_winograd_emu(emu, x, w_oihw, b, (1, 1), 2, True, "128x128")
+    for i in range(3):
+        alone, _ = _conv2d_winograd_emu(emu, np.ascontiguousarray(x[i:i + 1]), w_oihw, b, (1, 1), 2, True, "64x64")
+        assert np.array_equal(alone[0], batch[i]), f"image {i}: max diff {np.abs(alone[0] - batch[i]).max():.3g}"
+
+
 def max_pool2d_ref(x, kernel, stride, ceil_mode):
     n, c, h, w = x.shape
     oh = kernels.pool_out_size(h, kernel[0], stride[0], ceil_mode)
@@ -336,6 +398,15 @@ def test_alexnet_layers_plan(layer, batch):
     tile = next(t for t in kernels.CONV_TILES.values() if t.kernel == plan.kernel)
     assert plan.grid[2] == g and plan.grid[1] * tile.bm >= o // g and plan.grid[0] * tile.bn >= batch * shape[2] * shape[3]
     assert plan.block == (tile.threads, 1, 1)
+    algo = kernels.choose_conv_algo(w.shape, (s, s))
+    assert algo == ("winograd" if (k, s) == (3, 1) else "gemm")
+    if algo == "winograd":
+        u = np.empty(kernels.winograd_weight_shape(w.shape), np.float32)
+        bufs = {n: np.empty(v, np.float32) for n, v in kernels.winograd_buffer_shapes(x.shape, w.shape, (p, p)).items()}
+        plans = kernels.plan_conv2d_winograd(x, u, b, y, bufs["v_xct"], bufs["m_xot"], (p, p), g, True, sms=132)
+        gemm = plans[1]
+        tile = next(t for t in kernels.WINOGRAD_TILES.values() if t.kernel == gemm.kernel)
+        assert gemm.grid[2] == 16 * g and gemm.grid[1] * tile.bm >= o // g and gemm.grid[0] * tile.bn >= bufs["v_xct"].shape[2]
 
 
 def test_conv2d_errors_name_the_op_and_the_mismatch():
@@ -345,6 +416,10 @@ def test_conv2d_errors_name_the_op_and_the_mismatch():
         kernels.check_conv2d((1, 3, 8, 8), (4, 3, 3, 3), (4,), (1, 1), (0, 0), 1)
     with pytest.raises(ValueError, match=r"\[conv2d\] kernel \(5, 5\) does not fit"):
         kernels.check_conv2d((1, 3, 2, 2), (3, 5, 5, 4), (4,), (1, 1), (0, 0), 1)
+    with pytest.raises(ValueError, match=r"\[conv2d\] algo='winograd' needs a 3x3 kernel and stride 1"):
+        kernels.resolve_conv_algo((3, 3, 3, 4), (2, 2), "winograd")
+    with pytest.raises(ValueError, match=r"\[conv2d\] algo must be one of"):
+        kernels.resolve_conv_algo((3, 3, 3, 4), (1, 1), "fft")
     with pytest.raises(ValueError, match=r"\[max_pool2d\] kernel must be positive"):
         kernels.check_max_pool2d((1, 1, 4, 4), (0, 3), (1, 1), False)
     with pytest.raises(ValueError, match=r"\[lrn\] size must be a positive int"):

@@ -30,7 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 #: The ``.cu`` files, in the order they are concatenated into the module.
-SOURCES = ("conv2d.cu", "max_pool2d.cu", "lrn.cu", "linear.cu")
+SOURCES = ("conv2d.cu", "conv2d_winograd.cu", "max_pool2d.cu", "lrn.cu", "linear.cu")
 
 #: NVRTC options (CuPy adds ``-ftz=true`` and ``--device-as-default-execution-space``).
 OPTIONS = ("-std=c++17",)
@@ -53,9 +53,26 @@ CONV_TILES = {
     "64x64": ConvTile("conv2d_forward_64x64", 64, 64, 256),
 }
 
+#: Tile configurations of ``conv2d_winograd.cu``'s batched GEMM (same keys as :data:`CONV_TILES`).
+WINOGRAD_TILES = {
+    "128x128": ConvTile("conv2d_winograd_gemm_128x128", 128, 128, 256),
+    "64x128": ConvTile("conv2d_winograd_gemm_64x128", 64, 128, 128),
+    "64x64": ConvTile("conv2d_winograd_gemm_64x64", 64, 64, 256),
+}
+#: The Winograd GEMM with scalar loads of U, for out/groups not a multiple of 4.
+WINOGRAD_SCALAR_TILE = ConvTile("conv2d_winograd_gemm_64x64_scalar", 64, 64, 256)
+
+#: The conv2d algorithms :func:`conv2d` can run (``algo=``); see :func:`choose_conv_algo`.
+CONV_ALGOS = ("gemm", "winograd")
+
 #: Every entry point of the module (extern "C", so each name is its own lowered name).
 NAME_EXPRESSIONS = (
     *(t.kernel for t in CONV_TILES.values()),
+    "conv2d_winograd_weight",
+    "conv2d_winograd_input",
+    *(t.kernel for t in WINOGRAD_TILES.values()),
+    WINOGRAD_SCALAR_TILE.kernel,
+    "conv2d_winograd_output",
     "max_pool2d_forward",
     "lrn_forward",
     "linear_bias_act_forward",
@@ -147,21 +164,25 @@ def conv_out_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def choose_conv_tile(m: int, n: int, groups: int, sms: int) -> ConvTile:
+def choose_conv_tile(m: int, n: int, groups: int, sms: int, *, tiles: dict[str, ConvTile] | None = None) -> ConvTile:
     """The tile for a GEMM of ``groups`` × (M=m) × (N=n).
 
     Among the tiles that give at least two waves of blocks on ``sms``
     multiprocessors, take the one that wastes the least of M (e.g. 64-row
     tiles for M = 192, 128-row tiles for M = 384), the larger tile on a tie;
-    when none fills the GPU (batch 1, small maps), the one with the most blocks.
+    when none fills the GPU (batch 1, small maps), the one with the most blocks,
+    the smaller tile on a tie (less work per block on a latency-bound launch).
+    ``tiles``: :data:`CONV_TILES` (default) or :data:`WINOGRAD_TILES`. (On an
+    H200 at batch 128 it picked the fastest implicit-GEMM tile on all ten
+    AlexNet conv layers.)
     """
     best, best_key = None, None
-    for tile in CONV_TILES.values():
+    for tile in (CONV_TILES if tiles is None else tiles).values():
         m_tiles = -(-m // tile.bm)
         blocks = m_tiles * -(-n // tile.bn) * groups
         m_use = m / (m_tiles * tile.bm)
         full = blocks >= 2 * sms
-        key = (full, m_use if full else blocks, tile.bm * tile.bn)
+        key = (full, m_use, tile.bm * tile.bn) if full else (full, blocks, -tile.bm * tile.bn)
         if best_key is None or key > best_key:
             best, best_key = tile, key
     assert best is not None
@@ -229,16 +250,189 @@ def check_conv2d(x_shape, w_shape, b_shape, stride, padding, groups: int) -> tup
     return (n, o, oh, ow)
 
 
-def conv2d(x, w_ihwo, b_o, stride, padding, groups: int, relu: bool, *, tile: str | None = None):
-    """``conv2d.cu: conv2d_forward_<tile>`` on contiguous float32 cupy arrays; returns NCHW."""
+@dataclass(frozen=True, eq=False)
+class ConvWeight:
+    """A conv weight as ``CupyBackend.prepare`` returns it for 3x3 kernels.
+
+    ``ihwo``: (in/groups, kh, kw, out), the implicit GEMM's operand (every
+    stride); ``winograd``: U = G g Gᵀ, (16, in/groups, out), for the Winograd
+    path (3x3, stride 1), or None. ``shape`` and ``dtype`` are those of ``ihwo``.
+    """
+
+    ihwo: Any
+    winograd: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.ihwo.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.ihwo.dtype
+
+
+def winograd_applies(w_shape, stride) -> bool:
+    """True where ``conv2d_winograd.cu`` computes the op: 3x3 kernels at stride 1 (any padding, groups)."""
+    return tuple(w_shape[1:3]) == (3, 3) and tuple(stride) == (1, 1)
+
+
+def choose_conv_algo(w_shape, stride) -> str:
+    """``"winograd"`` for 3x3 kernels at stride 1, else ``"gemm"``.
+
+    Depends on the layer's shape only, never on the batch size: the two
+    algorithms round differently, and an image's result must not depend on the
+    batch it comes in (DESIGN §7). Within an algorithm the tile may depend on
+    the batch: every tile sums over k in the same order.
+    """
+    return "winograd" if winograd_applies(w_shape, stride) else "gemm"
+
+
+def resolve_conv_algo(w_shape, stride, algo: str | None) -> str:
+    if algo is None:
+        return choose_conv_algo(w_shape, stride)
+    if algo not in CONV_ALGOS:
+        raise ValueError(f"[conv2d] algo must be one of {CONV_ALGOS} or None, got {algo!r}")
+    if algo == "winograd" and not winograd_applies(w_shape, stride):
+        raise ValueError(
+            f"[conv2d] algo='winograd' needs a 3x3 kernel and stride 1, got kernel {tuple(w_shape[1:3])}, stride {tuple(stride)}"
+        )
+    return algo
+
+
+def winograd_weight_shape(w_shape) -> tuple[int, int, int]:
+    """U's shape (16, in/groups, out) for an IHWO weight shape."""
+    cg, kh, kw, o = w_shape
+    if (kh, kw) != (3, 3):
+        raise ValueError(f"[conv2d] the Winograd weight transform needs a 3x3 kernel, got {(kh, kw)}")
+    return (16, cg, o)
+
+
+def winograd_tiles(x_shape, padding) -> tuple[int, int, int, int]:
+    """(TH, TW, T, Tp): 2x2 output tiles per column and row, tiles in the batch, T rounded up to a multiple of 4."""
+    n, _, h, w = x_shape
+    oh, ow = conv_out_size(h, 3, 1, padding[0]), conv_out_size(w, 3, 1, padding[1])
+    th, tw = -(-oh // 2), -(-ow // 2)
+    t = n * th * tw
+    return th, tw, t, -(-t // 4) * 4
+
+
+def winograd_buffer_shapes(x_shape, w_shape, padding) -> dict[str, tuple[int, int, int]]:
+    """Shapes of the per-call buffers: V ``v_xct`` (16, in, Tp) and M ``m_xot`` (16, out, Tp)."""
+    *_, tp = winograd_tiles(x_shape, padding)
+    return {"v_xct": (16, x_shape[1], tp), "m_xot": (16, w_shape[3], tp)}
+
+
+def plan_winograd_weight(w_ihwo, u_xco, *, sms: int) -> Launch:
+    """Plan ``conv2d_winograd_weight``: IHWO ``w_ihwo`` (Cg, 3, 3, out) → ``u_xco`` (16, Cg, out)."""
+    cg, _, _, o = w_ihwo.shape
+    assert tuple(u_xco.shape) == winograd_weight_shape(w_ihwo.shape), (u_xco.shape, w_ihwo.shape)
+    args = (w_ihwo, u_xco, np.int32(cg), np.int32(o))
+    return Launch("conv2d_winograd_weight", _elementwise_grid(cg * o, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
+
+
+def choose_winograd_tile(m: int, tp: int, groups: int, sms: int) -> ConvTile:
+    """The batched-GEMM tile: as :func:`choose_conv_tile` over the 16*groups GEMMs; scalar loads if ``m % 4``."""
+    if m % 4:
+        return WINOGRAD_SCALAR_TILE
+    return choose_conv_tile(m, tp, 16 * groups, sms, tiles=WINOGRAD_TILES)
+
+
+def plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups: int, relu: bool, *, sms: int,
+                         tile: str | None = None) -> list[Launch]:
+    """Plan the three launches of the Winograd path (input transform, batched GEMM, output transform).
+
+    ``x`` NCHW, ``u_xco`` (16, in/groups, out), ``b_o`` (out,), ``y`` the NCHW
+    output; ``v_xct`` and ``m_xot`` are scratch buffers of the shapes
+    :func:`winograd_buffer_shapes` gives. All contiguous float32.
+    """
+    n, c, h, w_ = x.shape
+    _, cg, o = u_xco.shape
+    ph, pw = padding
+    oh, ow = conv_out_size(h, 3, 1, ph), conv_out_size(w_, 3, 1, pw)
+    assert tuple(y.shape) == (n, o, oh, ow), (y.shape, (n, o, oh, ow))
+    th, tw, t, tp = winograd_tiles(x.shape, padding)
+    assert tuple(v_xct.shape) == (16, c, tp) and tuple(m_xot.shape) == (16, o, tp), (v_xct.shape, m_xot.shape)
+    m = o // groups
+    if max(cg * o, cg * tp, m * tp, h * w_, oh * ow) > _INT32_MAX:
+        raise ValueError(
+            f"[conv2d] Winograd buffers too large for 32-bit offsets: in/groups={cg}, out={o}, tiles={tp}, map={h}x{w_}"
+        )
+    if tile is None:
+        cfg = choose_winograd_tile(m, tp, groups, sms)
+    elif m % 4:
+        raise ValueError(f"[conv2d] out/groups={m} is not a multiple of 4: the Winograd GEMM takes no tile= then")
+    else:
+        cfg = WINOGRAD_TILES[tile]
+    i32, i64 = np.int32, np.int64
+    block = (_ELEMENTWISE_THREADS, 1, 1)
+    return [
+        Launch("conv2d_winograd_input", _elementwise_grid(c * tp, sms), block,
+               (x, v_xct, *(i32(v) for v in (c, h, w_, th, tw, ph, pw)), i64(t), i64(tp))),
+        Launch(cfg.kernel, (-(-tp // cfg.bn), -(-m // cfg.bm), 16 * groups), (cfg.threads, 1, 1),
+               (u_xco, v_xct, m_xot, i32(cg), i32(o), i32(groups), i32(tp))),
+        Launch("conv2d_winograd_output", _elementwise_grid(o * t, sms), block,
+               (m_xot, b_o, y, *(i32(v) for v in (o, oh, ow, th, tw)), i64(t), i64(tp), i32(int(bool(relu))))),
+    ]
+
+
+def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | None = None, tile: str | None = None):
+    """Convolution on contiguous float32 cupy arrays; returns NCHW.
+
+    ``w`` is a :class:`ConvWeight` from ``CupyBackend.prepare`` or a plain IHWO
+    array. ``algo`` (default :func:`choose_conv_algo`): ``"gemm"`` runs
+    ``conv2d.cu: conv2d_forward_<tile>``; ``"winograd"`` (3x3, stride 1 only)
+    runs ``conv2d_winograd.cu`` (weight transform, unless ``w`` carries it;
+    input transform; batched GEMM ``conv2d_winograd_gemm_<tile>``; output
+    transform). ``tile`` (default :func:`choose_conv_tile`) names a key of
+    :data:`CONV_TILES` / :data:`WINOGRAD_TILES`.
+    """
     import cupy
 
+    w_ihwo = w.ihwo if isinstance(w, ConvWeight) else w
     shape = check_conv2d(x.shape, w_ihwo.shape, b_o.shape, stride, padding, groups)
+    algo = resolve_conv_algo(w_ihwo.shape, stride, algo)
     y = cupy.empty(shape, dtype=cupy.float32)
     if y.size == 0:
         return y
-    _run(plan_conv2d(x, w_ihwo, b_o, y, stride, padding, groups, relu, sms=device_facts()["sms"], tile=tile))
+    sms = device_facts()["sms"]
+    if algo == "gemm":
+        _run(plan_conv2d(x, w_ihwo, b_o, y, stride, padding, groups, relu, sms=sms, tile=tile))
+        return y
+    u_xco = w.winograd if isinstance(w, ConvWeight) and w.winograd is not None else winograd_weight(w_ihwo)
+    if tuple(u_xco.shape) != winograd_weight_shape(w_ihwo.shape):
+        raise ValueError(f"[conv2d] Winograd weight has shape {tuple(u_xco.shape)}, expected {winograd_weight_shape(w_ihwo.shape)}")
+    bufs = winograd_buffer_shapes(x.shape, w_ihwo.shape, padding)
+    v_xct = cupy.empty(bufs["v_xct"], dtype=cupy.float32)
+    m_xot = cupy.empty(bufs["m_xot"], dtype=cupy.float32)
+    for plan in plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups, relu, sms=sms, tile=tile):
+        _run(plan)
     return y
+
+
+def conv2d_choice(x_shape, w_shape, stride, padding, groups: int, sms: int) -> tuple[str, str]:
+    """``(algo, tile key)`` that :func:`conv2d` runs by default for these shapes (what the benchmark stars)."""
+    algo = choose_conv_algo(w_shape, stride)
+    n, _, h, w_ = x_shape
+    cg, kh, kw, o = w_shape
+    if algo == "winograd":
+        *_, tp = winograd_tiles(x_shape, padding)
+        cfg = choose_winograd_tile(o // groups, tp, groups, sms)
+        tiles = WINOGRAD_TILES
+    else:
+        oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w_, kw, stride[1], padding[1])
+        cfg = choose_conv_tile(o // groups, n * oh * ow, groups, sms)
+        tiles = CONV_TILES
+    return algo, next((key for key, t in tiles.items() if t == cfg), cfg.kernel)
+
+
+def winograd_weight(w_ihwo):
+    """``conv2d_winograd.cu: conv2d_winograd_weight``: IHWO (Cg, 3, 3, out) → U (16, Cg, out), a new cupy array."""
+    import cupy
+
+    u_xco = cupy.empty(winograd_weight_shape(w_ihwo.shape), dtype=cupy.float32)
+    if u_xco.size:
+        _run(plan_winograd_weight(w_ihwo, u_xco, sms=device_facts()["sms"]))
+    return u_xco
 
 
 # -- max_pool2d -----------------------------------------------------------------

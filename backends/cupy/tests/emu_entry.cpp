@@ -5,6 +5,7 @@
 #include "cuda_on_cpu.h"
 
 #include "../alexnet_aa_cupy/conv2d.cu"
+#include "../alexnet_aa_cupy/conv2d_winograd.cu"
 #include "../alexnet_aa_cupy/max_pool2d.cu"
 #include "../alexnet_aa_cupy/lrn.cu"
 #include "../alexnet_aa_cupy/linear.cu"
@@ -20,6 +21,27 @@
 CONV_ENTRY(conv2d_forward_128x128)
 CONV_ENTRY(conv2d_forward_64x128)
 CONV_ENTRY(conv2d_forward_64x64)
+
+extern "C" void emu_conv2d_winograd_weight(GRID_BLOCK, const float* w, float* u, int Cg, int O) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_weight, w, u, Cg, O);
+}
+extern "C" void emu_conv2d_winograd_input(GRID_BLOCK, const float* x, float* v, int C, int H, int W, int TH,
+                                          int TW, int PH, int PW, long long T, long long Tp) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_input, x, v, C, H, W, TH, TW, PH, PW, T, Tp);
+}
+extern "C" void emu_conv2d_winograd_output(GRID_BLOCK, const float* m, const float* b, float* y, int O, int OH,
+                                           int OW, int TH, int TW, long long T, long long Tp, int relu) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_output, m, b, y, O, OH, OW, TH, TW, T, Tp, relu);
+}
+#define WINOGRAD_GEMM_ENTRY(name)                                                                    \
+    extern "C" void emu_##name(GRID_BLOCK, const float* u, const float* v, float* m, int K, int O, int G, \
+                               int Tp) {                                                             \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, u, v, m, K, O, G, Tp);                  \
+    }
+WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_128x128)
+WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_64x128)
+WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_64x64)
+WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_64x64_scalar)
 
 extern "C" void emu_max_pool2d_forward(GRID_BLOCK, const float* x, float* y, long long NC, int H, int W,
                                        int OH, int OW, int KH, int KW, int SH, int SW) {
