@@ -11,7 +11,9 @@ difference between the two, a correctness check independent of the suite.
     python benchmarks/bench_cupy.py [--variants paper,torchvision] [--batches 1,32,128] [--out bench.md]
 
 Needs a CUDA GPU, cupy, torch with CUDA, and the ``alexnet-aa`` and
-``alexnet-aa-cupy`` distributions installed. torchvision is not used.
+``alexnet-aa-cupy`` distributions installed. torchvision is not used: the
+torch side is :mod:`alexnet_aa.testing.torch_reference` (``torch.nn.functional``
+on the same layer table).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 
 
 def _parse(argv):
@@ -35,34 +38,15 @@ def _parse(argv):
     return p.parse_args(argv)
 
 
-# -- the torch model: torch.nn.functional on the layer table ---------------------------
+@dataclass
+class Report:
+    """The report's table rows, filled per (variant, batch)."""
 
-
-def torch_layers(arch, w, x, F):
-    """Yield (name, output) per layer, as alexnet_aa.model does, with torch.nn.functional."""
-    from alexnet_aa.architecture import LRN, AdaptiveAvgPool, Conv, Dropout, Flatten, Linear, MaxPool
-
-    for layer in arch.layers:
-        n = layer.name
-        if isinstance(layer, Conv):
-            x = F.conv2d(x, w[f"{n}.weight"], w[f"{n}.bias"], stride=layer.stride, padding=layer.padding, groups=layer.groups)
-            if layer.relu:
-                x = F.relu(x, inplace=True)
-        elif isinstance(layer, LRN):
-            x = F.local_response_norm(x, layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k)
-        elif isinstance(layer, MaxPool):
-            x = F.max_pool2d(x, layer.kernel, layer.stride, ceil_mode=layer.ceil_mode)
-        elif isinstance(layer, AdaptiveAvgPool):
-            x = F.adaptive_avg_pool2d(x, layer.output_size)
-        elif isinstance(layer, Flatten):
-            x = x.reshape(x.shape[0], -1)
-        elif isinstance(layer, Linear):
-            x = F.linear(x, w[f"{n}.weight"], w[f"{n}.bias"])
-            if layer.relu:
-                x = F.relu(x, inplace=True)
-        elif not isinstance(layer, Dropout):
-            raise TypeError(f"unknown layer {layer!r}")
-        yield n, x
+    summary: list = field(default_factory=list)
+    layer_sections: list = field(default_factory=list)
+    warm_rows: list = field(default_factory=list)
+    check_rows: list = field(default_factory=list)
+    sweep_rows: list = field(default_factory=list)
 
 
 # -- timing helpers ------------------------------------------------------------------------
@@ -149,10 +133,10 @@ def main(argv=None) -> int:
     import cupy
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from alexnet_aa import AlexNet, example_input
     from alexnet_aa.backend import get_backend
+    from alexnet_aa.testing.torch_reference import torch_weights
 
     if not torch.cuda.is_available():
         print("torch sees no CUDA device: cannot benchmark against cuDNN", file=sys.stderr)
@@ -182,72 +166,28 @@ def main(argv=None) -> int:
     print("\n".join(lines), flush=True)
 
     t_cp, t_th = Timer("cupy"), Timer("torch")
-    summary, layer_sections, warm_rows, check_rows, sweep_rows = [], [], [], [], []
+    rep = Report()
     for variant in variants:
         model = AlexNet(variant, backend=backend)
-        arch = model.arch
-        tw = {k: torch.from_numpy(np.ascontiguousarray(v)).cuda() for k, v in model.state_dict().items()}
+        tw = torch_weights(torch, model.state_dict(), "cuda")
         for batch in batches:
             x = np.asarray(example_input(variant, batch=batch), dtype=np.float32)
-            xc = backend.asarray(x)
-            xt = torch.from_numpy(x).cuda()
-
-            def run_cp():
-                return model(xc)
-
-            def run_th():
-                for _, y in torch_layers(arch, tw, xt, F):
-                    pass
-                return y
-
-            # first calls: cupy (kernels already compiled) vs torch (cuDNN autotuning)
-            for lib, timer, fn in (("cupy", t_cp, run_cp), ("torch", t_th, run_th)):
-                timer.sync()
-                s = time.perf_counter()
-                fn()
-                timer.sync()
-                warm_rows.append((variant, batch, lib, f"{(time.perf_counter() - s) * 1e3:.1f}"))
-
-            # per-layer agreement (same weights, same input)
-            ours = {n: backend.to_host(y) for n, y in model._forward(xc)}
-            theirs = {n: y.cpu().numpy() for n, y in torch_layers(arch, tw, xt, F)}
-            worst = max(ours, key=lambda n: _rel(ours[n], theirs[n]))
-            top1 = float(np.mean(ours[arch.layers[-1].name].argmax(1) == theirs[arch.layers[-1].name].argmax(1)))
-            check_rows.append((variant, batch, f"{_rel(ours[arch.layers[-1].name], theirs[arch.layers[-1].name]):.2e}",
-                               f"{worst} ({_rel(ours[worst], theirs[worst]):.2e})", f"{top1:.3f}"))
-            del ours, theirs
-
-            ms_cp, it_cp = t_cp.forward_ms(run_cp, args.seconds)
-            ms_th, it_th = t_th.forward_ms(run_th, args.seconds)
-            summary.append((variant, batch, f"{batch * 1e3 / ms_cp:,.0f}", f"{batch * 1e3 / ms_th:,.0f}",
-                            f"{ms_cp:.3f}", f"{ms_th:.3f}", f"{ms_cp / ms_th:.2f}", f"{it_cp}/{it_th}"))
-            print(f"{variant} batch {batch}: cupy {ms_cp:.3f} ms, torch {ms_th:.3f} ms, ratio {ms_cp / ms_th:.2f}", flush=True)
-
-            lc = t_cp.layer_ms(lambda: model._forward(xc), args.layer_reps)
-            lt = t_th.layer_ms(lambda: torch_layers(arch, tw, xt, F), args.layer_reps)
-            rows = [(n, f"{lc[n]:.3f}", f"{lt[n]:.3f}", f"{lc[n] / lt[n]:.2f}" if lt[n] > 0 else "-") for n in lc]
-            rows.append(("**sum**", f"{sum(lc.values()):.3f}", f"{sum(lt.values()):.3f}",
-                         f"{sum(lc.values()) / sum(lt.values()):.2f}"))
-            layer_sections += ["", f"### {variant}, batch {batch}: per layer (ms, median of {args.layer_reps})", ""]
-            layer_sections += _table(["layer", "cupy", "torch", "cupy/torch"], rows)
-
-            if not args.no_tile_sweep and batch == max(batches):
-                sweep_rows += _tile_sweep(model, backend, xc, t_cp, tw, xt, F, arch, variant, batch)
-            del xc, xt
+            _bench_batch(args, rep, model, backend, tw, x, t_cp, t_th, variant, batch, sweep=batch == max(batches))
+            # the batch's device arrays died with _bench_batch's frame: hand their memory back
             cupy.get_default_memory_pool().free_all_blocks()
             torch.cuda.empty_cache()
 
     out = lines + ["## Whole forward", ""]
-    out += _table(["variant", "batch", "cupy img/s", "torch img/s", "cupy ms", "torch ms", "cupy/torch time", "iters"], summary)
+    out += _table(["variant", "batch", "cupy img/s", "torch img/s", "cupy ms", "torch ms", "cupy/torch time", "iters"], rep.summary)
     out += ["", "## Agreement with torch (relative L2, same weights and input)", ""]
-    out += _table(["variant", "batch", "logits", "worst layer", "top-1 match"], check_rows)
+    out += _table(["variant", "batch", "logits", "worst layer", "top-1 match"], rep.check_rows)
     out += ["", "## First call (ms): cupy with compiled kernels; torch incl. cuDNN autotuning", ""]
-    out += _table(["variant", "batch", "library", "first call ms"], warm_rows)
-    out += ["", "## Per layer"] + layer_sections
-    if sweep_rows:
+    out += _table(["variant", "batch", "library", "first call ms"], rep.warm_rows)
+    out += ["", "## Per layer"] + rep.layer_sections
+    if rep.sweep_rows:
         out += ["", "## conv2d tile sweep (ms per layer, conv + bias + ReLU; * = what conv2d runs by default; "
-                "wino = Winograd F(2x2,3x3), 3x3 stride-1 layers only)", ""]
-        out += _table(["variant", "batch", "layer", *_tiles(), "cuDNN"], sweep_rows)
+                "wino = Winograd F(2x2,3x3) / F(2x2,5x5), 3x3 and 5x5 stride-1 layers only)", ""]
+        out += _table(["variant", "batch", "layer", *_tiles(), "cuDNN"], rep.sweep_rows)
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:
@@ -256,20 +196,81 @@ def main(argv=None) -> int:
     return 0
 
 
+def _bench_batch(args, rep: Report, model, backend, tw, x, t_cp, t_th, variant, batch, *, sweep: bool) -> None:
+    """Time and check one (variant, batch) (and sweep the conv tiles if ``sweep``); append to ``rep``.
+
+    A function of its own so that every device array it makes (inputs,
+    per-layer outputs) is released when it returns.
+    """
+    import numpy as np
+    import torch
+
+    from alexnet_aa.testing.torch_reference import torch_forward, torch_layers
+
+    arch = model.arch
+    xc = backend.asarray(x)
+    xt = torch.from_numpy(x).cuda()
+
+    def run_cp():
+        return model(xc)
+
+    def run_th():
+        return torch_forward(torch, arch, tw, xt)
+
+    # first calls: cupy (kernels already compiled) vs torch (cuDNN autotuning)
+    for lib, timer, fn in (("cupy", t_cp, run_cp), ("torch", t_th, run_th)):
+        timer.sync()
+        s = time.perf_counter()
+        fn()
+        timer.sync()
+        rep.warm_rows.append((variant, batch, lib, f"{(time.perf_counter() - s) * 1e3:.1f}"))
+
+    # per-layer agreement (same weights, same input)
+    ours = {n: backend.to_host(model.canonical(n, y)) for n, y in model._forward(xc)}
+    theirs = {n: y.cpu().numpy() for n, y in torch_layers(torch, arch, tw, xt)}
+    errs = {n: _rel(ours[n], theirs[n]) for n in ours}
+    worst = max(errs, key=errs.get)
+    last = arch.layers[-1].name
+    top1 = float(np.mean(ours[last].argmax(1) == theirs[last].argmax(1)))
+    rep.check_rows.append((variant, batch, f"{errs[last]:.2e}", f"{worst} ({errs[worst]:.2e})", f"{top1:.3f}"))
+
+    ms_cp, it_cp = t_cp.forward_ms(run_cp, args.seconds)
+    ms_th, it_th = t_th.forward_ms(run_th, args.seconds)
+    rep.summary.append((variant, batch, f"{batch * 1e3 / ms_cp:,.0f}", f"{batch * 1e3 / ms_th:,.0f}",
+                        f"{ms_cp:.3f}", f"{ms_th:.3f}", f"{ms_cp / ms_th:.2f}", f"{it_cp}/{it_th}"))
+    print(f"{variant} batch {batch}: cupy {ms_cp:.3f} ms, torch {ms_th:.3f} ms, ratio {ms_cp / ms_th:.2f}", flush=True)
+
+    lc = t_cp.layer_ms(lambda: model._forward(xc), args.layer_reps)
+    lt = t_th.layer_ms(lambda: torch_layers(torch, arch, tw, xt), args.layer_reps)
+    rows = [(n, f"{lc[n]:.3f}", f"{lt[n]:.3f}", f"{lc[n] / lt[n]:.2f}" if lt[n] > 0 else "-") for n in lc]
+    rows.append(("**sum**", f"{sum(lc.values()):.3f}", f"{sum(lt.values()):.3f}",
+                 f"{sum(lc.values()) / sum(lt.values()):.2f}"))
+    rep.layer_sections += ["", f"### {variant}, batch {batch}: per layer (ms, median of {args.layer_reps})", ""]
+    rep.layer_sections += _table(["layer", "cupy", "torch", "cupy/torch"], rows)
+
+    if sweep and not args.no_tile_sweep:
+        rep.sweep_rows += _tile_sweep(model, xc, t_cp, tw, xt, variant, batch)
+
+
 def _tiles():
     from alexnet_aa_cupy import kernels
 
     return [*kernels.CONV_TILES, *(f"wino {t}" for t in kernels.WINOGRAD_TILES)]
 
 
-def _tile_sweep(model, backend, xc, t_cp, tw, xt, F, arch, variant, batch):
+def _tile_sweep(model, xc, t_cp, tw, xt, variant, batch):
     """Time every conv algorithm and tile on every conv layer's real input; torch's conv (+ReLU) beside it."""
-    from alexnet_aa.architecture import Conv
+    import torch
     from alexnet_aa_cupy import kernels
 
+    from alexnet_aa.architecture import Conv
+    from alexnet_aa.testing.torch_reference import torch_layers
+
+    F = torch.nn.functional
+    arch = model.arch
     rows = []
     outs_cp = model.layers(xc)
-    outs_th = dict(torch_layers(arch, tw, xt, F))
+    outs_th = dict(torch_layers(torch, arch, tw, xt))
     names = [layer.name for layer in arch.layers]
     for i, layer in enumerate(arch.layers):
         if not isinstance(layer, Conv):

@@ -40,9 +40,10 @@ step install 120 $PY -m pip install --no-build-isolation --no-deps -q \
 
 step nvidia-smi 20 nvidia-smi
 
-# Kernels alone, against the float64 loops of tests/test_cuda_kernels.py (cold NVRTC compile timed).
+# Kernels alone, against the float64 loops of tests/test_cuda_kernels.py (cold NVRTC compile timed);
+# every Winograd case (3x3 and 5x5) and the real AlexNet conv shapes at batch 2 with every algorithm and tile.
 step smoke 90 $PY - <<'EOF'
-import importlib.util, sys, time
+import importlib.util, sys
 import numpy as np
 from alexnet_aa_cupy import CupyBackend, kernels
 
@@ -66,8 +67,8 @@ def check(what, y, ref, tol):
     if not err < tol: fails.append(what)
 rng = np.random.default_rng(0)
 cases = dict(t.CONV_CASES)
-for name, (n, c, h, w, o, p, g) in t.WINOGRAD_CASES.items():
-    cases["wino-" + name] = (n, c, h, w, o, (3, 3), (1, 1), p, g)
+for name, (n, c, h, w, o, k, p, g) in t.WINOGRAD_CASES.items():
+    cases["wino-" + name] = (n, c, h, w, o, (k, k), (1, 1), p, g)
 for name, (c, h, o, k, s, p, g) in t.ALEXNET_CONVS.items():   # real layer shapes, batch 2
     cases["alexnet-" + name] = (2, c, h, h, o, (k, k), (s, s), (p, p), g)
 for case, (n, c, h, w, o, k, s, p, g) in cases.items():
@@ -91,8 +92,8 @@ for case, (n, c, h, w, o, k, s, p, g) in cases.items():
     xn = cp.asfortranarray(xs)
     if ref is not None:
         check(f"conv2d {case} non-contiguous", be.conv2d(xn, prep["w"], prep["b"], s, p, g, True), ref, 1e-5)
-# batch independence on the real 3x3 layers: each image alone == inside a batch of 5, bitwise, both algorithms
-for name in ("paper-conv4", "tv-conv3"):
+# batch independence on the real 3x3 and 5x5 layers: each image alone == inside a batch of 5, bitwise, both algorithms
+for name in ("paper-conv2", "tv-conv2", "paper-conv4", "tv-conv3"):
     c, h, o, k, s, p, g = t.ALEXNET_CONVS[name]
     x, w_oihw, b = t._conv_case(rng, 5, c, h, h, o, (k, k), (s, s), (p, p), g)
     prep, xs = be.prepare({"w": w_oihw, "b": b}), be.asarray(x)
@@ -124,7 +125,8 @@ else
     step conformance 150 $PY -m pytest -x -q --pyargs alexnet_aa.testing.conformance --alexnet-backend cupy -rs -p no:cacheprovider
 fi
 
-step bench 180 $PY benchmarks/bench_cupy.py --out "$OUT/bench.md"
+# The tile sweep (batch 128) times gemm and winograd on every 3x3 and 5x5 layer: the '*' cell is the default.
+step bench 180 $PY benchmarks/bench_cupy.py --seconds 0.5 --out "$OUT/bench.md"
 
 echo "== total ${SECONDS}s, status $STATUS" | tee -a "$OUT/summary.txt"
 exit $STATUS

@@ -10,10 +10,12 @@
    GPU, and agree with float64 NumPy loops: conv (stride, padding, groups,
    odd sizes, tails of every tile, fused bias + ReLU), max-pool (floor, ceil,
    the last-window rule), LRN (sizes 5, 4, 3, batch != channels, alpha >= 0.1),
-   the linear epilogue; the Winograd F(2x2, 3x3) path (weight, input and
-   output transforms and the batched GEMM, every tile, padding 0/1/2, groups,
-   odd maps, tile counts that fill no GEMM tile, an AlexNet-sized K), which
-   must also give bitwise the same image whatever batch it comes in.
+   the linear epilogue; the Winograd F(2x2, 3x3) and F(2x2, 5x5) paths
+   (weight, input and output transforms and the batched GEMM, every tile,
+   padding 0/1/2, groups, odd maps, tile counts that fill no GEMM tile,
+   AlexNet-sized K = in/groups*kh*kw up to 3456 (3x3) and 1600 (5x5), rel L2
+   error < 1e-5 against float64), which must also give bitwise the same image
+   whatever batch it comes in.
 
 Skipped, with the reason, where ``nvcc`` or ``g++`` is absent.
 """
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from alexnet_aa.architecture import pool_output_size
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "backends" / "cupy" / "alexnet_aa_cupy"
@@ -237,8 +241,12 @@ def test_conv2d_kernel_on_cpu(emu, case, tile, relu):
     _assert_close(y, conv2d_ref(x, w_oihw, b, stride, padding, groups, relu), f"conv2d[{case}, {tile}, relu={relu}]")
 
 
-# Winograd F(2x2, 3x3) (conv2d_winograd.cu): the matrices of its header comment, in float64.
-WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+# Winograd F(2x2, RxR) (conv2d_winograd.cu): the G matrices of its header comment, in float64.
+WINO_G = {
+    3: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
+    5: np.array([[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3], [0, 0, 0, 0, 1]]),
+}
 
 
 def _conv2d_winograd_emu(lib, x, w_oihw, b, padding, groups, relu, tile):
@@ -255,49 +263,59 @@ def _conv2d_winograd_emu(lib, x, w_oihw, b, padding, groups, relu, tile):
 
 
 WINOGRAD_CASES = {
-    # name: (n, c, h, w, o, padding, groups); out/groups % 4 != 0 runs the scalar-load GEMM
-    "p1-g2-odd-scalar": (2, 6, 9, 11, 10, (1, 1), 2),
-    "p0-odd-batch3": (3, 4, 7, 6, 8, (0, 0), 1),
-    "p2-rect": (1, 5, 5, 8, 12, (2, 2), 1),
-    "asym-pad": (2, 3, 6, 5, 8, (0, 2), 1),
-    "k3-on-1x1-p1-scalar": (1, 16, 1, 1, 7, (1, 1), 1),
-    "m-over-128-n-over-128": (3, 2, 15, 13, 136, (1, 1), 1),
-    "alexnet-K-384": (1, 384, 6, 5, 16, (1, 1), 1),  # K = in*9 = 3456 of paper conv4/5, tv conv4
+    # name: (n, c, h, w, o, kernel size, padding, groups); out/groups % 4 != 0 runs the scalar-load GEMM
+    "p1-g2-odd-scalar": (2, 6, 9, 11, 10, 3, (1, 1), 2),
+    "p0-odd-batch3": (3, 4, 7, 6, 8, 3, (0, 0), 1),
+    "p2-rect": (1, 5, 5, 8, 12, 3, (2, 2), 1),
+    "asym-pad": (2, 3, 6, 5, 8, 3, (0, 2), 1),
+    "k3-on-1x1-p1-scalar": (1, 16, 1, 1, 7, 3, (1, 1), 1),
+    "m-over-128-n-over-128": (3, 2, 15, 13, 136, 3, (1, 1), 1),
+    "alexnet-K-3456": (1, 384, 6, 5, 16, 3, (1, 1), 1),  # K = in*9 of paper conv4/5, tv conv4
+    "5x5-p2-g2-odd-batch2": (2, 6, 9, 11, 8, 5, (2, 2), 2),
+    "5x5-p0-odd-batch3": (3, 4, 9, 7, 8, 5, (0, 0), 1),
+    "5x5-p1-rect-scalar": (1, 5, 6, 11, 6, 5, (1, 1), 1),
+    "5x5-asym-pad-g2-scalar": (2, 6, 7, 8, 10, 5, (2, 0), 2),
+    "5x5-on-1x1-p2-scalar": (1, 8, 1, 1, 7, 5, (2, 2), 1),
+    "5x5-m-over-128-n-over-128": (3, 2, 15, 13, 136, 5, (2, 2), 1),
+    "alexnet-K-1600": (1, 64, 27, 27, 16, 5, (2, 2), 1),  # K = in*25 of tv conv2, on its 27x27 map
+    "alexnet-K-1200-g2": (1, 96, 13, 13, 16, 5, (2, 2), 2),  # K = in/2*25 of paper conv2
 }
 WINOGRAD_RUNS = [
     (case, tile)
-    for case, (n, c, h, w, o, p, g) in WINOGRAD_CASES.items()
-    for tile in ([None, *kernels.WINOGRAD_TILES] if (o // g) % 4 == 0 and case != "alexnet-K-384" else [None])
+    for case, (n, c, h, w, o, k, p, g) in WINOGRAD_CASES.items()
+    for tile in ([None, *kernels.WINOGRAD_TILES] if (o // g) % 4 == 0 and not case.startswith("alexnet") else [None])
 ]
 
 
 @pytest.mark.parametrize("case,tile", WINOGRAD_RUNS, ids=[f"{c}-{t or 'auto'}" for c, t in WINOGRAD_RUNS])
 def test_conv2d_winograd_on_cpu(emu, case, tile):
-    n, c, h, w, o, padding, groups = WINOGRAD_CASES[case]
+    n, c, h, w, o, k, padding, groups = WINOGRAD_CASES[case]
     relu = len(case) % 2 == 0
     rng = np.random.default_rng(sum(map(ord, case + str(tile))))
-    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, (3, 3), (1, 1), padding, groups)
+    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, (k, k), (1, 1), padding, groups)
     y, u = _conv2d_winograd_emu(emu, x, w_oihw, b, padding, groups, relu, tile)
-    u_ref = np.einsum("ir,ocrs,js->ijco", WINO_G, w_oihw.astype(np.float64), WINO_G).reshape(16, c // groups, o)
-    _assert_close(u, u_ref, f"conv2d_winograd_weight[{case}]", tol=1e-7)
+    g = WINO_G[k]
+    u_ref = np.einsum("ir,ocrs,js->ijco", g, w_oihw.astype(np.float64), g).reshape((k + 1) ** 2, c // groups, o)
+    _assert_close(u, u_ref, f"conv2d_winograd_weight_{k}x{k}[{case}]", tol=1e-7)
     _assert_close(y, conv2d_ref(x, w_oihw, b, (1, 1), padding, groups, relu),
-                  f"conv2d winograd[{case}, {tile}, relu={relu}]", tol=1e-5)
+                  f"conv2d winograd {k}x{k}[{case}, {tile}, relu={relu}]", tol=1e-5)
 
 
-def test_conv2d_winograd_is_batch_independent(emu):
+@pytest.mark.parametrize("k", kernels.WINOGRAD_KERNELS)
+def test_conv2d_winograd_is_batch_independent(emu, k):
     """An image's result is bitwise the same alone and inside a batch (any tile: the k order is fixed)."""
     rng = np.random.default_rng(11)
-    x, w_oihw, b = _conv_case(rng, 3, 8, 9, 7, 16, (3, 3), (1, 1), (1, 1), 2)
-    batch, _ = _conv2d_winograd_emu(emu, x, w_oihw, b, (1, 1), 2, True, "128x128")
+    x, w_oihw, b = _conv_case(rng, 3, 8, 9, 7, 16, (k, k), (1, 1), (k // 2, k // 2), 2)
+    batch, _ = _conv2d_winograd_emu(emu, x, w_oihw, b, (k // 2, k // 2), 2, True, "128x128")
     for i in range(3):
-        alone, _ = _conv2d_winograd_emu(emu, np.ascontiguousarray(x[i:i + 1]), w_oihw, b, (1, 1), 2, True, "64x64")
-        assert np.array_equal(alone[0], batch[i]), f"image {i}: max diff {np.abs(alone[0] - batch[i]).max():.3g}"
+        alone, _ = _conv2d_winograd_emu(emu, np.ascontiguousarray(x[i:i + 1]), w_oihw, b, (k // 2, k // 2), 2, True, "64x64")
+        assert np.array_equal(alone[0], batch[i]), f"{k}x{k} image {i}: max diff {np.abs(alone[0] - batch[i]).max():.3g}"
 
 
 def max_pool2d_ref(x, kernel, stride, ceil_mode):
     n, c, h, w = x.shape
-    oh = kernels.pool_out_size(h, kernel[0], stride[0], ceil_mode)
-    ow = kernels.pool_out_size(w, kernel[1], stride[1], ceil_mode)
+    oh = pool_output_size(h, kernel[0], stride[0], ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], ceil_mode)
     y = np.empty((n, c, oh, ow))
     for i in range(oh):
         for j in range(ow):
@@ -399,14 +417,16 @@ def test_alexnet_layers_plan(layer, batch):
     assert plan.grid[2] == g and plan.grid[1] * tile.bm >= o // g and plan.grid[0] * tile.bn >= batch * shape[2] * shape[3]
     assert plan.block == (tile.threads, 1, 1)
     algo = kernels.choose_conv_algo(w.shape, (s, s))
-    assert algo == ("winograd" if (k, s) == (3, 1) else "gemm")
-    if algo == "winograd":
+    assert algo == ("winograd" if k in kernels.WINOGRAD_DEFAULT_KERNELS and s == 1 else "gemm")
+    assert set(kernels.WINOGRAD_DEFAULT_KERNELS) <= set(kernels.WINOGRAD_KERNELS)
+    if kernels.winograd_applies(w.shape, (s, s)):
         u = np.empty(kernels.winograd_weight_shape(w.shape), np.float32)
         bufs = {n: np.empty(v, np.float32) for n, v in kernels.winograd_buffer_shapes(x.shape, w.shape, (p, p)).items()}
         plans = kernels.plan_conv2d_winograd(x, u, b, y, bufs["v_xct"], bufs["m_xot"], (p, p), g, True, sms=132)
+        assert [pl.kernel for pl in plans[::2]] == [f"conv2d_winograd_input_{k}x{k}", f"conv2d_winograd_output_{k}x{k}"]
         gemm = plans[1]
         tile = next(t for t in kernels.WINOGRAD_TILES.values() if t.kernel == gemm.kernel)
-        assert gemm.grid[2] == 16 * g and gemm.grid[1] * tile.bm >= o // g and gemm.grid[0] * tile.bn >= bufs["v_xct"].shape[2]
+        assert gemm.grid[2] == (k + 1) ** 2 * g and gemm.grid[1] * tile.bm >= o // g and gemm.grid[0] * tile.bn >= bufs["v_xct"].shape[2]
 
 
 def test_conv2d_errors_name_the_op_and_the_mismatch():
@@ -416,8 +436,10 @@ def test_conv2d_errors_name_the_op_and_the_mismatch():
         kernels.check_conv2d((1, 3, 8, 8), (4, 3, 3, 3), (4,), (1, 1), (0, 0), 1)
     with pytest.raises(ValueError, match=r"\[conv2d\] kernel \(5, 5\) does not fit"):
         kernels.check_conv2d((1, 3, 2, 2), (3, 5, 5, 4), (4,), (1, 1), (0, 0), 1)
-    with pytest.raises(ValueError, match=r"\[conv2d\] algo='winograd' needs a 3x3 kernel and stride 1"):
+    with pytest.raises(ValueError, match=r"\[conv2d\] algo='winograd' needs a 3x3 or 5x5 kernel and stride 1"):
         kernels.resolve_conv_algo((3, 3, 3, 4), (2, 2), "winograd")
+    with pytest.raises(ValueError, match=r"\[conv2d\] algo='winograd' needs a 3x3 or 5x5 kernel and stride 1"):
+        kernels.resolve_conv_algo((3, 11, 11, 4), (1, 1), "winograd")
     with pytest.raises(ValueError, match=r"\[conv2d\] algo must be one of"):
         kernels.resolve_conv_algo((3, 3, 3, 4), (1, 1), "fft")
     with pytest.raises(ValueError, match=r"\[max_pool2d\] kernel must be positive"):

@@ -15,10 +15,10 @@ Native weights, converted once by :meth:`CupyBackend.prepare`:
 - conv: ``(in/groups, kh, kw, out)`` ("IHWO"), i.e. the GEMM's A operand
   ``(K, out)`` with rows contiguous along the output channels; group ``g`` is
   the column block ``[g*out/groups, (g+1)*out/groups)``, so the layout does
-  not depend on ``groups``. A 3x3 weight comes as a
+  not depend on ``groups``. A 3x3 or 5x5 weight comes as a
   :class:`~.kernels.ConvWeight` holding that array and its Winograd transform
-  ``U = G g Gᵀ`` ``(16, in/groups, out)`` (prepare does not know the stride;
-  the Winograd path runs at stride 1, the implicit GEMM at any other);
+  ``U = G g Gᵀ`` ``(ALPHA², in/groups, out)``, ALPHA = kh + 1 (prepare does not
+  know the stride; the Winograd path runs at stride 1, the implicit GEMM at any other);
 - linear: ``(out, in)`` unchanged (cuBLAS reads it transposed at no cost);
 - biases: ``(out,)``.
 
@@ -28,10 +28,10 @@ Kernels (see the header comment of each ``.cu`` file and :mod:`.kernels`):
   (channels × pixels), 8×8 (4×4) register micro-tiles, K-slices of 8 staged
   in double-buffered shared memory, float4 shared-memory reads, zero padding
   gathered on the fly, bias + ReLU fused in the epilogue; float32 accumulators.
-  3x3 stride-1 layers (conv3–5) use Winograd F(2x2, 3x3) instead
-  (``conv2d_winograd.cu``: input transform, 16·groups batched GEMMs with
-  float4 loads, output transform with fused bias + ReLU), 2.25× fewer
-  multiplications; the choice depends on the layer's shape only
+  3x3 and 5x5 stride-1 layers (conv2–5) use Winograd F(2x2, 3x3) / F(2x2, 5x5)
+  instead (``conv2d_winograd.cu``: input transform, 16·groups / 36·groups
+  batched GEMMs with float4 loads, output transform with fused bias + ReLU),
+  2.25× / 2.78× fewer multiplications; the choice depends on the layer's shape only
   (:func:`.kernels.choose_conv_algo`), never on the batch size.
 - ``max_pool2d``: one thread per output, floor or ceil mode.
 - ``lrn``: one pass across channels, one thread per output.
@@ -140,13 +140,13 @@ class CupyBackend(Backend):
         return np.asarray(x)
 
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Conv weights OIHW → IHWO, 3x3 ones with their Winograd transform (see the module docstring); others copied."""
+        """Conv weights OIHW → IHWO, 3x3 and 5x5 ones with their Winograd transform (see the module docstring); others copied."""
         out: dict[str, Any] = {}
         for name, value in params.items():
             host = np.asarray(value, dtype=np.float32)
             if host.ndim == 4:
                 ihwo = self.asarray(host.transpose(1, 2, 3, 0))  # (out, in/g, kh, kw) -> (in/g, kh, kw, out)
-                if ihwo.shape[1:3] == (3, 3) and ihwo.size:
+                if kernels.winograd_kernel_applies(ihwo.shape) and ihwo.size:
                     with self._cupy.cuda.Device(self._device):
                         out[name] = kernels.ConvWeight(ihwo, kernels.winograd_weight(ihwo))
                 else:
@@ -171,7 +171,7 @@ class CupyBackend(Backend):
     # -- the four ops -----------------------------------------------------------
     def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
         """NCHW × IHWO weights with fused bias (+ ReLU): implicit GEMM (``conv2d.cu``), or
-        Winograd F(2x2, 3x3) for 3x3 stride-1 layers (``conv2d_winograd.cu``)."""
+        Winograd F(2x2, 3x3) / F(2x2, 5x5) for 3x3 / 5x5 stride-1 layers (``conv2d_winograd.cu``)."""
         stride = pair(stride, "stride", "conv2d")
         padding = pair(padding, "padding", "conv2d")
         x = self._native("conv2d", "x", x)
@@ -234,7 +234,7 @@ class CupyBackend(Backend):
             "CUDA driver": _fmt_cuda_version(cp.cuda.runtime.driverGetVersion()),
             "layout": "NCHW activations, IHWO conv weights, (out, in) linear weights",
             "conv2d": "implicit GEMM, tiles " + "/".join(kernels.CONV_TILES) + ", fused bias+ReLU; "
-            "3x3 stride 1: Winograd F(2x2,3x3), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES),
+            "3x3/5x5 stride 1: Winograd F(2x2,3x3)/F(2x2,5x5), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES),
             "tf32": "on (CUPY_TF32=1: cuBLAS may use TF32 in linear)" if _tf32_requested() else "off",
             "cache dir": os.environ.get("CUPY_CACHE_DIR", "~/.cupy/kernel_cache (default)"),
         }

@@ -1,24 +1,40 @@
-// conv2d_winograd.cu — 3x3, stride-1 grouped convolution + bias (+ ReLU) by Winograd F(2x2, 3x3).
+// conv2d_winograd.cu — 3x3 and 5x5, stride-1 grouped convolution + bias (+ ReLU) by Winograd
+// F(2x2, 3x3) and F(2x2, 5x5).
 //
 // Conventions (every kernel in this file):
 //   layout       activations NCHW (x_nchw, y_nchw), row-major, contiguous;
-//                w_ihwo: (in/groups, 3, 3, out), as for conv2d.cu; bias b_o: (out,).
+//                w_ihwo: (in/groups, R, R, out), as for conv2d.cu; bias b_o: (out,).
 //   algorithm    Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks"
-//                (2016), F(2x2, 3x3): each 2x2 output tile Y of a (channel, image)
-//                plane comes from the 4x4 input tile d whose top-left corner is
-//                (2*th - ph, 2*tw - pw) (0 outside the image: zero padding):
-//                  U = G g G^T        (per weight (o, c): 3x3 -> 4x4)
-//                  V = B^T d B        (per input tile (c, t): 4x4 -> 4x4)
-//                  M[xi] = sum_c U[xi][c, o] V[xi][c, t]   (16 GEMMs per group, xi = 4*i + j)
-//                  Y = A^T M A        (per output tile (o, t): 4x4 -> 2x2)
-//                with
+//                (2016), F(2x2, RxR), R = 3 or 5, ALPHA = R + 1: each 2x2 output tile Y
+//                of a (channel, image) plane comes from the ALPHA x ALPHA input tile d
+//                whose top-left corner is (2*th - ph, 2*tw - pw) (0 outside the image:
+//                zero padding):
+//                  U = G g G^T        (per weight (o, c): R x R -> ALPHA x ALPHA)
+//                  V = B^T d B        (per input tile (c, t): ALPHA x ALPHA)
+//                  M[xi] = sum_c U[xi][c, o] V[xi][c, t]   (ALPHA^2 GEMMs per group, xi = ALPHA*i + j)
+//                  Y = A^T M A        (per output tile (o, t): ALPHA x ALPHA -> 2x2)
+//                G is stored as diag(1/f) G' with G' integer: U = (G' g G'^T)[i][j] / (f_i f_j),
+//                one correctly rounded division per element (exact for R = 3, f = 1|2).
+//   F(2x2, 3x3)  points 0, 1, -1, inf; ALPHA = 4, 16 matrices (f = 1, 2, 2, 1):
 //                  B^T = [ 1  0 -1  0 ]    G = [  1    0    0  ]    A^T = [ 1  1  1  0 ]
 //                        [ 0  1  1  0 ]        [ 1/2  1/2  1/2 ]          [ 0  1 -1 -1 ]
 //                        [ 0 -1  1  0 ]        [ 1/2 -1/2  1/2 ]
 //                        [ 0  1  0 -1 ]        [  0    0    1  ]
-//   buffers      u_xco: (16, in/groups, out)   U, columns of group g at [g*out/G, (g+1)*out/G)
-//                v_xct: (16, in, Tp)           V, channel c = g*Cg + c_in_group
-//                m_xot: (16, out, Tp)          M
+//   F(2x2, 5x5)  points 0, 1, -1, 2, -2, inf; ALPHA = 6, 36 matrices (f = 4, -6, -6, 24, 24, 1):
+//                  B^T = [ 4  0 -5  0  1  0 ]    G = [  1/4    0     0     0     0  ]
+//                        [ 0 -4 -4  1  1  0 ]        [ -1/6  -1/6  -1/6  -1/6  -1/6 ]
+//                        [ 0  4 -4 -1  1  0 ]        [ -1/6   1/6  -1/6   1/6  -1/6 ]
+//                        [ 0 -2 -1  2  1  0 ]        [ 1/24  1/12   1/6   1/3   2/3 ]
+//                        [ 0  2 -1 -2  1  0 ]        [ 1/24 -1/12   1/6  -1/3   2/3 ]
+//                        [ 0  4  0 -5  0  1 ]        [   0     0     0     0     1  ]
+//                  A^T = [ 1  1  1  1  1  0 ]
+//                        [ 0  1 -1  2 -2  1 ]
+//                (B^T is the F(4, 3) one: same six points. The symmetric points keep B^T
+//                integer with paired rows; their fp32 error is a little above the
+//                asymmetric 0, 1, -1, 1/2, -2 set's, see tests/test_cuda_kernels.py.)
+//   buffers      u_xco: (ALPHA^2, in/groups, out)   U, columns of group g at [g*out/G, (g+1)*out/G)
+//                v_xct: (ALPHA^2, in, Tp)           V, channel c = g*Cg + c_in_group
+//                m_xot: (ALPHA^2, out, Tp)          M
 //                t = (image, th, tw) flattened, T = N * ceil(OH/2) * ceil(OW/2) tiles,
 //                padded to Tp = T rounded up to a multiple of 4 (V is zero there), so
 //                every row of V and M starts 16-byte aligned and is read as float4.
@@ -28,67 +44,138 @@
 //                double-buffered shared memory, float4 global loads (A as scalars
 //                in the *_scalar entry point, for out/groups not a multiple of 4),
 //                TM x TN register micro-tile, float4 shared reads and global stores.
-//                The k order of every sum is fixed (0, 1, ..., K-1), so the result
-//                does not depend on the tile, the grid or the batch size.
+//                The GEMM does not depend on ALPHA (one set of entry points for both
+//                kernel sizes). The k order of every sum is fixed (0, 1, ..., K-1), so
+//                the result does not depend on the tile, the grid or the batch size.
 //   index types  long long for element indices of the transforms and the per-(xi, g)
 //                base pointers of the GEMM; int for offsets inside one (xi, g) matrix
 //                (the launch wrapper checks in/groups*out, in*Tp and out*Tp < 2^31).
 //   accumulator  float32 everywhere (fused multiply-add in the GEMM); transforms in
-//                float32 with the operation order written below; bias added and ReLU
-//                applied in the output transform.
-//   entry points extern "C" (names listed in kernels.py: NAME_EXPRESSIONS); no system
-//                headers (NVRTC).
+//                float32 with the operation order written below (fmaf where a product
+//                is added, so the CPU emulation rounds as the GPU does); bias added and
+//                ReLU applied in the output transform.
+//   entry points extern "C", one per transform and kernel size (conv2d_winograd_{weight,
+//                input,output}_{3x3,5x5}) and per GEMM tile (names listed in kernels.py:
+//                NAME_EXPRESSIONS); no system headers (NVRTC).
 
-// U = G g G^T for every (c, o): w_ihwo (Cg, 3, 3, O) -> u_xco (16, Cg, O).
-extern "C" __global__ void __launch_bounds__(256)
-conv2d_winograd_weight(const float* __restrict__ w_ihwo, float* __restrict__ u_xco, int Cg, int O)
+// The 1-D pieces of F(2, R); the kernels below apply each along columns, then rows.
+//   filter: u = G' g (u_i = f_i (G g)_i);  input: v = B^T d;  output: y = A^T m.
+template <int R> struct Winograd;
+
+template <> struct Winograd<3> {
+    static constexpr int ALPHA = 4;
+    static __device__ __forceinline__ float f(int i) { return (i == 1 || i == 2) ? 2.0f : 1.0f; }
+    static __device__ __forceinline__ void filter(const float (&g)[3], float (&u)[4])
+    {
+        u[0] = g[0];
+        u[1] = g[0] + g[1] + g[2];
+        u[2] = g[0] - g[1] + g[2];
+        u[3] = g[2];
+    }
+    static __device__ __forceinline__ void input(const float (&d)[4], float (&v)[4])
+    {
+        v[0] = d[0] - d[2];
+        v[1] = d[1] + d[2];
+        v[2] = d[2] - d[1];
+        v[3] = d[1] - d[3];
+    }
+    static __device__ __forceinline__ void output(const float (&m)[4], float (&y)[2])
+    {
+        y[0] = m[0] + m[1] + m[2];
+        y[1] = m[1] - m[2] - m[3];
+    }
+};
+
+template <> struct Winograd<5> {
+    static constexpr int ALPHA = 6;
+    static __device__ __forceinline__ float f(int i) { return i == 0 ? 4.0f : i <= 2 ? -6.0f : i <= 4 ? 24.0f : 1.0f; }
+    static __device__ __forceinline__ void filter(const float (&g)[5], float (&u)[6])
+    {
+        const float e1 = g[0] + g[2] + g[4];                               // even part at +-1
+        const float o1 = g[1] + g[3];                                      // odd part at +-1
+        const float e2 = fmaf(16.0f, g[4], fmaf(4.0f, g[2], g[0]));        // even part at +-2
+        const float o2 = 2.0f * fmaf(4.0f, g[3], g[1]);                    // odd part at +-2
+        u[0] = g[0];
+        u[1] = e1 + o1;
+        u[2] = e1 - o1;
+        u[3] = e2 + o2;
+        u[4] = e2 - o2;
+        u[5] = g[4];
+    }
+    static __device__ __forceinline__ void input(const float (&d)[6], float (&v)[6])
+    {
+        const float p = fmaf(-4.0f, d[2], d[4]);                           // d4 - 4 d2
+        const float q = fmaf(-4.0f, d[1], d[3]);                           // d3 - 4 d1
+        const float r = d[4] - d[2];
+        const float s = 2.0f * (d[3] - d[1]);
+        v[0] = fmaf(4.0f, d[0], fmaf(-5.0f, d[2], d[4]));
+        v[1] = p + q;
+        v[2] = p - q;
+        v[3] = r + s;
+        v[4] = r - s;
+        v[5] = fmaf(4.0f, d[1], fmaf(-5.0f, d[3], d[5]));
+    }
+    static __device__ __forceinline__ void output(const float (&m)[6], float (&y)[2])
+    {
+        y[0] = m[0] + (m[1] + m[2]) + (m[3] + m[4]);
+        y[1] = fmaf(2.0f, m[3] - m[4], (m[1] - m[2]) + m[5]);
+    }
+};
+
+// U = G g G^T for every (c, o): w_ihwo (Cg, R, R, O) -> u_xco (ALPHA^2, Cg, O).
+template <int R>
+__device__ __forceinline__ void conv2d_winograd_weight_body(const float* __restrict__ w_ihwo, float* __restrict__ u_xco,
+                                                            int Cg, int O)
 {
+    using W = Winograd<R>;
+    constexpr int A = W::ALPHA;
     const long long CgO = (long long)Cg * O;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < CgO;
          e += (long long)gridDim.x * blockDim.x) {
         const long long c = e / O;
         const int o = (int)(e - c * O);
-        const float* __restrict__ src = w_ihwo + c * 9 * O + o;   // g[r][s] = src[(3r + s) * O]
-        float g[3][3];
+        const float* __restrict__ src = w_ihwo + c * R * R * O + o;   // g[r][s] = src[(R*r + s) * O]
+        float g[R][R];
 #pragma unroll
-        for (int r = 0; r < 3; ++r)
+        for (int r = 0; r < R; ++r)
 #pragma unroll
-            for (int s = 0; s < 3; ++s) g[r][s] = src[(3 * r + s) * O];
-        float t[4][3];                        // G g: rows
+            for (int s = 0; s < R; ++s) g[r][s] = src[(R * r + s) * O];
+        float t[A][R];                        // G' g: columns
 #pragma unroll
-        for (int s = 0; s < 3; ++s) {
-            t[0][s] = g[0][s];
-            t[1][s] = 0.5f * (g[0][s] + g[1][s] + g[2][s]);
-            t[2][s] = 0.5f * (g[0][s] - g[1][s] + g[2][s]);
-            t[3][s] = g[2][s];
+        for (int s = 0; s < R; ++s) {
+            float col[R], out[A];
+#pragma unroll
+            for (int r = 0; r < R; ++r) col[r] = g[r][s];
+            W::filter(col, out);
+#pragma unroll
+            for (int i = 0; i < A; ++i) t[i][s] = out[i];
         }
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {         // (G g) G^T: columns
-            const float u0 = t[i][0];
-            const float u1 = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-            const float u2 = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-            const float u3 = t[i][2];
-            u_xco[(4 * i + 0) * CgO + e] = u0;
-            u_xco[(4 * i + 1) * CgO + e] = u1;
-            u_xco[(4 * i + 2) * CgO + e] = u2;
-            u_xco[(4 * i + 3) * CgO + e] = u3;
+        for (int i = 0; i < A; ++i) {         // (G' g) G'^T: rows, then / (f_i f_j)
+            float out[A];
+            W::filter(t[i], out);
+#pragma unroll
+            for (int j = 0; j < A; ++j) u_xco[(A * i + j) * CgO + e] = out[j] / (W::f(i) * W::f(j));
         }
     }
 }
 
-// V = B^T d B for every (channel c, tile t < Tp): x_nchw (N, C, H, W) -> v_xct (16, C, Tp);
+// V = B^T d B for every (channel c, tile t < Tp): x_nchw (N, C, H, W) -> v_xct (ALPHA^2, C, Tp);
 // tiles t >= T (the padding up to Tp) are written as zeros.
-extern "C" __global__ void __launch_bounds__(256)
-conv2d_winograd_input(const float* __restrict__ x_nchw, float* __restrict__ v_xct,
-                      int C, int H, int W, int TH, int TW, int PH, int PW, long long T, long long Tp)
+template <int R>
+__device__ __forceinline__ void conv2d_winograd_input_body(const float* __restrict__ x_nchw, float* __restrict__ v_xct,
+                                                           int C, int H, int W, int TH, int TW, int PH, int PW,
+                                                           long long T, long long Tp)
 {
+    using WG = Winograd<R>;
+    constexpr int A = WG::ALPHA;
     const long long CT = (long long)C * Tp;
     const int TT = TH * TW;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < CT;
          e += (long long)gridDim.x * blockDim.x) {
         const long long c = e / Tp;
         const long long t = e - c * Tp;
-        float d[4][4];
+        float d[A][A];
         if (t < T) {
             const long long img = t / TT;
             const int p = (int)(t - img * TT);
@@ -97,43 +184,48 @@ conv2d_winograd_input(const float* __restrict__ x_nchw, float* __restrict__ v_xc
             const int iw0 = 2 * (p - th * TW) - PW;
             const float* __restrict__ plane = x_nchw + (img * C + c) * H * W;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < A; ++i) {
                 const int ih = ih0 + i;
 #pragma unroll
-                for (int j = 0; j < 4; ++j) {
+                for (int j = 0; j < A; ++j) {
                     const int iw = iw0 + j;
                     d[i][j] = ((unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W) ? plane[ih * W + iw] : 0.0f;
                 }
             }
         } else {
 #pragma unroll
-            for (int i = 0; i < 4; ++i)
+            for (int i = 0; i < A; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) d[i][j] = 0.0f;
+                for (int j = 0; j < A; ++j) d[i][j] = 0.0f;
         }
-        float b[4][4];                        // B^T d: rows
+        float b[A][A];                        // B^T d: columns
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            b[0][j] = d[0][j] - d[2][j];
-            b[1][j] = d[1][j] + d[2][j];
-            b[2][j] = d[2][j] - d[1][j];
-            b[3][j] = d[1][j] - d[3][j];
+        for (int j = 0; j < A; ++j) {
+            float col[A], out[A];
+#pragma unroll
+            for (int i = 0; i < A; ++i) col[i] = d[i][j];
+            WG::input(col, out);
+#pragma unroll
+            for (int i = 0; i < A; ++i) b[i][j] = out[i];
         }
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {         // (B^T d) B: columns
-            v_xct[(4 * i + 0) * CT + e] = b[i][0] - b[i][2];
-            v_xct[(4 * i + 1) * CT + e] = b[i][1] + b[i][2];
-            v_xct[(4 * i + 2) * CT + e] = b[i][2] - b[i][1];
-            v_xct[(4 * i + 3) * CT + e] = b[i][1] - b[i][3];
+        for (int i = 0; i < A; ++i) {         // (B^T d) B: rows
+            float out[A];
+            WG::input(b[i], out);
+#pragma unroll
+            for (int j = 0; j < A; ++j) v_xct[(A * i + j) * CT + e] = out[j];
         }
     }
 }
 
-// Y = A^T M A + bias (+ ReLU) for every (output channel o, tile t < T): m_xot (16, O, Tp) -> y_nchw.
-extern "C" __global__ void __launch_bounds__(256)
-conv2d_winograd_output(const float* __restrict__ m_xot, const float* __restrict__ b_o, float* __restrict__ y_nchw,
-                       int O, int OH, int OW, int TH, int TW, long long T, long long Tp, int relu)
+// Y = A^T M A + bias (+ ReLU) for every (output channel o, tile t < T): m_xot (ALPHA^2, O, Tp) -> y_nchw.
+template <int R>
+__device__ __forceinline__ void conv2d_winograd_output_body(const float* __restrict__ m_xot, const float* __restrict__ b_o,
+                                                            float* __restrict__ y_nchw, int O, int OH, int OW,
+                                                            int TH, int TW, long long T, long long Tp, int relu)
 {
+    using W = Winograd<R>;
+    constexpr int A = W::ALPHA;
     const long long OT = (long long)O * T;
     const long long OTp = (long long)O * Tp;
     const int TT = TH * TW;
@@ -142,21 +234,27 @@ conv2d_winograd_output(const float* __restrict__ m_xot, const float* __restrict_
         const long long o = e / T;
         const long long t = e - o * T;
         const float* __restrict__ src = m_xot + o * Tp + t;
-        float m[4][4];
+        float m[A][A];
 #pragma unroll
-        for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = src[xi * OTp];
-        float a[2][4];                        // A^T M: rows
+        for (int xi = 0; xi < A * A; ++xi) m[xi / A][xi % A] = src[xi * OTp];
+        float a[2][A];                        // A^T M: columns
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            a[0][j] = m[0][j] + m[1][j] + m[2][j];
-            a[1][j] = m[1][j] - m[2][j] - m[3][j];
+        for (int j = 0; j < A; ++j) {
+            float col[A], out[2];
+#pragma unroll
+            for (int i = 0; i < A; ++i) col[i] = m[i][j];
+            W::output(col, out);
+            a[0][j] = out[0];
+            a[1][j] = out[1];
         }
         const float bias = b_o[o];
-        float yv[2][2];                       // (A^T M) A: columns
+        float yv[2][2];                       // (A^T M) A: rows
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-            yv[i][0] = a[i][0] + a[i][1] + a[i][2] + bias;
-            yv[i][1] = a[i][1] - a[i][2] - a[i][3] + bias;
+            float out[2];
+            W::output(a[i], out);
+            yv[i][0] = out[0] + bias;
+            yv[i][1] = out[1] + bias;
         }
         const long long img = t / TT;
         const int p = (int)(t - img * TT);
@@ -175,7 +273,48 @@ conv2d_winograd_output(const float* __restrict__ m_xot, const float* __restrict_
     }
 }
 
-// The 16 * G GEMMs M[xi]_g = U[xi]_g^T V[xi]_g (see "GEMM" above).
+// The transforms' entry points, F(2x2, 3x3) then F(2x2, 5x5).
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_weight_3x3(const float* __restrict__ w_ihwo, float* __restrict__ u_xco, int Cg, int O)
+{
+    conv2d_winograd_weight_body<3>(w_ihwo, u_xco, Cg, O);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_input_3x3(const float* __restrict__ x_nchw, float* __restrict__ v_xct, int C, int H, int W,
+                          int TH, int TW, int PH, int PW, long long T, long long Tp)
+{
+    conv2d_winograd_input_body<3>(x_nchw, v_xct, C, H, W, TH, TW, PH, PW, T, Tp);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_output_3x3(const float* __restrict__ m_xot, const float* __restrict__ b_o, float* __restrict__ y_nchw,
+                           int O, int OH, int OW, int TH, int TW, long long T, long long Tp, int relu)
+{
+    conv2d_winograd_output_body<3>(m_xot, b_o, y_nchw, O, OH, OW, TH, TW, T, Tp, relu);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_weight_5x5(const float* __restrict__ w_ihwo, float* __restrict__ u_xco, int Cg, int O)
+{
+    conv2d_winograd_weight_body<5>(w_ihwo, u_xco, Cg, O);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_input_5x5(const float* __restrict__ x_nchw, float* __restrict__ v_xct, int C, int H, int W,
+                          int TH, int TW, int PH, int PW, long long T, long long Tp)
+{
+    conv2d_winograd_input_body<5>(x_nchw, v_xct, C, H, W, TH, TW, PH, PW, T, Tp);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_output_5x5(const float* __restrict__ m_xot, const float* __restrict__ b_o, float* __restrict__ y_nchw,
+                           int O, int OH, int OW, int TH, int TW, long long T, long long Tp, int relu)
+{
+    conv2d_winograd_output_body<5>(m_xot, b_o, y_nchw, O, OH, OW, TH, TW, T, Tp, relu);
+}
+
+// The ALPHA^2 * G GEMMs M[xi]_g = U[xi]_g^T V[xi]_g (see "GEMM" above).
 template <int BM, int BN, int BK, int TM, int TN, bool VEC_A>
 __device__ __forceinline__ void conv2d_winograd_gemm_tile(
     const float* __restrict__ u_xco, const float* __restrict__ v_xct, float* __restrict__ m_xot,

@@ -14,7 +14,8 @@ Plans are pure Python on array shapes — they run without a GPU, which is how t
 CPU emulation test (``backends/cupy/tests``) drives the very same argument lists
 through the kernels compiled with g++.
 
-This module imports numpy only; cupy is imported on first launch.
+This module imports numpy and :mod:`alexnet_aa.architecture` (the output-size
+rules) only; cupy is imported on first launch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from alexnet_aa.architecture import conv_output_size, pool_output_size
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,14 +68,18 @@ WINOGRAD_SCALAR_TILE = ConvTile("conv2d_winograd_gemm_64x64_scalar", 64, 64, 256
 #: The conv2d algorithms :func:`conv2d` can run (``algo=``); see :func:`choose_conv_algo`.
 CONV_ALGOS = ("gemm", "winograd")
 
+#: Kernel sizes R of ``conv2d_winograd.cu``'s F(2x2, RxR) (square kernels, stride 1); ALPHA = R + 1.
+WINOGRAD_KERNELS = (3, 5)
+#: The kernel sizes whose stride-1 layers :func:`choose_conv_algo` sends to Winograd by default
+#: (the others of :data:`WINOGRAD_KERNELS` run it only when asked, ``algo="winograd"``).
+WINOGRAD_DEFAULT_KERNELS = (3, 5)
+
 #: Every entry point of the module (extern "C", so each name is its own lowered name).
 NAME_EXPRESSIONS = (
     *(t.kernel for t in CONV_TILES.values()),
-    "conv2d_winograd_weight",
-    "conv2d_winograd_input",
+    *(f"conv2d_winograd_{step}_{r}x{r}" for r in WINOGRAD_KERNELS for step in ("weight", "input", "output")),
     *(t.kernel for t in WINOGRAD_TILES.values()),
     WINOGRAD_SCALAR_TILE.kernel,
-    "conv2d_winograd_output",
     "max_pool2d_forward",
     "lrn_forward",
     "linear_bias_act_forward",
@@ -159,11 +166,6 @@ def _elementwise_grid(total: int, sms: int) -> tuple[int, int, int]:
 # -- conv2d ---------------------------------------------------------------------
 
 
-def conv_out_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """``floor((size + 2*pad - kernel) / stride) + 1``."""
-    return (size + 2 * pad - kernel) // stride + 1
-
-
 def choose_conv_tile(m: int, n: int, groups: int, sms: int, *, tiles: dict[str, ConvTile] | None = None) -> ConvTile:
     """The tile for a GEMM of ``groups`` × (M=m) × (N=n).
 
@@ -199,7 +201,7 @@ def plan_conv2d(x, w_ihwo, b_o, y, stride, padding, groups: int, relu: bool, *, 
     cg, kh, kw, o = w_ihwo.shape
     sh, sw = stride
     ph, pw = padding
-    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w_, kw, sw, pw)
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w_, kw, sw, pw)
     assert tuple(y.shape) == (n, o, oh, ow), (y.shape, (n, o, oh, ow))
     cfg = CONV_TILES[tile] if tile is not None else choose_conv_tile(o // groups, n * oh * ow, groups, sms)
     p = oh * ow
@@ -242,7 +244,7 @@ def check_conv2d(x_shape, w_shape, b_shape, stride, padding, groups: int) -> tup
         raise ValueError(f"[conv2d] output channels {o} are not divisible by groups={groups}")
     if min(stride) < 1 or min(padding) < 0 or min(kh, kw) < 1:
         raise ValueError(f"[conv2d] need stride >= 1 and padding >= 0, got stride={stride}, padding={padding}")
-    oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w_, kw, stride[1], padding[1])
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w_, kw, stride[1], padding[1])
     if oh < 1 or ow < 1:
         raise ValueError(
             f"[conv2d] kernel {(kh, kw)} does not fit the padded input {(h + 2 * padding[0], w_ + 2 * padding[1])}"
@@ -252,11 +254,11 @@ def check_conv2d(x_shape, w_shape, b_shape, stride, padding, groups: int) -> tup
 
 @dataclass(frozen=True, eq=False)
 class ConvWeight:
-    """A conv weight as ``CupyBackend.prepare`` returns it for 3x3 kernels.
+    """A conv weight as ``CupyBackend.prepare`` returns it for 3x3 and 5x5 kernels.
 
     ``ihwo``: (in/groups, kh, kw, out), the implicit GEMM's operand (every
-    stride); ``winograd``: U = G g Gᵀ, (16, in/groups, out), for the Winograd
-    path (3x3, stride 1), or None. ``shape`` and ``dtype`` are those of ``ihwo``.
+    stride); ``winograd``: U = G g Gᵀ, (ALPHA², in/groups, out) with ALPHA = kh + 1,
+    for the Winograd path (stride 1), or None. ``shape`` and ``dtype`` are those of ``ihwo``.
     """
 
     ihwo: Any
@@ -271,20 +273,29 @@ class ConvWeight:
         return self.ihwo.dtype
 
 
+def winograd_kernel_applies(w_shape) -> bool:
+    """True for the IHWO weight shapes ``conv2d_winograd.cu`` transforms: square 3x3 or 5x5 kernels."""
+    kh, kw = w_shape[1:3]
+    return kh == kw and kh in WINOGRAD_KERNELS
+
+
 def winograd_applies(w_shape, stride) -> bool:
-    """True where ``conv2d_winograd.cu`` computes the op: 3x3 kernels at stride 1 (any padding, groups)."""
-    return tuple(w_shape[1:3]) == (3, 3) and tuple(stride) == (1, 1)
+    """True where ``conv2d_winograd.cu`` computes the op: 3x3 and 5x5 kernels at stride 1 (any padding, groups)."""
+    return winograd_kernel_applies(w_shape) and tuple(stride) == (1, 1)
 
 
 def choose_conv_algo(w_shape, stride) -> str:
-    """``"winograd"`` for 3x3 kernels at stride 1, else ``"gemm"``.
+    """``"winograd"`` for the kernel sizes of :data:`WINOGRAD_DEFAULT_KERNELS` (3x3, 5x5) at stride 1, else ``"gemm"``.
 
     Depends on the layer's shape only, never on the batch size: the two
     algorithms round differently, and an image's result must not depend on the
     batch it comes in (DESIGN §7). Within an algorithm the tile may depend on
-    the batch: every tile sums over k in the same order.
+    the batch: every tile sums over k in the same order. (5x5: F(2x2, 5x5) does
+    2.78x fewer multiplications than the implicit GEMM but moves ALPHA² = 36
+    transformed planes through memory; ``benchmarks/bench_cupy.py``'s tile sweep
+    times both on conv2.)
     """
-    return "winograd" if winograd_applies(w_shape, stride) else "gemm"
+    return "winograd" if winograd_applies(w_shape, stride) and w_shape[1] in WINOGRAD_DEFAULT_KERNELS else "gemm"
 
 
 def resolve_conv_algo(w_shape, stride, algo: str | None) -> str:
@@ -294,71 +305,85 @@ def resolve_conv_algo(w_shape, stride, algo: str | None) -> str:
         raise ValueError(f"[conv2d] algo must be one of {CONV_ALGOS} or None, got {algo!r}")
     if algo == "winograd" and not winograd_applies(w_shape, stride):
         raise ValueError(
-            f"[conv2d] algo='winograd' needs a 3x3 kernel and stride 1, got kernel {tuple(w_shape[1:3])}, stride {tuple(stride)}"
+            f"[conv2d] algo='winograd' needs a 3x3 or 5x5 kernel and stride 1, got kernel {tuple(w_shape[1:3])}, "
+            f"stride {tuple(stride)}"
         )
     return algo
 
 
 def winograd_weight_shape(w_shape) -> tuple[int, int, int]:
-    """U's shape (16, in/groups, out) for an IHWO weight shape."""
+    """U's shape (ALPHA², in/groups, out), ALPHA = kh + 1, for an IHWO weight shape."""
     cg, kh, kw, o = w_shape
-    if (kh, kw) != (3, 3):
-        raise ValueError(f"[conv2d] the Winograd weight transform needs a 3x3 kernel, got {(kh, kw)}")
-    return (16, cg, o)
+    if not winograd_kernel_applies(w_shape):
+        raise ValueError(f"[conv2d] the Winograd weight transform needs a 3x3 or 5x5 kernel, got {(kh, kw)}")
+    return ((kh + 1) ** 2, cg, o)
 
 
-def winograd_tiles(x_shape, padding) -> tuple[int, int, int, int]:
+def _winograd_r(u_shape) -> int:
+    """The kernel size R of a transformed weight U (ALPHA², in/groups, out)."""
+    r = {(k + 1) ** 2: k for k in WINOGRAD_KERNELS}.get(u_shape[0])
+    if r is None:
+        raise ValueError(f"[conv2d] Winograd weight has shape {tuple(u_shape)}: expected 16 or 36 rows (3x3 or 5x5)")
+    return r
+
+
+def winograd_tiles(x_shape, padding, r: int = 3) -> tuple[int, int, int, int]:
     """(TH, TW, T, Tp): 2x2 output tiles per column and row, tiles in the batch, T rounded up to a multiple of 4."""
     n, _, h, w = x_shape
-    oh, ow = conv_out_size(h, 3, 1, padding[0]), conv_out_size(w, 3, 1, padding[1])
+    oh, ow = conv_output_size(h, r, 1, padding[0]), conv_output_size(w, r, 1, padding[1])
     th, tw = -(-oh // 2), -(-ow // 2)
     t = n * th * tw
     return th, tw, t, -(-t // 4) * 4
 
 
 def winograd_buffer_shapes(x_shape, w_shape, padding) -> dict[str, tuple[int, int, int]]:
-    """Shapes of the per-call buffers: V ``v_xct`` (16, in, Tp) and M ``m_xot`` (16, out, Tp)."""
-    *_, tp = winograd_tiles(x_shape, padding)
-    return {"v_xct": (16, x_shape[1], tp), "m_xot": (16, w_shape[3], tp)}
+    """Shapes of the per-call buffers: V ``v_xct`` (ALPHA², in, Tp) and M ``m_xot`` (ALPHA², out, Tp)."""
+    xi = winograd_weight_shape(w_shape)[0]
+    *_, tp = winograd_tiles(x_shape, padding, w_shape[1])
+    return {"v_xct": (xi, x_shape[1], tp), "m_xot": (xi, w_shape[3], tp)}
 
 
 def plan_winograd_weight(w_ihwo, u_xco, *, sms: int) -> Launch:
-    """Plan ``conv2d_winograd_weight``: IHWO ``w_ihwo`` (Cg, 3, 3, out) → ``u_xco`` (16, Cg, out)."""
-    cg, _, _, o = w_ihwo.shape
+    """Plan ``conv2d_winograd_weight_RxR``: IHWO ``w_ihwo`` (Cg, R, R, out) → ``u_xco`` (ALPHA², Cg, out)."""
+    cg, r, _, o = w_ihwo.shape
     assert tuple(u_xco.shape) == winograd_weight_shape(w_ihwo.shape), (u_xco.shape, w_ihwo.shape)
     args = (w_ihwo, u_xco, np.int32(cg), np.int32(o))
-    return Launch("conv2d_winograd_weight", _elementwise_grid(cg * o, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
+    return Launch(f"conv2d_winograd_weight_{r}x{r}", _elementwise_grid(cg * o, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
 
 
-def choose_winograd_tile(m: int, tp: int, groups: int, sms: int) -> ConvTile:
-    """The batched-GEMM tile: as :func:`choose_conv_tile` over the 16*groups GEMMs; scalar loads if ``m % 4``."""
+def choose_winograd_tile(m: int, tp: int, gemms: int, sms: int) -> ConvTile:
+    """The batched-GEMM tile: as :func:`choose_conv_tile` over ``gemms`` = ALPHA²·groups GEMMs; scalar loads if ``m % 4``."""
     if m % 4:
         return WINOGRAD_SCALAR_TILE
-    return choose_conv_tile(m, tp, 16 * groups, sms, tiles=WINOGRAD_TILES)
+    return choose_conv_tile(m, tp, gemms, sms, tiles=WINOGRAD_TILES)
 
 
 def plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups: int, relu: bool, *, sms: int,
                          tile: str | None = None) -> list[Launch]:
     """Plan the three launches of the Winograd path (input transform, batched GEMM, output transform).
 
-    ``x`` NCHW, ``u_xco`` (16, in/groups, out), ``b_o`` (out,), ``y`` the NCHW
-    output; ``v_xct`` and ``m_xot`` are scratch buffers of the shapes
-    :func:`winograd_buffer_shapes` gives. All contiguous float32.
+    ``x`` NCHW, ``u_xco`` (ALPHA², in/groups, out) (its ALPHA picks F(2x2, 3x3)
+    or F(2x2, 5x5)), ``b_o`` (out,), ``y`` the NCHW output; ``v_xct`` and
+    ``m_xot`` are scratch buffers of the shapes :func:`winograd_buffer_shapes`
+    gives. All contiguous float32.
     """
     n, c, h, w_ = x.shape
-    _, cg, o = u_xco.shape
+    xi, cg, o = u_xco.shape
+    r = _winograd_r(u_xco.shape)
     ph, pw = padding
-    oh, ow = conv_out_size(h, 3, 1, ph), conv_out_size(w_, 3, 1, pw)
+    oh, ow = conv_output_size(h, r, 1, ph), conv_output_size(w_, r, 1, pw)
     assert tuple(y.shape) == (n, o, oh, ow), (y.shape, (n, o, oh, ow))
-    th, tw, t, tp = winograd_tiles(x.shape, padding)
-    assert tuple(v_xct.shape) == (16, c, tp) and tuple(m_xot.shape) == (16, o, tp), (v_xct.shape, m_xot.shape)
+    th, tw, t, tp = winograd_tiles(x.shape, padding, r)
+    assert tuple(v_xct.shape) == (xi, c, tp) and tuple(m_xot.shape) == (xi, o, tp), (v_xct.shape, m_xot.shape)
     m = o // groups
     if max(cg * o, cg * tp, m * tp, h * w_, oh * ow) > _INT32_MAX:
         raise ValueError(
             f"[conv2d] Winograd buffers too large for 32-bit offsets: in/groups={cg}, out={o}, tiles={tp}, map={h}x{w_}"
         )
+    if xi * groups > 65535:
+        raise ValueError(f"[conv2d] Winograd {r}x{r} takes at most {65535 // xi} groups (one grid z per GEMM), got {groups}")
     if tile is None:
-        cfg = choose_winograd_tile(m, tp, groups, sms)
+        cfg = choose_winograd_tile(m, tp, xi * groups, sms)
     elif m % 4:
         raise ValueError(f"[conv2d] out/groups={m} is not a multiple of 4: the Winograd GEMM takes no tile= then")
     else:
@@ -366,11 +391,11 @@ def plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups: int, r
     i32, i64 = np.int32, np.int64
     block = (_ELEMENTWISE_THREADS, 1, 1)
     return [
-        Launch("conv2d_winograd_input", _elementwise_grid(c * tp, sms), block,
+        Launch(f"conv2d_winograd_input_{r}x{r}", _elementwise_grid(c * tp, sms), block,
                (x, v_xct, *(i32(v) for v in (c, h, w_, th, tw, ph, pw)), i64(t), i64(tp))),
-        Launch(cfg.kernel, (-(-tp // cfg.bn), -(-m // cfg.bm), 16 * groups), (cfg.threads, 1, 1),
+        Launch(cfg.kernel, (-(-tp // cfg.bn), -(-m // cfg.bm), xi * groups), (cfg.threads, 1, 1),
                (u_xco, v_xct, m_xot, i32(cg), i32(o), i32(groups), i32(tp))),
-        Launch("conv2d_winograd_output", _elementwise_grid(o * t, sms), block,
+        Launch(f"conv2d_winograd_output_{r}x{r}", _elementwise_grid(o * t, sms), block,
                (m_xot, b_o, y, *(i32(v) for v in (o, oh, ow, th, tw)), i64(t), i64(tp), i32(int(bool(relu))))),
     ]
 
@@ -380,8 +405,8 @@ def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | N
 
     ``w`` is a :class:`ConvWeight` from ``CupyBackend.prepare`` or a plain IHWO
     array. ``algo`` (default :func:`choose_conv_algo`): ``"gemm"`` runs
-    ``conv2d.cu: conv2d_forward_<tile>``; ``"winograd"`` (3x3, stride 1 only)
-    runs ``conv2d_winograd.cu`` (weight transform, unless ``w`` carries it;
+    ``conv2d.cu: conv2d_forward_<tile>``; ``"winograd"`` (3x3 or 5x5, stride 1
+    only) runs ``conv2d_winograd.cu`` (weight transform, unless ``w`` carries it;
     input transform; batched GEMM ``conv2d_winograd_gemm_<tile>``; output
     transform). ``tile`` (default :func:`choose_conv_tile`) names a key of
     :data:`CONV_TILES` / :data:`WINOGRAD_TILES`.
@@ -413,20 +438,20 @@ def conv2d_choice(x_shape, w_shape, stride, padding, groups: int, sms: int) -> t
     """``(algo, tile key)`` that :func:`conv2d` runs by default for these shapes (what the benchmark stars)."""
     algo = choose_conv_algo(w_shape, stride)
     n, _, h, w_ = x_shape
-    cg, kh, kw, o = w_shape
+    _, kh, kw, o = w_shape
     if algo == "winograd":
-        *_, tp = winograd_tiles(x_shape, padding)
-        cfg = choose_winograd_tile(o // groups, tp, groups, sms)
+        *_, tp = winograd_tiles(x_shape, padding, kh)
+        cfg = choose_winograd_tile(o // groups, tp, (kh + 1) ** 2 * groups, sms)
         tiles = WINOGRAD_TILES
     else:
-        oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w_, kw, stride[1], padding[1])
+        oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w_, kw, stride[1], padding[1])
         cfg = choose_conv_tile(o // groups, n * oh * ow, groups, sms)
         tiles = CONV_TILES
     return algo, next((key for key, t in tiles.items() if t == cfg), cfg.kernel)
 
 
 def winograd_weight(w_ihwo):
-    """``conv2d_winograd.cu: conv2d_winograd_weight``: IHWO (Cg, 3, 3, out) → U (16, Cg, out), a new cupy array."""
+    """``conv2d_winograd.cu: conv2d_winograd_weight_RxR``: IHWO (Cg, R, R, out) → U (ALPHA², Cg, out), a new cupy array."""
     import cupy
 
     u_xco = cupy.empty(winograd_weight_shape(w_ihwo.shape), dtype=cupy.float32)
@@ -438,17 +463,6 @@ def winograd_weight(w_ihwo):
 # -- max_pool2d -----------------------------------------------------------------
 
 
-def pool_out_size(size: int, kernel: int, stride: int, ceil_mode: bool) -> int:
-    """Floor: ``(size - kernel) // stride + 1``; ceil: rounded up, minus one if
-    the last window would start outside the input (PyTorch/ONNX rule)."""
-    if not ceil_mode:
-        return (size - kernel) // stride + 1
-    out = -(-(size - kernel) // stride) + 1
-    if (out - 1) * stride >= size:
-        out -= 1
-    return out
-
-
 def check_max_pool2d(x_shape, kernel, stride, ceil_mode: bool) -> tuple[int, int, int, int]:
     if len(x_shape) != 4:
         raise ValueError(f"[max_pool2d] x must be 4-D NCHW, got shape {tuple(x_shape)}")
@@ -457,7 +471,7 @@ def check_max_pool2d(x_shape, kernel, stride, ceil_mode: bool) -> tuple[int, int
     if min(stride) < 1:
         raise ValueError(f"[max_pool2d] stride must be positive, got {stride}")
     n, c, h, w = x_shape
-    oh, ow = pool_out_size(h, kernel[0], stride[0], ceil_mode), pool_out_size(w, kernel[1], stride[1], ceil_mode)
+    oh, ow = pool_output_size(h, kernel[0], stride[0], ceil_mode), pool_output_size(w, kernel[1], stride[1], ceil_mode)
     if oh < 1 or ow < 1:
         raise ValueError(f"[max_pool2d] kernel {kernel} does not fit the input {(h, w)} (ceil_mode={ceil_mode})")
     return (n, c, oh, ow)
