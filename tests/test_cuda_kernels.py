@@ -1,7 +1,8 @@
 """The cupy backend's CUDA kernels, checked without a GPU.
 
-1. Every ``.cu`` file builds alone (sm_90) and the concatenation CuPy
-   compiles builds for sm_80 and sm_90 with the machine's ``nvcc``, warnings
+1. Every ``.cu`` file builds alone (sm_90, ``-I`` the package for
+   ``gemm_tile.cuh``) and the concatenation CuPy compiles (the header
+   inlined once by ``kernels.source()``) builds for sm_80 and sm_90 with the machine's ``nvcc``, warnings
    as errors, with the flags
    CuPy passes to NVRTC (``-std=c++17 -ftz=true``); no kernel spills
    registers; every name in ``kernels.NAME_EXPRESSIONS`` is an entry point.
@@ -63,7 +64,7 @@ needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH (in
 
 def _nvcc(src: Path, arch: str, out: Path) -> subprocess.CompletedProcess:
     cmd = [
-        NVCC, "-std=c++17", f"-arch={arch}", "-cubin", "-ftz=true",
+        NVCC, "-std=c++17", f"-arch={arch}", "-cubin", "-ftz=true", f"-I{PKG}",
         "-Werror", "all-warnings", "-Xptxas", "-Werror", "-Xptxas", "-v",
         "-o", str(out), str(src),
     ]
@@ -124,10 +125,18 @@ def test_every_name_expression_is_an_entry_point(nvcc_results, arch):
 
 
 def test_sources_have_no_system_headers():
-    for f in kernels.SOURCES:
+    """The .cu files include only the package's own headers, and the module NVRTC gets includes nothing."""
+    for f in (*kernels.SOURCES, *kernels.HEADERS):
         text = (PKG / f).read_text()
-        assert "#include" not in text, f"{f} includes a header; NVRTC sources must be self-contained"
+        includes = re.findall(r'^[ \t]*#[ \t]*include\b(.*)$', text, re.MULTILINE)
+        allowed = () if f in kernels.HEADERS else tuple(f'"{h}"' for h in kernels.HEADERS)
+        others = [i.strip() for i in includes if i.strip() not in allowed]
+        assert not others, f"{f} includes {others}; NVRTC sources may include only kernels.HEADERS {kernels.HEADERS}"
         assert text.startswith("// " + f), f"{f} must open with its header comment naming the file"
+    module = kernels.source()
+    assert not re.search(r'^[ \t]*#[ \t]*include\b', module, re.MULTILINE), "source() must inline every header"
+    for h in kernels.HEADERS:
+        assert module.count(f"// ---- {h} ----") == 1 and module.startswith(f"// ---- {kernels.HEADERS[0]} ----")
 
 
 # -- 2. the kernels on the CPU -------------------------------------------------------
@@ -140,7 +149,7 @@ def emu(tmp_path_factory):
     if GXX is None:
         pytest.skip("g++ not found: cannot build the CPU emulation of the CUDA kernels")
     so = tmp_path_factory.mktemp("emu") / "emu.so"
-    cmd = [GXX, "-std=c++20", "-O1", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wextra",
+    cmd = [GXX, "-std=c++20", "-O1", "-pthread", f"-I{PKG}", "-fno-strict-aliasing", "-Wall", "-Wextra",
            "-Wno-unknown-pragmas", "-Werror", "-shared", "-fPIC", "-o", str(so), str(EMU / "emu_entry.cpp")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if r.returncode != 0 and "barrier" in r.stderr and "No such file" in r.stderr:

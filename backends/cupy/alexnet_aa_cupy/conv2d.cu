@@ -23,7 +23,11 @@
 //   accumulator  float32 (fused multiply-add), bias added and ReLU applied in
 //                the epilogue.
 //   entry points extern "C", one per tile configuration (names listed in
-//                kernels.py: NAME_EXPRESSIONS); no system headers (NVRTC).
+//                kernels.py: NAME_EXPRESSIONS); no system headers (NVRTC); the GEMM
+//                main loop and micro-kernel are gemm_tile.cuh's, shared with
+//                conv2d_winograd.cu.
+
+#include "gemm_tile.cuh"
 
 template <int BM, int BN, int BK, int TM, int TN>
 __device__ __forceinline__ void conv2d_forward_tile(
@@ -132,45 +136,7 @@ __device__ __forceinline__ void conv2d_forward_tile(
     };
 
     float acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-
-    const int slices = (K + BK - 1) / BK;
-    load_slice(0);
-    store_slice(0);
-    __syncthreads();
-
-    for (int t = 0; t < slices; ++t) {
-        const int buf = t & 1;
-        const bool more = t + 1 < slices;
-        if (more) load_slice((t + 1) * BK);   // in flight while we multiply
-
-        // Unrolled by 2, not fully: full unrolling lets ptxas hoist the next
-        // fragments and spill at the 128-register cap of 2 blocks/SM (sm_90).
-#pragma unroll 2
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[TM], b[TN];
-#pragma unroll
-            for (int q = 0; q < TM / 4; ++q) {
-                const float4 v = *reinterpret_cast<const float4*>(&As[buf][kk][q * MSTEP + ty * 4]);
-                a[4 * q + 0] = v.x; a[4 * q + 1] = v.y; a[4 * q + 2] = v.z; a[4 * q + 3] = v.w;
-            }
-#pragma unroll
-            for (int q = 0; q < TN / 4; ++q) {
-                const float4 v = *reinterpret_cast<const float4*>(&Bs[buf][kk][q * NSTEP + tx * 4]);
-                b[4 * q + 0] = v.x; b[4 * q + 1] = v.y; b[4 * q + 2] = v.z; b[4 * q + 3] = v.w;
-            }
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-
-        if (more) store_slice(buf ^ 1);       // buffer buf^1 was last read before the previous barrier
-        __syncthreads();
-    }
+    gemm_tile_mainloop(As, Bs, acc, K, tx, ty, load_slice, store_slice);
 
     // Epilogue: + bias, ReLU, scatter to NCHW.
     float* __restrict__ y_blk = y_nchw + img0 * O * P;

@@ -56,7 +56,10 @@
 //                ReLU applied in the output transform.
 //   entry points extern "C", one per transform and kernel size (conv2d_winograd_{weight,
 //                input,output}_{3x3,5x5}) and per GEMM tile (names listed in kernels.py:
-//                NAME_EXPRESSIONS); no system headers (NVRTC).
+//                NAME_EXPRESSIONS); no system headers (NVRTC). The GEMM's main loop
+//                and micro-kernel are gemm_tile.cuh's, shared with conv2d.cu.
+
+#include "gemm_tile.cuh"
 
 // The 1-D pieces of F(2, R); the kernels below apply each along columns, then rows.
 //   filter: u = G' g (u_i = f_i (G g)_i);  input: v = B^T d;  output: y = A^T m.
@@ -402,43 +405,7 @@ __device__ __forceinline__ void conv2d_winograd_gemm_tile(
     };
 
     float acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-
-    const int slices = (K + BK - 1) / BK;
-    load_slice(0);
-    store_slice(0);
-    __syncthreads();
-
-    for (int t = 0; t < slices; ++t) {
-        const int buf = t & 1;
-        const bool more = t + 1 < slices;
-        if (more) load_slice((t + 1) * BK);   // in flight while we multiply
-
-#pragma unroll 2
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[TM], b[TN];
-#pragma unroll
-            for (int q = 0; q < TM / 4; ++q) {
-                const float4 v = *reinterpret_cast<const float4*>(&As[buf][kk][q * MSTEP + ty * 4]);
-                a[4 * q + 0] = v.x; a[4 * q + 1] = v.y; a[4 * q + 2] = v.z; a[4 * q + 3] = v.w;
-            }
-#pragma unroll
-            for (int q = 0; q < TN / 4; ++q) {
-                const float4 v = *reinterpret_cast<const float4*>(&Bs[buf][kk][q * NSTEP + tx * 4]);
-                b[4 * q + 0] = v.x; b[4 * q + 1] = v.y; b[4 * q + 2] = v.z; b[4 * q + 3] = v.w;
-            }
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-
-        if (more) store_slice(buf ^ 1);       // buffer buf^1 was last read before the previous barrier
-        __syncthreads();
-    }
+    gemm_tile_mainloop(As, Bs, acc, K, tx, ty, load_slice, store_slice);
 
     // Epilogue: float4 stores along n (Tp % 4 == 0, so a group is all in or all out).
 #pragma unroll

@@ -2,7 +2,8 @@
 
 One name at every hop: ``CupyBackend.lrn`` → :func:`lrn` → ``lrn.cu: lrn_forward``.
 
-The ``.cu`` files are read once, concatenated into one source and compiled by
+The ``.cu`` files are read once, concatenated into one source (after the
+header they share, ``gemm_tile.cuh``, inlined once: :func:`source`) and compiled by
 NVRTC into one :class:`cupy.RawModule` per device, on first use (CuPy keeps the
 cubin on disk under ``CUPY_CACHE_DIR``, so later processes only load it). Every
 entry point is listed in :data:`NAME_EXPRESSIONS`; ``tests/test_cuda_kernels.py``
@@ -21,6 +22,7 @@ rules) only; cupy is imported on first launch.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 
 #: The ``.cu`` files, in the order they are concatenated into the module.
 SOURCES = ("conv2d.cu", "conv2d_winograd.cu", "max_pool2d.cu", "lrn.cu", "linear.cu")
+#: The headers beside them that they ``#include "..."``; :func:`source` inlines each once, first.
+HEADERS = ("gemm_tile.cuh",)
 
 #: NVRTC options (CuPy adds ``-ftz=true`` and ``--device-as-default-execution-space``).
 OPTIONS = ("-std=c++17",)
@@ -102,9 +106,29 @@ class Launch:
 # -- the module ---------------------------------------------------------------
 
 
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]*)"[ \t]*$', re.MULTILINE)
+
+
+def _inline_includes(name: str, text: str) -> str:
+    """``text`` with its ``#include "<header>"`` lines commented out (the headers are inlined by :func:`source`)."""
+    def repl(m: re.Match) -> str:
+        if m.group(1) not in HEADERS:
+            raise ValueError(f"{name} includes {m.group(1)!r}, which is not in kernels.HEADERS")
+        return f"// (inlined above) {m.group(0).strip()}"
+
+    return _INCLUDE.sub(repl, text)
+
+
 def source() -> str:
-    """The concatenated CUDA source handed to NVRTC."""
-    return "\n".join(f"// ---- {name} ----\n" + (HERE / name).read_text() for name in SOURCES)
+    """The concatenated CUDA source handed to NVRTC: :data:`HEADERS`, then :data:`SOURCES`.
+
+    Self-contained (no ``-I``): each header is inlined once at the top and the
+    ``#include`` lines of the ``.cu`` files become comments, so the text CuPy
+    hashes for its disk cache covers the headers too.
+    """
+    parts = [f"// ---- {name} ----\n" + (HERE / name).read_text() for name in HEADERS]
+    parts += [f"// ---- {name} ----\n" + _inline_includes(name, (HERE / name).read_text()) for name in SOURCES]
+    return "\n".join(parts)
 
 
 _lock = threading.Lock()

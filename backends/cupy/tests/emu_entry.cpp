@@ -2,6 +2,8 @@
 // with one C entry point per kernel: emu_<kernel>(grid xyz, block xyz, kernel args...).
 // Built and called (ctypes) by tests/test_cuda_kernels.py with the argument
 // tuples that alexnet_aa_cupy.kernels.plan_* produce for the GPU.
+// conv2d.cu and conv2d_winograd.cu both include gemm_tile.cuh (found beside them;
+// the test also passes -I<alexnet_aa_cupy>): its include guard keeps one copy.
 #include "cuda_on_cpu.h"
 
 #include "../alexnet_aa_cupy/conv2d.cu"
