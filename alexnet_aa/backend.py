@@ -63,17 +63,26 @@ class BackendUnavailableError(BackendError):
     """The backend is registered but cannot run here (package or device missing)."""
 
 
-def pair(value: int | tuple[int, int], what: str, op: str) -> tuple[int, int]:
-    """``3 → (3, 3)``; ``(3, 2)`` stays; anything else is a ``ValueError`` naming ``op``."""
+def pair(value: int | tuple[int, int], what: str, op: str, minimum: int = 0) -> tuple[int, int]:
+    """``3 → (3, 3)``; ``(3, 2)`` stays; anything else, or a value below ``minimum``, is a
+    ``ValueError`` naming ``op``: ``[max_pool2d] kernel must be >= 1, got (0, 3)``.
+
+    The one place where every backend validates strides (``minimum=1``),
+    kernels (``minimum=1``) and paddings (``minimum=0``).
+    """
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value), int(value)
-    if (
+        out = (int(value), int(value))
+    elif (
         isinstance(value, tuple)
         and len(value) == 2
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     ):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"[{op}] {what} must be an int or a pair of ints, got {value!r}")
+        out = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"[{op}] {what} must be an int or a pair of ints, got {value!r}")
+    if min(out) < minimum:
+        raise ValueError(f"[{op}] {what} must be >= {minimum}, got {value!r}")
+    return out
 
 
 class Backend(abc.ABC):
@@ -182,9 +191,10 @@ def backend_class(name: str) -> type[Backend]:
         raise UnknownBackendError(f"unknown backend {name!r}; known backends:\n{_known_list()}")
     try:
         cls = eps[name].load()
-    except ImportError as exc:
+    except Exception as exc:  # a broken plugin must not take the registry down with it
         raise BackendUnavailableError(
-            f"backend {name!r} is registered but its module failed to import: {exc}"
+            f"backend {name!r} is registered as {eps[name].value!r} but could not be loaded: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BackendError(
@@ -208,7 +218,7 @@ def get_backend(name: str | Backend = "numpy", **options) -> Backend:
     if not isinstance(name, str):
         raise TypeError(f"backend must be a name (str) or a Backend instance, got {type(name).__name__}")
     cls = backend_class(name)
-    ok, why = cls.available()
+    ok, why = _availability(name)
     if not ok:
         hint = INSTALL_HINTS.get(name)
         raise BackendUnavailableError(
@@ -219,10 +229,14 @@ def get_backend(name: str | Backend = "numpy", **options) -> Backend:
 
 def available_backends() -> dict[str, tuple[bool, str]]:
     """``{name: (available, reason)}`` for every registered backend; never raises."""
-    out: dict[str, tuple[bool, str]] = {}
-    for name in registered_backends():
-        try:
-            out[name] = backend_class(name).available()
-        except BackendError as exc:
-            out[name] = (False, str(exc))
-    return out
+    return {name: _availability(name) for name in registered_backends()}
+
+
+def _availability(name: str) -> tuple[bool, str]:
+    """``backend_class(name).available()``, with a broken plugin reported, never raised."""
+    try:
+        return backend_class(name).available()
+    except BackendError as exc:
+        return False, str(exc)
+    except Exception as exc:  # a third party's available() must say why, not raise
+        return False, f"available() raised {type(exc).__name__}: {exc}"

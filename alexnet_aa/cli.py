@@ -29,6 +29,13 @@ from .weights import WeightsError, he_weights
 # Heavier modules (Pillow, urllib, onnx, torch) load only in the subcommands that use them.
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _add_variant(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="paper", choices=VARIANTS, help="AlexNet variant (default: paper)")
 
@@ -99,6 +106,8 @@ def cmd_run(args) -> int:
 
 def cmd_compare(args) -> int:
     names = args.backend or list(available_backends())  # unavailable ones are reported as skipped
+    for name in args.backend or []:
+        backend_class(name)  # a mistyped name is an error (listing the known ones), not a skip
     weights = _weights_arg(args)
     x = example_input(args.variant, args.batch, args.seed)
     ref_outputs, ref_seconds = _forward_timed(AlexNet(args.variant, oracle(), weights=weights), x)
@@ -280,7 +289,7 @@ def _add_weights_parsers(sub) -> None:
     p.add_argument("--variant", choices=VARIANTS, default=None, help="require this variant (default: the weights')")
     p.add_argument("--backend", default="numpy")
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--batch", type=int, default=8, help="images per forward pass (default: 8)")
+    p.add_argument("--batch", type=_positive_int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of {path, top: [{index, name, probability}], error}")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when stdout is not a TTY)")
@@ -304,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="numpy")
     _add_variant(p)
     p.add_argument("--weights", help=".safetensors or .npz file (default: seeded random weights)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument("--repeats", type=_positive_int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_run)
 
@@ -313,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", action="append", help="compare only this backend (repeatable)")
     _add_variant(p)
     p.add_argument("--weights", help=".safetensors or .npz file (default: seeded random weights)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=_positive_int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_compare)
 
@@ -324,14 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "batch", 1) < 1:
-        print("alexnet-aa: error: --batch must be >= 1", file=sys.stderr)
-        return 2
     from .download import DownloadError
 
     try:
         return args.func(args)
-    except (BackendError, WeightsError, DownloadError, ValueError, TypeError) as exc:
+    except (BackendError, WeightsError, DownloadError, ValueError) as exc:
         command = args.command + (f" {args.weights_command}" if getattr(args, "weights_command", None) else "")
         print(f"alexnet-aa {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -90,10 +90,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups: int = 1, relu: bool = Fals
     xp = array_namespace(x, w) if b is None else array_namespace(x, w, b)
     _check_rank(x, 4, "x", "conv2d")
     _check_rank(w, 4, "w", "conv2d")
-    sh, sw = pair(stride, "stride", "conv2d")
+    sh, sw = pair(stride, "stride", "conv2d", minimum=1)
     ph, pw = pair(padding, "padding", "conv2d")
-    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"[conv2d] stride must be >= 1 and padding >= 0, got stride={stride}, padding={padding}")
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     if groups < 1 or c % groups or o % groups:
@@ -152,10 +150,8 @@ def max_pool2d(x, kernel=3, stride=2, ceil_mode: bool = False):
     """
     xp = array_namespace(x)
     _check_rank(x, 4, "x", "max_pool2d")
-    kh, kw = pair(kernel, "kernel", "max_pool2d")
-    sh, sw = pair(stride, "stride", "max_pool2d")
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1:
-        raise ValueError(f"[max_pool2d] kernel and stride must be positive, got kernel={kernel}, stride={stride}")
+    kh, kw = pair(kernel, "kernel", "max_pool2d", minimum=1)
+    sh, sw = pair(stride, "stride", "max_pool2d", minimum=1)
     n, c, h, w = x.shape
     if h < kh or w < kw:
         raise ValueError(f"[max_pool2d] input {h}x{w} is smaller than the kernel {kh}x{kw}")

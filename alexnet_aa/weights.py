@@ -165,38 +165,47 @@ _MAX_HEADER = 100 * 1024 * 1024
 def save_weights(path: str | os.PathLike, params: Mapping[str, object], metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``params`` to ``path``: ``.safetensors`` (with string ``metadata``) or ``.npz``.
 
-    The file is written to a temporary name and renamed, so a crash never
-    leaves a half-written file under ``path``.
+    The file is written to ``<path>.partial`` and renamed, so a crash never
+    leaves a half-written file under ``path``; a failed write removes the
+    partial file.
     """
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".safetensors"):
+        raise ValueError(f"unknown weights format {path.suffix!r}: expected .safetensors or .npz")
+    if metadata and suffix == ".npz":
+        raise ValueError("metadata can only be stored in .safetensors files")
     arrays = {name: np.ascontiguousarray(to_numpy(v)) for name, v in params.items()}
     tmp = path.with_name(path.name + ".partial")
-    if path.suffix == ".npz":
-        if metadata:
-            raise ValueError("metadata can only be stored in .safetensors files")
+    try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    elif path.suffix == ".safetensors":
-        header: dict[str, object] = {}
-        if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-        offset = 0
-        for name, a in arrays.items():
-            if a.dtype not in _ST_NAMES:
-                raise TypeError(f"cannot store {name} of dtype {a.dtype} in safetensors")
-            header[name] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-            offset += a.nbytes
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for a in arrays.values():
-                f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
-    else:
-        raise ValueError(f"unknown weights format {path.suffix!r}: expected .safetensors or .npz")
-    os.replace(tmp, path)
+            if suffix == ".npz":
+                np.savez(f, **arrays)
+            else:
+                _write_safetensors(f, arrays, metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _write_safetensors(f, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None) -> None:
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name, a in arrays.items():
+        if a.dtype not in _ST_NAMES:
+            raise TypeError(f"cannot store {name} of dtype {a.dtype} in safetensors")
+        header[name] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    f.write(struct.pack("<Q", len(blob)))
+    f.write(blob)
+    for a in arrays.values():
+        f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -216,21 +225,26 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
             raise WeightsFileError(f"{path}: corrupt safetensors header (not a JSON object)")
         data = f.read()
     metadata = header.pop("__metadata__", None) or {}
-    tensors: dict[str, np.ndarray] = {}
     problems: list[str] = []
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        problems.append(f"__metadata__ must map strings to strings, got {metadata!r:.80}")
+        metadata = {}
+    tensors: dict[str, np.ndarray] = {}
     for name, entry in header.items():
         try:
             dtype = entry["dtype"]
             shape = tuple(int(s) for s in entry["shape"])
             begin, end = (int(o) for o in entry["data_offsets"])
+            if not isinstance(dtype, str) or min(shape, default=0) < 0:
+                raise ValueError
         except (KeyError, TypeError, ValueError):
-            problems.append(f"{name}: malformed header entry {entry!r}")
+            problems.append(f"{name}: malformed header entry {entry!r:.80}")
             continue
         if dtype not in _ST_DTYPES:
             problems.append(f"{name}: unsupported dtype {dtype} (store float32)")
             continue
         np_dtype = np.dtype(_ST_DTYPES[dtype]).newbyteorder("<")
-        if end > len(data) or begin > end:
+        if end > len(data) or not 0 <= begin <= end:
             problems.append(f"{name}: data {begin}..{end} lies past the end of the file (truncated?)")
             continue
         if end - begin != np_dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
@@ -255,9 +269,10 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], d
     path = Path(path)
     if not path.is_file():
         raise WeightsFileError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
         return _read_safetensors(path)
-    if path.suffix == ".npz":
+    if suffix == ".npz":
         return _read_npz(path), {}
     raise WeightsFileError(
         f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or .npz "

@@ -63,6 +63,13 @@ def test_python_dash_m():
     assert out.returncode == 0 and "ceil" in out.stdout
 
 
-@pytest.mark.parametrize("argv", [["run", "--batch", "0"], ["compare", "--batch", "0"]])
-def test_bad_batch(argv, capsys):
-    assert main(argv) == 2
+@pytest.mark.parametrize("argv", [["run", "--batch", "0"], ["compare", "--batch", "0"], ["run", "--repeats", "0"]])
+def test_counts_must_be_positive(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_compare_mistyped_backend_is_an_error(capsys):
+    assert main(["compare", "--backend", "numpy", "--backend", "nmupy"]) == 2
+    assert "unknown backend 'nmupy'" in capsys.readouterr().err

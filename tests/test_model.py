@@ -181,3 +181,27 @@ def test_pickled_npz_refused(tmp_path):
     np.savez(path, **{"conv1.weight": np.array([object()], dtype=object)})
     with pytest.raises(WeightsFileError):
         AlexNet("torchvision", "numpy", weights=path)
+
+
+def test_broken_plugins_are_reported_not_raised(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import alexnet_aa.backend as registry
+
+    class Raising(registry.Backend):
+        @classmethod
+        def available(cls):
+            raise OSError("driver exploded")
+
+    eps = dict(registry.registered_backends())
+    eps["missing-object"] = EntryPoint("missing-object", "alexnet_aa:NoSuchBackend", registry.ENTRY_POINT_GROUP)
+    eps["raising"] = EntryPoint("raising", "x:y", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "registered_backends", lambda: eps)
+    real = registry.backend_class.__wrapped__
+    monkeypatch.setattr(registry, "backend_class", lambda name: Raising if name == "raising" else real(name))
+    status = registry.available_backends()
+    assert status["missing-object"][0] is False and "AttributeError" in status["missing-object"][1]
+    assert status["raising"] == (False, "available() raised OSError: driver exploded")
+    assert status["numpy"] == (True, "")
+    with pytest.raises(BackendUnavailableError, match="driver exploded"):
+        registry.get_backend("raising")

@@ -37,3 +37,37 @@ def test_theirs_read_by_ours(tmp_path):
 def test_no_partial_file_left(tmp_path):
     save_weights(tmp_path / "w.safetensors", _tensors())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}},
+        {"a": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}},
+        {"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}},
+        {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": ["not", "a", "map"]},
+        {"a": "not an entry"},
+    ],
+)
+def test_malformed_headers_are_typed_errors(tmp_path, header):
+    import json
+    import struct
+
+    from alexnet_aa.weights import WeightsFileError
+
+    blob = json.dumps(header).encode()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * 4)
+    with pytest.raises(WeightsFileError):
+        read_weights_file(path)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        save_weights(tmp_path / "w.safetensors", {"a": np.array(["text"])})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_suffix_is_case_insensitive(tmp_path):
+    path = save_weights(tmp_path / "W.SAFETENSORS", _tensors())
+    assert np.array_equal(read_weights_file(path)[0]["a.bias"], _tensors()["a.bias"])

@@ -25,17 +25,18 @@ from ..architecture import VARIANTS, architecture
 from ..backend import Backend
 from ..model import AlexNet
 from ..weights import he_weights
-from .compare import assert_conforms, oracle, tolerance
+from .compare import assert_conforms, oracle, relative_error, tolerance
 
 __all__ = [
     "test_backend_protocol",
     "test_conv2d",
     "test_conv2d_shape_space",
-    "test_conv2d_rejects_channel_mismatch",
+    "test_conv2d_rejects_bad_arguments",
     "test_max_pool2d",
     "test_lrn",
     "test_linear",
     "test_network",
+    "test_batch_independence",
 ]
 
 # -- running one op on a backend from canonical host data --------------------------
@@ -45,6 +46,8 @@ def _to_native(backend: Backend, x: np.ndarray, noncontiguous: bool):
     """Host NCHW ``x`` → the backend's array in its layout; optionally a strided (non-contiguous) view."""
     nhwc = backend.layout == "NHWC" and x.ndim == 4
     if not noncontiguous:
+        x = x.copy()
+        x.setflags(write=False)  # a backend must never write into its input
         return backend.asarray(x.transpose(0, 2, 3, 1) if nhwc else x)
     wide = np.repeat(x, 2, axis=-1)  # every column twice; the native view takes every other one
     wide.setflags(write=False)
@@ -119,7 +122,7 @@ def _conv_data(rng, n, c, h, w, o, k, groups):
     return _f32(x), _f32(wt), _f32(b)
 
 
-@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
 @pytest.mark.parametrize("noncontiguous", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("case", list(CONV_CASES), ids=list(CONV_CASES))
 def test_conv2d(alexnet_backend, case_rng, conformance_record, case, noncontiguous, relu):
@@ -147,11 +150,21 @@ def test_conv2d_shape_space(alexnet_backend, conformance_record, n, cg, og, grou
     _check(alexnet_backend, conformance_record, "conv2d", y, ref, f"x={x.shape} w={wt.shape} stride={s} padding={p} groups={groups} seed={seed}")
 
 
-def test_conv2d_rejects_channel_mismatch(alexnet_backend):
+@pytest.mark.parametrize(
+    "shape, stride, padding, match",
+    [
+        ((1, 5, 8, 8), 1, 1, "channels"),
+        ((1, 3, 8, 8), 0, 1, "stride"),
+        ((1, 3, 8, 8), 1, -1, "padding"),
+    ],
+    ids=["channel-mismatch", "stride-0", "padding-negative"],
+)
+def test_conv2d_rejects_bad_arguments(alexnet_backend, shape, stride, padding, match):
+    """A clear ``ValueError`` prefixed by the op, naming what is wrong (DESIGN.md §6)."""
     native = alexnet_backend.prepare({"w.weight": np.ones((4, 3, 3, 3), np.float32), "w.bias": np.ones(4, np.float32)})
-    x = _to_native(alexnet_backend, np.ones((1, 5, 8, 8), np.float32), False)
-    with pytest.raises(ValueError, match=r"\[conv2d\]"):
-        alexnet_backend.conv2d(x, *native.values(), 1, 1, 1, False)
+    x = _to_native(alexnet_backend, np.ones(shape, np.float32), False)
+    with pytest.raises(ValueError, match=rf"\[conv2d\].*{match}"):
+        alexnet_backend.conv2d(x, *native.values(), stride, padding, 1, False)
 
 
 # -- max_pool2d -----------------------------------------------------------------------------
@@ -208,16 +221,17 @@ def test_lrn(alexnet_backend, case_rng, conformance_record, case, noncontiguous)
 LINEAR_CASES = {"one-row": (1, 17, 5), "batch3": (3, 64, 33), "fc6-shape": (2, 9216, 128), "fc8-wide": (1, 4096, 1000)}
 
 
-@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
+@pytest.mark.parametrize("noncontiguous", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("case", list(LINEAR_CASES), ids=list(LINEAR_CASES))
-def test_linear(alexnet_backend, case_rng, conformance_record, case, relu):
+def test_linear(alexnet_backend, case_rng, conformance_record, case, noncontiguous, relu):
     n, fi, fo = LINEAR_CASES[case]
     x = _f32(case_rng.standard_normal((n, fi)))
     w = _f32(case_rng.standard_normal((fo, fi)) / np.sqrt(fi))
     b = _f32(case_rng.standard_normal(fo))
     ref = reference.linear(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), relu)
-    y = run_op(alexnet_backend, "linear", x, {"w.weight": w, "w.bias": b}, relu)
-    _check(alexnet_backend, conformance_record, "linear", y, ref, f"case={case} x={x.shape} w={w.shape} relu={relu}")
+    y = run_op(alexnet_backend, "linear", x, {"w.weight": w, "w.bias": b}, relu, noncontiguous=noncontiguous)
+    _check(alexnet_backend, conformance_record, "linear", y, ref, f"case={case} x={x.shape} w={w.shape} relu={relu} noncontiguous={noncontiguous}")
 
 
 # -- the whole network -------------------------------------------------------------------------------
@@ -248,3 +262,17 @@ def test_network(alexnet_backend, case_rng, conformance_record, variant):
     assert np.array_equal(logits.argmax(1)[decided], ref.argmax(1)[decided]), (
         f"[network] backend={alexnet_backend.name} top-1 {logits.argmax(1)} != reference {ref.argmax(1)} ({context})"
     )
+
+
+def test_batch_independence(alexnet_backend, case_rng):
+    """Rows of a batch are independent (DESIGN.md §7): a batch split in two and concatenated gives
+    the logits of the whole batch, to within the network tolerance (kernels may block GEMMs by
+    their row count, so float32 rounding may differ; the math may not)."""
+    weights = he_weights(architecture("torchvision"), case_rng)
+    x = _f32(case_rng.standard_normal((3, 3, 224, 224)))
+    model = AlexNet("torchvision", alexnet_backend, weights=weights)
+    whole = np.asarray(alexnet_backend.to_host(model(x)))
+    parts = np.concatenate([np.asarray(alexnet_backend.to_host(model(x[i:j]))) for i, j in ((0, 1), (1, 3))])
+    err = relative_error(parts, whole)
+    tol = tolerance(alexnet_backend, "network")
+    assert err <= tol, f"[network] backend={alexnet_backend.name}: batch split changes the logits by {err:.2e} > {tol:.0e}"

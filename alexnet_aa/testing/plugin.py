@@ -22,6 +22,7 @@ the largest measured error per backend and check is printed.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 import re
@@ -56,7 +57,14 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     m = re.fullmatch(r"([\w.-]+)(?:\[([^\]]*)\])?", spec.strip())
     if not m:
         raise pytest.UsageError(f"bad backend spec {spec!r}: expected NAME or NAME[key=value,...]")
-    options = dict(kv.split("=", 1) for kv in (m.group(2) or "").split(",") if "=" in kv)
+    options = {}
+    for kv in (m.group(2) or "").split(","):
+        if "=" in kv:
+            key, value = (part.strip() for part in kv.split("=", 1))
+            try:  # numbers, True/False/None as Python literals; anything else stays a string
+                options[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                options[key] = value
     return m.group(1), options
 
 
@@ -81,7 +89,15 @@ def _selected(config) -> list[str]:
     return specs
 
 
+def _configured(config) -> bool:
+    """Whether this pytest session asked for the suite (option, env var or ini): the plugin
+    is registered wherever alexnet-aa is installed and must stay silent elsewhere."""
+    return bool(config.getoption("--alexnet-backend") or config.getini("alexnet_backends"))
+
+
 def pytest_report_header(config):
+    if not _configured(config):
+        return []
     names = _selected(config)
     lines = [f"alexnet_aa conformance: seed={_seed(config)} (rerun with --alexnet-seed {_seed(config)}), backends={','.join(names)}"]
     for name in names:

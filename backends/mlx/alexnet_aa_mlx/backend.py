@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from alexnet_aa.architecture import pool_output_size
-from alexnet_aa.backend import Backend, pair
+from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendUnavailableError, pair
 
 __all__ = ["MLXBackend", "MIN_MLX_VERSION"]
 
@@ -41,8 +41,6 @@ __all__ = ["MLXBackend", "MIN_MLX_VERSION"]
 #: collisions (PR 3833) and concurrent cache lookups (PR 4043), and integer
 #: overflows in conv shape arithmetic and padding (PRs 3938, 4258). See docs/backends/mlx.md.
 MIN_MLX_VERSION = (0, 32, 1)
-
-_INSTALL = "pip install -e 'backends/mlx[cpu]' (macOS arm64: -e backends/mlx)"
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -83,7 +81,7 @@ class MLXBackend(Backend):
             raise ValueError(f"[mlx] lrn must be 'auto', 'composed' or 'metal', got {lrn!r}")
         ok, why = self.available()
         if not ok:
-            raise RuntimeError(f"[mlx] backend not available: {why}")
+            raise BackendUnavailableError(f"[mlx] backend not available: {why}")
         import mlx.core as mx
 
         from . import lrn_metal
@@ -95,7 +93,7 @@ class MLXBackend(Backend):
         self._use_metal_lrn: bool | None = None  # decided on first use
         self._lrn_why = ""
         if lrn == "metal" and not mx.metal.is_available():
-            raise RuntimeError("[mlx] lrn='metal' asked for, but Metal is not available on this machine")
+            raise BackendUnavailableError("[mlx] lrn='metal' asked for, but Metal is not available on this machine")
 
     # -- where it runs -----------------------------------------------------------
     @classmethod
@@ -104,14 +102,14 @@ class MLXBackend(Backend):
             import mlx.core as mx
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.split(".")[0] == "mlx":
-                return False, f"mlx not installed: {_INSTALL}"
+                return False, f"mlx not installed: {INSTALL_HINTS['mlx']}"
             return False, f"mlx failed to import: {exc}"
         except Exception as exc:  # noqa: BLE001 - e.g. mlx[cuda13] without libcuda
             return False, f"mlx failed to import: {type(exc).__name__}: {exc}"
         version = getattr(mx, "__version__", "0")
         if _version_tuple(version) < MIN_MLX_VERSION:
             need = ".".join(map(str, MIN_MLX_VERSION))
-            return False, f"mlx {version} is older than the {need} this backend needs: {_INSTALL}"
+            return False, f"mlx {version} is older than the {need} this backend needs: {INSTALL_HINTS['mlx']}"
         return True, ""
 
     @property
@@ -159,14 +157,12 @@ class MLXBackend(Backend):
     def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
         """NHWC ``x``, OHWI ``w``: ``mx.conv2d`` per group + concatenate, then bias (+ ReLU)."""
         mx = self._mx
-        sh, sw = pair(stride, "stride", "conv2d")
+        sh, sw = pair(stride, "stride", "conv2d", minimum=1)
         ph, pw = pair(padding, "padding", "conv2d")
         if x.ndim != 4 or w.ndim != 4:
             raise ValueError(
                 f"[conv2d] expected NHWC x and OHWI w of rank 4, got x {tuple(x.shape)}, w {tuple(w.shape)}"
             )
-        if sh < 1 or sw < 1 or ph < 0 or pw < 0:
-            raise ValueError(f"[conv2d] stride must be >= 1 and padding >= 0, got stride={stride}, padding={padding}")
         n, h, wd, c = x.shape
         o, kh, kw, cg = w.shape
         if not isinstance(groups, int) or groups < 1 or c % groups or o % groups:
@@ -198,12 +194,10 @@ class MLXBackend(Backend):
     def max_pool2d(self, x, kernel, stride, ceil_mode: bool):
         """NHWC; separable strided slices + ``mx.maximum``; ceil mode pads bottom/right with ``-inf``."""
         mx = self._mx
-        kh, kw = pair(kernel, "kernel", "max_pool2d")
-        sh, sw = pair(stride, "stride", "max_pool2d")
+        kh, kw = pair(kernel, "kernel", "max_pool2d", minimum=1)
+        sh, sw = pair(stride, "stride", "max_pool2d", minimum=1)
         if x.ndim != 4:
             raise ValueError(f"[max_pool2d] expected NHWC x of rank 4, got shape {tuple(x.shape)}")
-        if kh < 1 or kw < 1 or sh < 1 or sw < 1:
-            raise ValueError(f"[max_pool2d] kernel and stride must be positive, got kernel={kernel}, stride={stride}")
         n, h, w, c = x.shape
         if h < kh or w < kw:
             raise ValueError(f"[max_pool2d] input {h}x{w} is smaller than the kernel {kh}x{kw}")
@@ -263,7 +257,7 @@ class MLXBackend(Backend):
             else:
                 ok, why = self._lrn_metal.metal_lrn_status()
                 if not ok and self._lrn_mode == "metal" and self._mx.metal.is_available():
-                    raise RuntimeError(f"[lrn] lrn='metal' asked for, but {why}")
+                    raise BackendUnavailableError(f"[lrn] lrn='metal' asked for, but {why}")
                 self._use_metal_lrn, self._lrn_why = ok, why
         return self._use_metal_lrn
 

@@ -23,10 +23,12 @@ same name in :mod:`alexnet_aa.reference`; this module says only how.
 * **linear** — one BLAS GEMM ``x @ w.T`` (GEMV for a single row), bias and
   ReLU in place.
 
-BLAS threads the GEMMs; the element-wise work around them (the im2col
-gathers, the conv epilogue, LRN, pooling) is cut into one slice per core and
-run on a small thread pool (:data:`WORKERS` threads; NumPy releases the GIL
-in its loops). Without it a third of a batch-32 forward ran on one core.
+Every op is cut into one slice per core (output rows of a conv, with their
+im2col gather, GEMM and epilogue; feature columns of a linear layer; pixel
+blocks of LRN; output rows of pooling) and run on a small thread pool
+(:data:`WORKERS` threads; NumPy releases the GIL in its loops), with BLAS held
+to one thread meanwhile. Left to BLAS's threads alone, the element-wise third
+of a batch-32 forward ran on one core.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -62,8 +65,8 @@ def _micro_batch(n: int, bytes_per_image: int) -> int:
     return max(1, min(n, SCRATCH_BYTES // max(1, bytes_per_image)))
 
 
-#: Threads for the element-wise work (im2col gathers, epilogues, LRN, pooling):
-#: one per core this process may use. BLAS runs its own threads for the GEMMs.
+#: Threads every op is split over (GEMMs included, with BLAS held to one thread
+#: meanwhile): one per core this process may use.
 WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -80,31 +83,50 @@ def _blas_libraries() -> list:
     return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
-@contextlib.contextmanager
-def _blas_single_threaded() -> Iterator[None]:
-    """BLAS on one thread inside the block: our workers split the GEMMs themselves.
+class _BlasSingleThreaded:
+    """While any op of this backend runs, BLAS is held to one thread: our workers split the GEMMs.
 
     OpenBLAS's own threads spin for a while after every call; left running,
-    they took the cores from the workers' element-wise slices and the split
-    gained nothing.
+    they took the cores from the workers and the split gained nothing. The
+    setting is process-wide, so it is reference-counted under a lock (ops in
+    several threads at once restore it only when the last one ends) and the
+    previous thread counts are restored afterwards.
     """
-    libraries = _blas_libraries()
-    before = [lib.num_threads for lib in libraries]
-    for lib in libraries:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(libraries, before, strict=True):
-            lib.set_num_threads(n)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: list[int] = []
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        libraries = _blas_libraries()
+        with self._lock:
+            if self._users == 0:
+                self._saved = [lib.num_threads for lib in libraries]
+                for lib in libraries:
+                    lib.set_num_threads(1)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    for lib, n in zip(libraries, self._saved, strict=True):
+                        lib.set_num_threads(n)
+
+
+_blas_single_threaded = _BlasSingleThreaded()
 
 
 def _parallel(fn: Callable[[int, int], None], n: int) -> None:
     """Run ``fn(start, stop)`` over ``range(n)`` cut into one contiguous slice per worker.
 
     NumPy releases the GIL inside its loops, so the slices run on all cores.
-    Every element is computed by exactly the same operations whatever the
-    split, so results do not depend on the number of workers.
+    Element-wise results do not depend on the split; GEMM results may differ
+    in the last bits, since BLAS blocks a product by its size (well inside the
+    conformance tolerances, which the suite checks for batch splits too).
     """
     parts = min(WORKERS, n)
     if parts <= 1:
@@ -155,7 +177,7 @@ class NumpyBackend(Backend):
 
     def conv2d(self, x, w, b, stride, padding, groups, relu):
         """NHWC ``x``, HWIO ``w``: im2col per micro-batch and group, one GEMM each."""
-        sh, sw = pair(stride, "stride", "conv2d")
+        sh, sw = pair(stride, "stride", "conv2d", minimum=1)
         ph, pw = pair(padding, "padding", "conv2d")
         _check(x.ndim == 4 and w.ndim == 4, "conv2d", f"x and w must be 4-D (NHWC, HWIO), got {x.shape} and {w.shape}")
         n, h, wd, c = x.shape
@@ -208,9 +230,8 @@ class NumpyBackend(Backend):
 
     def max_pool2d(self, x, kernel, stride, ceil_mode):
         """NHWC, separable: a running maximum over the ``K_w`` column views, then over the ``K_h`` row views."""
-        kh, kw = pair(kernel, "kernel", "max_pool2d")
-        sh, sw = pair(stride, "stride", "max_pool2d")
-        _check(min(kh, kw, sh, sw) >= 1, "max_pool2d", f"kernel and stride must be positive, got kernel={kernel}, stride={stride}")
+        kh, kw = pair(kernel, "kernel", "max_pool2d", minimum=1)
+        sh, sw = pair(stride, "stride", "max_pool2d", minimum=1)
         _check(x.ndim == 4, "max_pool2d", f"x must be 4-D NHWC, got shape {x.shape}")
         n, h, w, c = x.shape
         _check(h >= kh and w >= kw, "max_pool2d", f"input {h}x{w} is smaller than the kernel {kh}x{kw}")
