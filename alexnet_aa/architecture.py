@@ -337,6 +337,12 @@ def count_macs(variant: str = "paper", num_classes: int = 1000, input_size: int 
     return sum(r.macs for r in layer_infos(architecture(variant, num_classes), input_size))
 
 
+def flatten_input_shape(arch: Architecture) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the map the flatten layer turns into fc6's input (``(256, 6, 6)``)."""
+    info = next(i for i in layer_infos(arch) if isinstance(i.layer, Flatten))
+    return info.in_shape
+
+
 def param_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     """Canonical tensor names → shapes: conv ``(O, C/g, K, K)``, linear ``(out, in)``, bias ``(O,)``."""
     shapes: dict[str, tuple[int, ...]] = {}

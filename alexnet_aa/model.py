@@ -32,6 +32,7 @@ from .architecture import (
     architecture,
     count_macs,
     count_params,
+    flatten_input_shape,
 )
 from .arrays import to_numpy
 from .backend import Backend, get_backend
@@ -72,8 +73,9 @@ class AlexNet:
     num_classes
         fc8's width (default 1000).
     fresh_head
-        Keep fc8 freshly initialised when the weights' fc8 does not fit
-        ``num_classes`` (transfer learning from fc7 features).
+        Replace fc8 (whatever the weights hold there, if anything) by a fresh
+        ``num_classes``-wide head with the paper's initialisation, seeded by
+        ``seed``: transfer learning from fc7 features.
     backend_options
         Passed to the backend's constructor (e.g. ``dtype="float64"``).
 
@@ -107,8 +109,7 @@ class AlexNet:
         else:
             given, source = read_weights_file(weights)[0], str(weights)
         if fresh_head:
-            fresh = init_weights(self.arch, seed)
-            given.update({n: fresh[n] for n in ("fc8.weight", "fc8.bias")})
+            given.update(init_weights(self.arch, seed, names=("fc8.weight", "fc8.bias")))
         try:
             return check_weights(given, self.arch)
         except WeightsError as exc:
@@ -201,7 +202,7 @@ class AlexNet:
         if y.ndim == 4:
             return xp.permute_dims(y, (0, 3, 1, 2))
         if layer_name in self._flat_feature_layers:
-            c, h, w = self._flatten_chw
+            c, h, w = flatten_input_shape(self.arch)
             return xp.reshape(xp.permute_dims(xp.reshape(y, (y.shape[0], h, w, c)), (0, 3, 1, 2)), (y.shape[0], -1))
         return y
 
@@ -212,13 +213,6 @@ class AlexNet:
         first = next(i for i, layer in enumerate(self.arch.layers) if isinstance(layer, Flatten))
         fc6 = next(i for i, layer in enumerate(self.arch.layers) if isinstance(layer, Linear))
         return tuple(names[first:fc6])
-
-    @property
-    def _flatten_chw(self) -> tuple[int, int, int]:
-        fc6 = next(layer for layer in self.arch.layers if isinstance(layer, Linear))
-        c = [layer for layer in self.arch.layers if isinstance(layer, Conv)][-1].out_channels
-        side = int(round((fc6.in_features // c) ** 0.5))
-        return c, side, side
 
     def layers(self, x) -> dict[str, Any]:
         """Every layer's output by name (``conv1``, ``lrn1``, ``pool1``, … ``fc8``), in order.

@@ -173,11 +173,11 @@ def lrn(x, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.
 
     .. math::
 
-        b_{n,c,i,j} = a_{n,c,i,j} \Big/ \Big(k + \frac{\alpha}{n}
+        b_{m,c,i,j} = a_{m,c,i,j} \Big/ \Big(k + \frac{\alpha}{n}
             \sum_{c'=\max(0,\, c - \lfloor (n-1)/2 \rfloor)}^{\min(C-1,\, c + \lceil (n-1)/2 \rceil)}
-            a_{n,c',i,j}^2\Big)^{\beta}
+            a_{m,c',i,j}^2\Big)^{\beta}
 
-    with ``n = size``. This is the ONNX / Caffe / PyTorch convention: α is
+    with ``n = size`` and ``m`` the image of the batch. This is the ONNX / Caffe / PyTorch convention: α is
     divided by the window size. Krizhevsky et al. (2012, §3.3) write the sum
     without ``1/n`` (their α = 1e-4 with k = 2), so the ``paper`` variant
     passes ``alpha = 5 · 1e-4`` to this op. TensorFlow's

@@ -17,12 +17,12 @@ import json
 import os
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .architecture import VARIANTS, Architecture, Conv, architecture, param_shapes
+from .architecture import VARIANTS, Architecture, architecture, flatten_input_shape, param_shapes
 from .arrays import to_numpy
 
 
@@ -47,15 +47,22 @@ class WeightsFileError(WeightsError):
 PAPER_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
 
-def init_weights(arch: Architecture, seed: int = 0) -> dict[str, np.ndarray]:
+def init_weights(arch: Architecture, seed: int = 0, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """The paper's initialisation (§5): weights ~ N(0, 0.01²); biases 1 in
-    conv2, conv4, conv5, fc6, fc7 and 0 elsewhere. Deterministic in ``seed``."""
-    rng = np.random.default_rng(seed)
+    conv2, conv4, conv5, fc6, fc7 and 0 elsewhere. Deterministic in ``seed``.
+
+    Each tensor has its own random stream (``seed`` and its position in the
+    table), so ``names`` can draw a subset — fc8 alone for a fresh head —
+    with the values the full initialisation would give it.
+    """
+    wanted = None if names is None else set(names)
     params: dict[str, np.ndarray] = {}
-    for name, shape in param_shapes(arch).items():
+    for index, (name, shape) in enumerate(param_shapes(arch).items()):
+        if wanted is not None and name not in wanted:
+            continue
         layer = name.split(".")[0]
         if name.endswith(".weight"):
-            params[name] = rng.normal(0.0, 0.01, size=shape).astype(np.float32)
+            params[name] = np.random.default_rng([seed, index]).normal(0.0, 0.01, size=shape).astype(np.float32)
         else:
             params[name] = np.full(shape, 1.0 if layer in PAPER_BIAS_ONE else 0.0, dtype=np.float32)
     return params
@@ -143,11 +150,9 @@ def fc6_to_layout(params: dict[str, np.ndarray], arch: Architecture, layout: str
     """
     if layout == "NCHW":
         return params
-    last_conv = [layer for layer in arch.layers if isinstance(layer, Conv)][-1]
-    c = last_conv.out_channels
+    c, h, w_ = flatten_input_shape(arch)
     w = params["fc6.weight"]
-    side = int(round((w.shape[1] // c) ** 0.5))
-    permuted = w.reshape(w.shape[0], c, side, side).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    permuted = w.reshape(w.shape[0], c, h, w_).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
     return {**params, "fc6.weight": np.ascontiguousarray(permuted)}
 
 
