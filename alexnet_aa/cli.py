@@ -170,27 +170,18 @@ def cmd_weights_download(args) -> int:
     return 0
 
 
-def _class_names(metadata: dict, num_classes: int) -> list[str]:
-    import json
-
-    from .imagenet import CATEGORIES_KEY, imagenet_categories
-
-    if CATEGORIES_KEY in metadata:
-        try:
-            names = json.loads(metadata[CATEGORIES_KEY])
-            if isinstance(names, list) and len(names) == num_classes:
-                return [str(n) for n in names]
-        except ValueError:
-            pass
-    if num_classes == 1000:
-        return list(imagenet_categories())
-    return [f"class {i}" for i in range(num_classes)]
-
-
 def cmd_classify(args) -> int:
     import json
 
-    from .imagenet import PREPROCESS_KEY, ImageError, Preprocess, default_preprocess, iter_image_files, load_image
+    from .imagenet import (
+        PREPROCESS_KEY,
+        ImageError,
+        Preprocess,
+        class_names,
+        default_preprocess,
+        iter_image_files,
+        load_image,
+    )
     from .importers import read_any
 
     files = iter_image_files(args.images)
@@ -207,7 +198,7 @@ def cmd_classify(args) -> int:
     if not 1 <= args.top <= num_classes:
         raise ValueError(f"--top must be between 1 and {num_classes}, got {args.top}")
     model = AlexNet(imported.variant, args.backend, weights=imported.params, num_classes=num_classes)
-    names = _class_names(imported.metadata, num_classes)
+    names = class_names(imported.metadata, num_classes)
 
     bar = None
     if sys.stdout.isatty() and not args.no_progress and len(files) > 1:

@@ -79,6 +79,22 @@ def imagenet_categories() -> tuple[str, ...]:
     return names
 
 
+def class_names(metadata: Mapping[str, str], num_classes: int) -> list[str]:
+    """The names of a head's classes: the weights file's own list (metadata key
+    :data:`CATEGORIES_KEY`) when it has one of the right length, else ImageNet's
+    for a 1000-class head, else ``class 0``, ``class 1``, …"""
+    if CATEGORIES_KEY in metadata:
+        try:
+            names = json.loads(metadata[CATEGORIES_KEY])
+            if isinstance(names, list) and len(names) == num_classes:
+                return [str(n) for n in names]
+        except ValueError:
+            pass
+    if num_classes == 1000:
+        return list(imagenet_categories())
+    return [f"class {i}" for i in range(num_classes)]
+
+
 # -- preprocessing --------------------------------------------------------------------
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")

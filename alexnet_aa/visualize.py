@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .architecture import VARIANTS, Conv, MaxPool, architecture
+from .model import AlexNet, softmax
 
 #: The colour of the gaps between tiles.
 GAP_VALUE = 255
@@ -158,7 +159,6 @@ def visualize(out_dir: str | Path, *, variant: str = "paper", weights=None, imag
     from PIL import Image
 
     from .imagenet import default_preprocess
-    from .model import AlexNet
     from .weights import he_weights
 
     arch = architecture(variant)
@@ -181,10 +181,8 @@ def visualize(out_dir: str | Path, *, variant: str = "paper", weights=None, imag
         if name in pictured:
             maps = np.asarray(model.backend.to_host(y))[0]
             written[name] = save_png(activation_grid(maps), out / f"activations_{name}.png")
-    logits = np.asarray(model.backend.to_host(outputs[arch.layers[-1].name]), dtype=np.float64)[0]
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
-    return Pictures(written, [(int(i), float(p[i])) for i in np.argsort(-logits)[:5]])
+    probs = np.asarray(model.backend.to_host(softmax(outputs[arch.layers[-1].name], model.backend.xp)))[0]
+    return Pictures(written, [(int(i), float(probs[i])) for i in np.argsort(-probs, kind="stable")[:5]])
 
 
 # -- the command --------------------------------------------------------------------
@@ -192,7 +190,7 @@ def visualize(out_dir: str | Path, *, variant: str = "paper", weights=None, imag
 
 def cmd_visualize(args) -> int:
     """``alexnet-aa visualize``: write the PNGs and say what went in."""
-    from .imagenet import PREPROCESS_KEY, Preprocess, default_preprocess, imagenet_categories, load_image
+    from .imagenet import PREPROCESS_KEY, Preprocess, class_names, default_preprocess, load_image
 
     weights, preprocess, variant = None, None, args.variant
     if args.weights:
@@ -218,7 +216,7 @@ def cmd_visualize(args) -> int:
                          backend=args.backend, seed=args.seed, filter_scale=args.scale)
     for path in pictures.paths.values():
         print(f"wrote {path}")
-    names = imagenet_categories() if weights is not None and weights["fc8.weight"].shape[0] == 1000 else None
+    names = class_names(imported.metadata, weights["fc8.weight"].shape[0]) if weights is not None else None
     top = ", ".join(f"{names[i] if names else i} ({p:.3f})" for i, p in pictures.top5)
     print(f"top-5 classes on the {args.backend} backend: {top}")
     return 0
