@@ -113,7 +113,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def asarray(self, x: Any) -> Any:
-        """Host (NumPy) or native array → native array of dtype ``self.dtype``."""
+        """Host (NumPy) or native array → native array of the backend's storage dtype
+        (float32, float64 for a float64 backend; ``"tf32"`` stores float32)."""
 
     @abc.abstractmethod
     def to_host(self, x: Any) -> np.ndarray:

@@ -8,6 +8,15 @@
 # torch + cuDNN, setuptools but no hatchling, no network). Every step has its
 # own timeout and the whole script stays within BUDGET seconds (default 420);
 # a failing step is reported and the next one still runs.
+#
+# Prepare before the device call: array-api-compat is not on the GPU image and
+# the machine has no network, so its wheel travels in .whl/ (gitignored: the
+# device call must carry it, carry=[".whl"]). From the repository root, with network:
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl array-api-compat==1.16.0
+#
+# Without it the script still runs (the cupy backend falls back to plain cupy as
+# its namespace) but prints a warning, and the array-api conformance parts may skip or fail.
 set -u
 OUT=${OUT:-/tmp/gpu_session_out}
 BUDGET=${BUDGET:-420}
@@ -34,6 +43,14 @@ step() {  # step NAME CAP_SECONDS CMD... : run with timeout min(CAP, time left),
 if ls .whl/*.whl >/dev/null 2>&1; then
     step wheels 60 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+elif ! $PY -c 'import array_api_compat' >/dev/null 2>&1; then
+    {
+        echo "WARNING: no .whl/*.whl and array_api_compat is not importable: the array-api backend and"
+        echo "         array_api_compat.cupy are missing; conformance results will be incomplete. Prepare it with:"
+        echo "         python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\"
+        echo "             --platform manylinux2014_x86_64 -d .whl array-api-compat==1.16.0"
+        echo "         and carry .whl in the device call."
+    } | tee -a "$OUT/summary.txt" >&2
 fi
 step install 120 $PY -m pip install --no-build-isolation --no-deps -q \
     -e . -e backends/array_api -e backends/numpy -e backends/cupy
@@ -114,6 +131,20 @@ for relu in (True, False):
     x, w, b = (rng.standard_normal(sh).astype(np.float32) for sh in ((5, 300), (70, 300), (70,)))
     ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
     check(f"linear relu={relu}", be.linear(be.asarray(x), be.asarray(w), be.asarray(b), relu), np.maximum(ref, 0) if relu else ref, 1e-5)
+# NaN stays NaN through the fused ReLU (conv: both algorithms; linear's epilogue), exactly at the reference's NaN.
+x, w_oihw, b = t._conv_case(rng, 2, 6, 9, 11, 8, (3, 3), (1, 1), (1, 1), 2)
+x = t._poison(x, np.nan, t.NONFINITE_AT)
+ref = t.conv2d_ref(x, w_oihw, b, (1, 1), (1, 1), 2, True)
+prep = be.prepare({"w": w_oihw, "b": b})
+for algo in kernels.CONV_ALGOS:
+    y = cp.asnumpy(kernels.conv2d(be.asarray(x), prep["w"], prep["b"], (1, 1), (1, 1), 2, True, algo=algo))
+    same = np.array_equal(np.isnan(y), np.isnan(ref))
+    print(f"{'ok ' if same else 'BAD'} conv2d {algo} NaN input: NaN where the reference's is = {same}")
+    if not same: fails.append(f"conv2d {algo} NaN")
+xl = np.array([[np.nan, -1.0, 2.0]], np.float32)
+yl = cp.asnumpy(be.linear(be.asarray(xl), be.asarray(np.eye(3, dtype=np.float32)), be.asarray(np.zeros(3, np.float32)), True))
+print(f"{'ok ' if np.isnan(yl[0, 0]) else 'BAD'} linear relu keeps NaN: {yl.tolist()}")
+if not np.isnan(yl[0, 0]): fails.append("linear NaN")
 print(f"worst rel err {worst:.2e}; failures: {fails or 'none'}")
 sys.exit(1 if fails else 0)
 EOF

@@ -16,7 +16,10 @@
    padding 0/1/2, groups, odd maps, tile counts that fill no GEMM tile,
    AlexNet-sized K = in/groups*kh*kw up to 3456 (3x3) and 1600 (5x5), rel L2
    error < 1e-5 against float64), which must also give bitwise the same image
-   whatever batch it comes in.
+   whatever batch it comes in; non-finite inputs: NaN stays NaN through the fused
+   ReLU (conv, both algorithms, and the linear epilogue) at exactly the reference's
+   NaN, and the one known gap (Winograd turns ±inf into NaN) pinned as a strict xfail.
+3. Plans without a device; the constructor's device and TF32 checks against a stand-in cupy.
 
 Skipped, with the reason, where ``nvcc`` or ``g++`` is absent.
 """
@@ -395,6 +398,125 @@ def test_linear_epilogue_on_cpu(emu, relu):
     _assert_close(y, np.maximum(ref, 0) if relu else ref, f"linear[relu={relu}]", tol=1e-6)
 
 
+# -- non-finite inputs: NaN stays NaN (DESIGN.md §5), through the fused ReLU too ------
+
+def _window_mask(bad, w_shape_oihw, stride, padding, groups):
+    """(n, o, oh, ow) bool: True where the output's direct window (all its in/groups channels) holds a ``bad`` input."""
+    o, cg, kh, kw = w_shape_oihw
+    hits = conv2d_ref(bad.astype(np.float32), np.ones((o, cg, kh, kw), np.float32), np.zeros(o, np.float32),
+                      stride, padding, groups, False)
+    return hits > 0
+
+
+def _poison(x, value, where):
+    x = x.copy()
+    for idx in where:
+        x[idx] = value
+    return x
+
+
+# (n, c, h, w), positions: interior, corner next to the padding, another image and channel group.
+NONFINITE_AT = ((0, 1, 2, 3), (1, 5, 0, 0), (1, 0, 8, 10))
+
+
+def _check_nonfinite(y, ref, x_bad, w_oihw, stride, padding, groups, what):
+    __tracebackhide__ = True
+    assert np.array_equal(np.isnan(y), np.isnan(ref)), (
+        f"{what}: NaN at {np.argwhere(np.isnan(y) != np.isnan(ref))[:5].tolist()} differs from the reference "
+        f"({int(np.isnan(y).sum())} NaN vs {int(np.isnan(ref).sum())})")
+    assert np.array_equal(np.isposinf(y), np.isposinf(ref)) and np.array_equal(np.isneginf(y), np.isneginf(ref)), (
+        f"{what}: infinities differ from the reference")
+    window = _window_mask(x_bad, w_oihw.shape, stride, padding, groups)
+    assert np.isfinite(y[~window]).all(), f"{what}: non-finite output outside the windows holding the bad input"
+    fin = np.isfinite(ref)
+    assert fin.any() and _rel_err(y[fin], ref[fin]) < 1e-5, f"{what}: finite outputs wrong"
+
+
+@pytest.mark.parametrize("tile", list(kernels.CONV_TILES))
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no-relu"])
+def test_conv2d_gemm_nonfinite_on_cpu(emu, tile, value, relu):
+    """Implicit GEMM: NaN / ±inf inputs give exactly the reference's NaN and ±inf (ReLU keeps NaN, maps -inf to 0)."""
+    n, c, h, w, o, k, stride, padding, groups = CONV_CASES["3x3-p1-groups2-odd"]
+    rng = np.random.default_rng(17)
+    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+    x = _poison(x, value, NONFINITE_AT)
+    w_ihwo = np.ascontiguousarray(w_oihw.transpose(1, 2, 3, 0))
+    y = np.full(kernels.check_conv2d(x.shape, w_ihwo.shape, b.shape, stride, padding, groups), 0.5, np.float32)
+    _run(emu, kernels.plan_conv2d(x, w_ihwo, b, y, stride, padding, groups, relu, sms=1, tile=tile))
+    ref = conv2d_ref(x, w_oihw, b, stride, padding, groups, relu)
+    assert np.isnan(ref).any() if value != value else np.isinf(ref).any() or relu
+    _check_nonfinite(y, ref, ~np.isfinite(x), w_oihw, stride, padding, groups, f"conv2d gemm[{value}, {tile}, relu={relu}]")
+
+
+WINOGRAD_NONFINITE = {3: (2, 6, 9, 11, 8, 3, (1, 1), 2), 5: (2, 6, 9, 11, 8, 5, (2, 2), 2)}
+
+
+@pytest.mark.parametrize("k", kernels.WINOGRAD_KERNELS)
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no-relu"])
+def test_conv2d_winograd_nan_on_cpu(emu, k, relu):
+    """Winograd: a NaN input gives NaN exactly where the reference's is, i.e. at the outputs whose
+    direct window holds it. (B^T and A^T have the window's support: in F(2, R), d_0 reaches only
+    y_0, d_ALPHA-1 only y_1 and every other d_i both, and the transforms add no zero-coefficient
+    products, so the NaN stays inside the window, 2-D being the outer product of the 1-D supports.)"""
+    n, c, h, w, o, _, padding, groups = WINOGRAD_NONFINITE[k]
+    rng = np.random.default_rng(19 + k)
+    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, (k, k), (1, 1), padding, groups)
+    x = _poison(x, np.nan, NONFINITE_AT)
+    y, _ = _conv2d_winograd_emu(emu, x, w_oihw, b, padding, groups, relu, None)
+    ref = conv2d_ref(x, w_oihw, b, (1, 1), padding, groups, relu)
+    assert np.isnan(ref).any()
+    _check_nonfinite(y, ref, np.isnan(x), w_oihw, (1, 1), padding, groups, f"conv2d winograd {k}x{k}[nan, relu={relu}]")
+
+
+@pytest.mark.parametrize("k", kernels.WINOGRAD_KERNELS)
+@pytest.mark.parametrize("value", [np.inf, -np.inf], ids=["inf", "-inf"])
+def test_conv2d_winograd_inf_stays_in_its_windows_on_cpu(emu, k, value):
+    """Winograd: an infinite input makes only the outputs whose direct window holds it non-finite
+    (no spreading beyond them), and every other output is right. Inside those windows the result is
+    NaN where the reference's is ±inf: see the next test."""
+    n, c, h, w, o, _, padding, groups = WINOGRAD_NONFINITE[k]
+    rng = np.random.default_rng(23 + k)
+    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, (k, k), (1, 1), padding, groups)
+    x = _poison(x, value, NONFINITE_AT)
+    y, _ = _conv2d_winograd_emu(emu, x, w_oihw, b, padding, groups, False, None)
+    ref = conv2d_ref(x, w_oihw, b, (1, 1), padding, groups, False)
+    window = _window_mask(~np.isfinite(x), w_oihw.shape, (1, 1), padding, groups)
+    assert np.array_equal(~np.isfinite(ref), window)  # one inf per window: ±inf, never inf - inf
+    assert np.array_equal(~np.isfinite(y), window), "non-finite outputs differ from the windows holding the inf"
+    _assert_close(y[~window], ref[~window], f"conv2d winograd {k}x{k}[{value}] outside the inf's windows", tol=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known conformance gap (DESIGN.md §5 'no element is NaN unless the reference's is'): "
+    "the Winograd transforms subtract the input tile's entries (B^T) and the per-point products (A^T), "
+    "so a single ±inf input becomes inf - inf = NaN at outputs where the direct convolution gives ±inf "
+    "(and, after ReLU, NaN where the reference gives 0 for -inf). NaN inputs are exact (previous tests)."))
+@pytest.mark.parametrize("k", kernels.WINOGRAD_KERNELS)
+def test_conv2d_winograd_inf_gives_reference_infinities_on_cpu(emu, k):
+    n, c, h, w, o, _, padding, groups = WINOGRAD_NONFINITE[k]
+    rng = np.random.default_rng(23 + k)
+    x, w_oihw, b = _conv_case(rng, n, c, h, w, o, (k, k), (1, 1), padding, groups)
+    x = _poison(x, np.inf, NONFINITE_AT)
+    y, _ = _conv2d_winograd_emu(emu, x, w_oihw, b, padding, groups, False, None)
+    ref = conv2d_ref(x, w_oihw, b, (1, 1), padding, groups, False)
+    assert not np.isnan(ref).any()
+    assert not np.isnan(y).any(), f"{int(np.isnan(y).sum())} of {int(np.isinf(ref).sum())} infinite reference outputs are NaN"
+
+
+def test_linear_epilogue_keeps_nan_on_cpu(emu):
+    """bias + ReLU: NaN (from the product or the bias) stays NaN, +inf stays +inf, -inf becomes 0 (= maximum(y, 0))."""
+    y0 = np.array([[np.nan, 1.0, -1.0, np.inf, -np.inf, 2.0], [-3.0, np.nan, 0.5, -0.0, 4.0, 1.0]], np.float32)
+    b = np.array([0.0, 0.0, np.nan, 0.0, 0.0, -np.inf], np.float32)
+    ref = y0.astype(np.float64) + b
+    for relu in (True, False):
+        y = y0.copy()
+        _run(emu, kernels.plan_linear_bias_act(y, b, relu, sms=1))
+        want = np.maximum(ref, 0) if relu else ref
+        assert np.isnan(want).sum() == 4
+        np.testing.assert_array_equal(y, want.astype(np.float32), err_msg=f"linear epilogue, relu={relu}")
+
+
 # -- 3. plans without any device -----------------------------------------------------
 
 ALEXNET_CONVS = {
@@ -426,8 +548,7 @@ def test_alexnet_layers_plan(layer, batch):
     assert plan.grid[2] == g and plan.grid[1] * tile.bm >= o // g and plan.grid[0] * tile.bn >= batch * shape[2] * shape[3]
     assert plan.block == (tile.threads, 1, 1)
     algo = kernels.choose_conv_algo(w.shape, (s, s))
-    assert algo == ("winograd" if k in kernels.WINOGRAD_DEFAULT_KERNELS and s == 1 else "gemm")
-    assert set(kernels.WINOGRAD_DEFAULT_KERNELS) <= set(kernels.WINOGRAD_KERNELS)
+    assert algo == ("winograd" if k in kernels.WINOGRAD_KERNELS and s == 1 else "gemm")
     if kernels.winograd_applies(w.shape, (s, s)):
         u = np.empty(kernels.winograd_weight_shape(w.shape), np.float32)
         bufs = {n: np.empty(v, np.float32) for n, v in kernels.winograd_buffer_shapes(x.shape, w.shape, (p, p)).items()}
@@ -457,3 +578,50 @@ def test_conv2d_errors_name_the_op_and_the_mismatch():
         kernels.check_lrn((1, 1, 4, 4), 0, 1e-4, 0.75, 1.0)
     with pytest.raises(ValueError, match=r"\[linear\] x has 5 features but w expects 6"):
         kernels.check_linear((2, 5), (3, 6), (3,))
+
+
+# -- 4. the constructor, against a stand-in cupy (no GPU needed) ---------------------
+
+def _backend_with_fake_cupy(monkeypatch, count):
+    import types
+
+    backend_mod = pytest.importorskip("alexnet_aa_cupy.backend", reason="alexnet_aa_cupy is not installed")
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: count, getDevice=lambda: 0))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.delenv("CUPY_TF32", raising=False)
+    return backend_mod.CupyBackend
+
+
+def test_backend_rejects_a_missing_device(monkeypatch):
+    from alexnet_aa.backend import BackendUnavailableError
+
+    cls = _backend_with_fake_cupy(monkeypatch, 1)
+    assert cls()._device == 0 and cls(device=0).dtype == "float32"
+    with pytest.raises(BackendUnavailableError, match=r"^\[cupy\] device 3 does not exist: this machine has 1 CUDA device \(0\)$"):
+        cls(device=3)
+    with pytest.raises(BackendUnavailableError, match=r"device -1 does not exist"):
+        cls(device=-1)
+
+
+def test_backend_tf32_is_opt_in_by_name(monkeypatch):
+    from alexnet_aa.backend import BackendError
+
+    cls = _backend_with_fake_cupy(monkeypatch, 1)
+    with pytest.raises(BackendError, match=r"tf32=True needs the environment variable CUPY_TF32=1"):
+        cls(tf32=True)
+    monkeypatch.setenv("CUPY_TF32", "1")
+    with pytest.raises(BackendError, match=r"CUPY_TF32 is set: it makes cuBLAS use TF32 .* pass tf32=True"):
+        cls()
+    assert cls(tf32=True).dtype == "tf32" and cls.dtype == "float32"
+    monkeypatch.setenv("CUPY_TF32", "0")
+    assert cls().dtype == "float32"
+
+
+def test_backend_without_cupy_names_the_install_hint(monkeypatch):
+    from alexnet_aa.backend import INSTALL_HINTS, BackendUnavailableError
+
+    cls = _backend_with_fake_cupy(monkeypatch, 1)
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(BackendUnavailableError, match=re.escape(INSTALL_HINTS["cupy"])):
+        cls()

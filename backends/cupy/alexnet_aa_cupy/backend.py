@@ -36,8 +36,33 @@ Kernels (see the header comment of each ``.cu`` file and :mod:`.kernels`):
 - ``max_pool2d``: one thread per output, floor or ceil mode.
 - ``lrn``: one pass across channels, one thread per output.
 - ``linear``: cuBLAS SGEMM through ``cupy.matmul``, then one kernel for
-  bias + ReLU. True float32: CuPy lets cuBLAS use TF32 only when the
-  environment variable ``CUPY_TF32=1`` is set, which :meth:`describe` reports.
+  bias + ReLU. True float32 by default. TF32 is opt-in by name
+  (DESIGN.md §5, §7): CuPy makes cuBLAS use TF32 for float32 products when the
+  environment variable ``CUPY_TF32`` is a positive integer (read by CuPy once per
+  process, at the first float32 matmul, and cached; CuPy's per-dtype switch,
+  ``cupy._core._routines_linalg.set_compute_type``, is private, so the variable is
+  the only supported control). ``CupyBackend(tf32=False)`` (the default) refuses
+  to start when ``CUPY_TF32`` is set; ``CupyBackend(tf32=True)`` requires it and
+  reports ``dtype = "tf32"``, so the conformance suite applies the ``"tf32"``
+  tolerances. Only ``linear`` is affected: the conv, pool and LRN kernels are
+  hand-written float32 FMA code and never use TF32.
+
+Non-finite values (DESIGN.md §5): NaN propagates as in the reference — the
+fused ReLU is ``v < 0 ? 0 : v`` (``maximum(v, 0)``: NaN stays NaN, -inf → 0),
+max-pool keeps a NaN in its window, LRN and the GEMMs carry it. A NaN input
+makes NaN exactly the outputs whose direct window holds it, on both conv
+algorithms (the Winograd transforms B^T, A^T of F(2x2, 3x3) and F(2x2, 5x5)
+have the window's support and add no zero-coefficient products). **Known gap,
+Winograd only (3x3 / 5x5 stride-1 layers, conv2–5): an infinite input gives
+NaN where the reference gives ±inf** — the input and output transforms
+subtract entries (e.g. ``v[0] = d[0] - d[2]``, ``y[1] = m[1] - m[2] - m[3]``),
+so one ±inf pixel turns into inf - inf. In the CPU emulation, one inf pixel
+(8 output channels, groups 2) made 28 of the 36 (3x3) and 96 of the 100 (5x5)
+outputs whose window holds it NaN instead of ±inf (after ReLU also where the reference gives 0 for
+-inf); outputs outside those windows stay finite and correct. This breaks
+"no element is NaN unless the reference's is" for ±inf inputs (NaN inputs
+conform); ``algo="gemm"`` conforms. ``tests/test_cuda_kernels.py`` pins both
+(``test_conv2d_winograd_inf_*``, the exact-infinities one as a strict xfail).
 
 The math of each op is documented once, on :mod:`alexnet_aa.reference`.
 """
@@ -51,35 +76,89 @@ from typing import Any
 
 import numpy as np
 
-from alexnet_aa.backend import Backend, pair
+from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendError, BackendUnavailableError, pair
 
 from . import kernels
 
-_INSTALL = "pip install -e 'backends/cupy[cuda13]'"
 # cudaError_t values (CUDA runtime API).
 _CUDA_ERROR_INSUFFICIENT_DRIVER = 35
 _CUDA_ERROR_NO_DEVICE = 100
 
 
 def _tf32_requested() -> bool:
-    return os.environ.get("CUPY_TF32", "0") not in ("", "0")
+    """Whether ``CUPY_TF32`` makes CuPy's cuBLAS use TF32: CuPy's own test, ``int(os.getenv("CUPY_TF32", "0")) > 0``."""
+    raw = os.environ.get("CUPY_TF32", "").strip()
+    if not raw:
+        return False
+    try:
+        return int(raw) > 0
+    except ValueError:
+        raise BackendError(
+            f"[cupy] CUPY_TF32={raw!r} is not an integer (CuPy reads it with int() at the first float32 matmul); "
+            "unset it for true float32, or set CUPY_TF32=1 and pass tf32=True"
+        ) from None
 
 
 class CupyBackend(Backend):
     """AlexNet ops as CUDA kernels compiled by NVRTC through CuPy (NCHW, float32).
 
-    ``device``: the CUDA device ordinal to run on (default: CuPy's current device).
+    ``device``: the CUDA device ordinal to run on (default: CuPy's current device);
+    :class:`~alexnet_aa.backend.BackendUnavailableError` when there is no such device.
+
+    ``tf32``: opt in to TF32 in cuBLAS (``linear`` only; the conv, pool and LRN
+    kernels are always true float32). CuPy's only public control is the
+    environment variable ``CUPY_TF32=1``, read once per process at the first
+    float32 matmul, so ``tf32=True`` requires it to be set (before that matmul)
+    and sets :attr:`dtype` to ``"tf32"`` (the conformance suite's ``"tf32"``
+    tolerances); ``tf32=False`` (the default) raises
+    :class:`~alexnet_aa.backend.BackendError` when it is set, so TF32 is never
+    used unnamed.
     """
 
     name = "cupy"
     layout = "NCHW"
     dtype = "float32"
 
-    def __init__(self, *, device: int | None = None) -> None:
-        import cupy
-
+    def __init__(self, *, device: int | None = None, tf32: bool = False) -> None:
+        try:
+            import cupy
+        except ImportError as exc:
+            raise BackendUnavailableError(f"[cupy] cupy is not installed ({exc}): {INSTALL_HINTS['cupy']}") from exc
+        except Exception as exc:  # a broken install (e.g. two cupy wheels)
+            raise BackendUnavailableError(
+                f"[cupy] cupy failed to import: {type(exc).__name__}: {exc}; reinstall: {INSTALL_HINTS['cupy']}"
+            ) from exc
+        requested = _tf32_requested()
+        if requested and not tf32:
+            raise BackendError(
+                "[cupy] CUPY_TF32 is set: it makes cuBLAS use TF32 (10-bit mantissa) for the float32 products in "
+                "linear; pass tf32=True to opt in (conformance then uses the 'tf32' tolerances), or unset CUPY_TF32"
+            )
+        if tf32 and not requested:
+            raise BackendError(
+                "[cupy] tf32=True needs the environment variable CUPY_TF32=1, set before the process's first float32 "
+                "matmul (CuPy reads it once and offers no public per-call switch)"
+            )
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"[cupy] CUDA is not usable here: {type(exc).__name__}: {exc}"
+            ) from exc
+        if device is None:
+            device = cupy.cuda.runtime.getDevice()
+        elif isinstance(device, bool) or not isinstance(device, (int, np.integer)):
+            raise TypeError(f"[cupy] device must be an int (a CUDA device ordinal), got {type(device).__name__}")
+        device = int(device)
+        if not 0 <= device < count:
+            have = "no CUDA device" if count == 0 else (
+                f"{count} CUDA device{'s' if count > 1 else ''} ({', '.join(map(str, range(count)))})")
+            raise BackendUnavailableError(f"[cupy] device {device} does not exist: this machine has {have}")
         self._cupy = cupy
-        self._device = cupy.cuda.runtime.getDevice() if device is None else int(device)
+        self._device = device
+        self._tf32 = bool(tf32)
+        if self._tf32:
+            self.dtype = "tf32"
         self._xp = None
 
     # -- where it runs ------------------------------------------------------
@@ -88,7 +167,7 @@ class CupyBackend(Backend):
         try:
             import cupy
         except ImportError as exc:
-            return False, f"cupy not installed ({exc}): {_INSTALL}"
+            return False, f"cupy not installed ({exc}): {INSTALL_HINTS['cupy']}"
         except Exception as exc:  # a broken install (e.g. two cupy wheels) must not crash the caller
             return False, f"cupy failed to import: {type(exc).__name__}: {exc}"
         try:
@@ -203,7 +282,7 @@ class CupyBackend(Backend):
             return kernels.lrn(x, size, alpha, beta, k)
 
     def linear(self, x, w, b, relu: bool):
-        """cuBLAS SGEMM (no TF32 unless ``CUPY_TF32=1``) + fused bias/ReLU kernel: ``linear.cu``."""
+        """cuBLAS SGEMM (TF32 only with ``tf32=True`` and ``CUPY_TF32=1``) + fused bias/ReLU kernel: ``linear.cu``."""
         x = self._native("linear", "x", x)
         w = self._native("linear", "w", w)
         if b is None:
@@ -235,7 +314,8 @@ class CupyBackend(Backend):
             "layout": "NCHW activations, IHWO conv weights, (out, in) linear weights",
             "conv2d": "implicit GEMM, tiles " + "/".join(kernels.CONV_TILES) + ", fused bias+ReLU; "
             "3x3/5x5 stride 1: Winograd F(2x2,3x3)/F(2x2,5x5), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES),
-            "tf32": "on (CUPY_TF32=1: cuBLAS may use TF32 in linear)" if _tf32_requested() else "off",
+            "tf32": "on (tf32=True, CUPY_TF32=1: cuBLAS uses TF32 in linear; conv/pool/LRN stay float32)"
+            if self._tf32 else "off (true float32 everywhere)",
             "cache dir": os.environ.get("CUPY_CACHE_DIR", "~/.cupy/kernel_cache (default)"),
         }
         try:

@@ -21,7 +21,7 @@
 //                (images one block touches) * C*H*W and * O*OH*OW < 2^31, and
 //                H, W < 2^15 + pad so window origins pack into 16 bits each).
 //   accumulator  float32 (fused multiply-add), bias added and ReLU applied in
-//                the epilogue.
+//                the epilogue (v < 0 ? 0 : v, i.e. maximum(v, 0): NaN stays NaN).
 //   entry points extern "C", one per tile configuration (names listed in
 //                kernels.py: NAME_EXPRESSIONS); no system headers (NVRTC); the GEMM
 //                main loop and micro-kernel are gemm_tile.cuh's, shared with
@@ -162,7 +162,7 @@ __device__ __forceinline__ void conv2d_forward_tile(
             for (int j = 0; j < TN; ++j) {
                 if (yoff[j] < 0) continue;
                 float v = acc[4 * q + i][j] + bias;
-                if (relu) v = v > 0.0f ? v : 0.0f;
+                if (relu) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN (as maximum(v, 0))
                 y_blk[yoff[j] + orow] = v;
             }
         }

@@ -53,7 +53,14 @@
 //   accumulator  float32 everywhere (fused multiply-add in the GEMM); transforms in
 //                float32 with the operation order written below (fmaf where a product
 //                is added, so the CPU emulation rounds as the GPU does); bias added and
-//                ReLU applied in the output transform.
+//                ReLU applied in the output transform (v < 0 ? 0 : v: NaN stays NaN).
+//   non-finite   a NaN input gives NaN exactly at the outputs whose direct window holds
+//                it (B^T and A^T have the window's support: d_0 reaches only y_0,
+//                d_{ALPHA-1} only y_1, every other d_i both; no zero-coefficient products).
+//                An infinite input does NOT conform: the transforms subtract (d0 - d2,
+//                m1 - m2 - m3, ...), so inf - inf makes NaN at outputs where the direct
+//                convolution gives +-inf (still only inside the inf's windows); see
+//                backend.py's module docstring and tests/test_cuda_kernels.py.
 //   entry points extern "C", one per transform and kernel size (conv2d_winograd_{weight,
 //                input,output}_{3x3,5x5}) and per GEMM tile (names listed in kernels.py:
 //                NAME_EXPRESSIONS); no system headers (NVRTC). The GEMM's main loop
@@ -270,7 +277,7 @@ __device__ __forceinline__ void conv2d_winograd_output_body(const float* __restr
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
                 float v = yv[i][j];
-                if (relu) v = v > 0.0f ? v : 0.0f;
+                if (relu) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN (as maximum(v, 0))
                 if (oh0 + i < OH && ow0 + j < OW) plane[(oh0 + i) * OW + ow0 + j] = v;
             }
     }

@@ -73,10 +73,8 @@ WINOGRAD_SCALAR_TILE = ConvTile("conv2d_winograd_gemm_64x64_scalar", 64, 64, 256
 CONV_ALGOS = ("gemm", "winograd")
 
 #: Kernel sizes R of ``conv2d_winograd.cu``'s F(2x2, RxR) (square kernels, stride 1); ALPHA = R + 1.
+#: :func:`choose_conv_algo` sends every stride-1 layer with one of these kernels to Winograd.
 WINOGRAD_KERNELS = (3, 5)
-#: The kernel sizes whose stride-1 layers :func:`choose_conv_algo` sends to Winograd by default
-#: (the others of :data:`WINOGRAD_KERNELS` run it only when asked, ``algo="winograd"``).
-WINOGRAD_DEFAULT_KERNELS = (3, 5)
 
 #: Every entry point of the module (extern "C", so each name is its own lowered name).
 NAME_EXPRESSIONS = (
@@ -309,7 +307,7 @@ def winograd_applies(w_shape, stride) -> bool:
 
 
 def choose_conv_algo(w_shape, stride) -> str:
-    """``"winograd"`` for the kernel sizes of :data:`WINOGRAD_DEFAULT_KERNELS` (3x3, 5x5) at stride 1, else ``"gemm"``.
+    """``"winograd"`` for the kernel sizes of :data:`WINOGRAD_KERNELS` (3x3, 5x5) at stride 1, else ``"gemm"``.
 
     Depends on the layer's shape only, never on the batch size: the two
     algorithms round differently, and an image's result must not depend on the
@@ -319,7 +317,7 @@ def choose_conv_algo(w_shape, stride) -> str:
     transformed planes through memory; ``benchmarks/bench_cupy.py``'s tile sweep
     times both on conv2.)
     """
-    return "winograd" if winograd_applies(w_shape, stride) and w_shape[1] in WINOGRAD_DEFAULT_KERNELS else "gemm"
+    return "winograd" if winograd_applies(w_shape, stride) else "gemm"
 
 
 def resolve_conv_algo(w_shape, stride, algo: str | None) -> str:
