@@ -481,15 +481,14 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, variant: str | None 
     its published weights expect (``alexnet_aa.preprocess``, JSON; kept from the
     source when it is an alexnet_aa file), and the source file's name, format and SHA-256.
     """
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"output must be a .safetensors file (it carries the preprocessing metadata), got {out}")
     return write_canonical(read_any(src, variant, use_torch=use_torch), out, extra_metadata)
 
 
 def write_canonical(imported: Imported, out: str | os.PathLike, extra_metadata: Mapping[str, str] | None = None) -> Path:
     """Write what :func:`read_any` returned to ``out`` (``.safetensors``) with the metadata :func:`convert` describes."""
     out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file (it carries the preprocessing metadata), got {out}")
     src_path = Path(imported.source)
     metadata = {
         VARIANT_KEY: imported.variant,
