@@ -5,17 +5,19 @@
 60965224
 """
 
-from .architecture import VARIANTS, architecture, count_macs, count_params, layer_infos
+from .architecture import VARIANTS, count_macs, count_params, get_architecture, layer_infos
 from .arrays import example_input, to_numpy
 from .backend import (
     Backend,
     BackendError,
     BackendUnavailableError,
     UnknownBackendError,
+    UnsupportedError,
     available_backends,
     get_backend,
     registered_backends,
 )
+from .bundles import AlexNetWeights
 from .model import AlexNet, Prediction
 from .weights import WeightsError, WeightsFileError, load_weights, save_weights
 
@@ -23,19 +25,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlexNet",
+    "AlexNetWeights",
     "Backend",
     "BackendError",
     "BackendUnavailableError",
     "Prediction",
     "UnknownBackendError",
+    "UnsupportedError",
     "VARIANTS",
     "WeightsError",
     "WeightsFileError",
-    "architecture",
     "available_backends",
     "count_macs",
     "count_params",
     "example_input",
+    "get_architecture",
     "get_backend",
     "layer_infos",
     "load_weights",

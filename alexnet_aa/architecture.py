@@ -1,10 +1,13 @@
 """AlexNet's three variants as layer tables, and the formulas that size them.
 
 Each variant is data: a tuple of layer specs that reads like the paper's
-table. Everything printed about a layer — its output shape, parameter count,
-multiply-accumulates, activation memory — is computed from these specs by the
-formulas below, and the model is built from the same specs, so the numbers
-in ``alexnet-aa summary`` and in the docs are the ones the code runs.
+table. Each spec knows what it is — its output shape, canonical parameter
+shapes, multiply-accumulates, one-line configuration and formula — and how to
+apply itself through an op set (:class:`alexnet_aa.ops.BackendOps` for the
+model, another interpreter such as the PyTorch oracle for tests), so nothing
+else switches on the layer's type. Everything printed about a layer in
+``alexnet-aa summary``, the diagrams and the docs is computed here, from the
+same specs the model runs.
 
 Notation: input ``(N, C, H, W)``; kernel ``K``, stride ``S``, padding ``P``,
 groups ``g``, output channels ``O``.
@@ -27,14 +30,64 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
+
+Shape = tuple[int, ...]
+
+# -- the formulas ---------------------------------------------------------------
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """``⌊(size + 2·padding − kernel) / stride⌋ + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_output_size(size: int, kernel: int, stride: int, ceil_mode: bool = False) -> int:
+    """``⌊(size − kernel)/stride⌋ + 1``, or in ceil mode ``⌈(size − kernel)/stride⌉ + 1``
+    less one when the last window would start at or past ``size``."""
+    if not ceil_mode:
+        return (size - kernel) // stride + 1
+    out = -(-(size - kernel) // stride) + 1
+    if (out - 1) * stride >= size:
+        out -= 1
+    return out
+
+
+def adaptive_pool_bins(size: int, output_size: int) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` of each of ``output_size`` bins over ``size`` positions:
+    bin ``i`` spans ``[⌊i·size/out⌋, ⌈(i+1)·size/out⌉)`` (torchvision's ``AdaptiveAvgPool2d``)."""
+    return [((i * size) // output_size, -(-((i + 1) * size) // output_size)) for i in range(output_size)]
+
 
 # -- layer specs ----------------------------------------------------------------
+#
+# Every spec has a ``name`` and the same methods: ``output_shape(shape)``
+# (per image, (C, H, W) or (F,)), ``param_shapes()`` (canonical names →
+# shapes), ``macs(shape)``, ``config()`` (the one-line configuration),
+# ``explain(shape)`` (its formula with its numbers) and ``apply(ops, params, x)``.
+
+
+class _LayerSpec:
+    """What every spec has; the defaults are those of a layer without weights or MACs."""
+
+    kind: ClassVar[str]
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {}
+
+    def macs(self, shape: Shape) -> int:
+        return 0
+
+    def output_size_latex(self, shape: Shape) -> str | None:
+        """The output-size formula with this layer's numbers, as LaTeX (``None``: the size is kept or fixed)."""
+        return None
 
 
 @dataclass(frozen=True)
-class Conv:
+class Conv(_LayerSpec):
     """Convolution + bias + ReLU: ``in_channels → out_channels``, square kernel."""
 
+    kind: ClassVar[str] = "Conv"
     name: str
     in_channels: int
     out_channels: int
@@ -44,59 +97,199 @@ class Conv:
     groups: int = 1
     relu: bool = True
 
+    def output_shape(self, shape: Shape) -> Shape:
+        c, h, w = shape
+        if c != self.in_channels:
+            raise ValueError(f"{self.name} expects {self.in_channels} input channels, got {c}")
+        k, s, p = self.kernel, self.stride, self.padding
+        return (self.out_channels, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
+
+    def param_shapes(self) -> dict[str, Shape]:
+        cg = self.in_channels // self.groups
+        return {f"{self.name}.weight": (self.out_channels, cg, self.kernel, self.kernel),
+                f"{self.name}.bias": (self.out_channels,)}
+
+    def macs(self, shape: Shape) -> int:
+        _, ho, wo = self.output_shape(shape)
+        return ho * wo * self.out_channels * (self.in_channels // self.groups) * self.kernel**2
+
+    def config(self) -> str:
+        k = self.kernel
+        return f"{k}x{k} /{self.stride} p{self.padding} g{self.groups}" + (" +ReLU" if self.relu else "")
+
+    def explain(self, shape: Shape) -> str:
+        h = shape[1]
+        k, s, p, o, c, g = self.kernel, self.stride, self.padding, self.out_channels, self.in_channels, self.groups
+        _, ho, wo = self.output_shape(shape)
+        params = sum(math.prod(v) for v in self.param_shapes().values())
+        return (
+            f"H_out = floor(({h} - {k} + 2*{p}) / {s}) + 1 = {ho}; "
+            f"params = {o}*({c}/{g})*{k}*{k} + {o} = {params:,}; "
+            f"MACs = {ho}*{wo}*{o}*{c // g}*{k}*{k} = {self.macs(shape):,}"
+        )
+
+    def output_size_latex(self, shape: Shape) -> str:
+        h, k, s, p = shape[1], self.kernel, self.stride, self.padding
+        return (rf"H_{{out}} = \left\lfloor \frac{{{h} - {k} + 2 \cdot {p}}}{{{s}}} \right\rfloor + 1 "
+                rf"= \lfloor {(h - k + 2 * p) / s:g} \rfloor + 1 = {conv_output_size(h, k, s, p)}")
+
+    def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
+        return ops.conv2d(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"],
+                          self.stride, self.padding, self.groups, self.relu)
+
 
 @dataclass(frozen=True)
-class LRN:
+class LRN(_LayerSpec):
     """Local response normalisation across channels (ONNX/Caffe/PyTorch convention)."""
 
+    kind: ClassVar[str] = "LRN"
     name: str
     size: int
     alpha: float
     beta: float
     k: float
 
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def config(self) -> str:
+        return f"n={self.size} a={self.alpha:g} b={self.beta:g} k={self.k:g}"
+
+    def explain(self, shape: Shape) -> str:
+        return (f"b_c = a_c / ({self.k:g} + {self.alpha:g}/{self.size} * sum of a^2 over "
+                f"{self.size} channels)^{self.beta:g}")
+
+    def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
+        return ops.lrn(x, self.size, self.alpha, self.beta, self.k)
+
 
 @dataclass(frozen=True)
-class MaxPool:
+class MaxPool(_LayerSpec):
     """Max pooling without padding; ``ceil_mode`` chooses the output-size rounding."""
 
+    kind: ClassVar[str] = "MaxPool"
     name: str
     kernel: int
     stride: int
     ceil_mode: bool = False
 
+    def output_shape(self, shape: Shape) -> Shape:
+        c, h, w = shape
+        k, s = self.kernel, self.stride
+        return (c, pool_output_size(h, k, s, self.ceil_mode), pool_output_size(w, k, s, self.ceil_mode))
+
+    def config(self) -> str:
+        return f"{self.kernel}x{self.kernel} /{self.stride} {'ceil' if self.ceil_mode else 'floor'}"
+
+    def explain(self, shape: Shape) -> str:
+        h = shape[1]
+        rounding = "ceil" if self.ceil_mode else "floor"
+        return f"H_out = {rounding}(({h} - {self.kernel}) / {self.stride}) + 1 = {self.output_shape(shape)[1]}"
+
+    def output_size_latex(self, shape: Shape) -> str:
+        h, k, s = shape[1], self.kernel, self.stride
+        left, right = (r"\lceil", r"\rceil") if self.ceil_mode else (r"\lfloor", r"\rfloor")
+        return (rf"H_{{out}} = \left{left} \frac{{{h} - {k}}}{{{s}}} \right{right} + 1 "
+                rf"= {left} {(h - k) / s:g} {right} + 1 = {pool_output_size(h, k, s, self.ceil_mode)}")
+
+    def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
+        return ops.max_pool2d(x, self.kernel, self.stride, self.ceil_mode)
+
 
 @dataclass(frozen=True)
-class AdaptiveAvgPool:
+class AdaptiveAvgPool(_LayerSpec):
     """Average pooling to a fixed ``output_size`` (torchvision's ``AdaptiveAvgPool2d``)."""
 
+    kind: ClassVar[str] = "AdaptiveAvgPool"
     name: str
     output_size: int
 
+    def output_shape(self, shape: Shape) -> Shape:
+        return (shape[0], self.output_size, self.output_size)
+
+    def config(self) -> str:
+        return f"-> {self.output_size}x{self.output_size}"
+
+    def explain(self, shape: Shape) -> str:
+        return f"average over bins of {shape[1]}/{self.output_size}"
+
+    def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
+        return ops.adaptive_avg_pool2d(x, self.output_size)
+
 
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(_LayerSpec):
     """``(N, C, H, W) → (N, C·H·W)`` in (C, H, W) order, the order of canonical fc6 weights."""
 
+    kind: ClassVar[str] = "Flatten"
     name: str
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (math.prod(shape),)
+
+    def config(self) -> str:
+        return "(C, H, W) order"
+
+    def explain(self, shape: Shape) -> str:
+        return f"{' * '.join(map(str, shape))} = {math.prod(shape)}"
+
+    def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
+        return ops.flatten(x)
 
 
 @dataclass(frozen=True)
-class Dropout:
+class Dropout(_LayerSpec):
     """Dropout with drop probability ``p``; the identity in evaluation."""
 
+    kind: ClassVar[str] = "Dropout"
     name: str
     p: float = 0.5
 
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def config(self) -> str:
+        return f"p={self.p} (eval: identity)"
+
+    def explain(self, shape: Shape) -> str:
+        return f"p = {self.p} in training; identity in eval"
+
+    def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
+        return ops.dropout(x, self.p)
+
 
 @dataclass(frozen=True)
-class Linear:
+class Linear(_LayerSpec):
     """Fully connected layer ``in_features → out_features`` (+ ReLU)."""
 
+    kind: ClassVar[str] = "Linear"
     name: str
     in_features: int
     out_features: int
     relu: bool = True
+
+    def output_shape(self, shape: Shape) -> Shape:
+        (f,) = shape
+        if f != self.in_features:
+            raise ValueError(f"{self.name} expects {self.in_features} input features, got {f}")
+        return (self.out_features,)
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {f"{self.name}.weight": (self.out_features, self.in_features),
+                f"{self.name}.bias": (self.out_features,)}
+
+    def macs(self, shape: Shape) -> int:
+        return self.in_features * self.out_features
+
+    def config(self) -> str:
+        return f"{self.in_features}->{self.out_features}" + (" +ReLU" if self.relu else "")
+
+    def explain(self, shape: Shape) -> str:
+        fi, fo = self.in_features, self.out_features
+        return f"params = {fi}*{fo} + {fo} = {fi * fo + fo:,}; MACs = {fi}*{fo} = {fi * fo:,}"
+
+    def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
+        return ops.linear(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"], self.relu)
 
 
 Layer = Conv | LRN | MaxPool | AdaptiveAvgPool | Flatten | Dropout | Linear
@@ -104,22 +297,24 @@ Layer = Conv | LRN | MaxPool | AdaptiveAvgPool | Flatten | Dropout | Linear
 
 @dataclass(frozen=True)
 class Architecture:
-    """One variant: its input size, layer table and where it comes from."""
+    """One variant: its input size, layer table, head width and where it comes from."""
 
     variant: str
     input_size: int
     layers: tuple[Layer, ...]
+    num_classes: int
     source: str
     notes: str = ""
     min_input_size: int = 0
 
-    @property
-    def weighted_layers(self) -> tuple[Conv | Linear, ...]:
-        return tuple(layer for layer in self.layers if isinstance(layer, (Conv, Linear)))
+    def layers_of(self, *kinds: type) -> tuple[Layer, ...]:
+        """The layers that are one of ``kinds`` (spec classes), in table order."""
+        return tuple(layer for layer in self.layers if isinstance(layer, kinds))
 
     @property
-    def num_classes(self) -> int:
-        return self.weighted_layers[-1].out_features
+    def weighted_layers(self) -> tuple[Layer, ...]:
+        """The layers with parameters (conv1 … fc8), in table order."""
+        return tuple(layer for layer in self.layers if layer.param_shapes())
 
 
 # -- the three variants --------------------------------------------------------
@@ -176,13 +371,13 @@ def _torchvision(num_classes: int) -> tuple[Layer, ...]:
 VARIANTS = ("paper", "caffe", "torchvision")
 
 
-def architecture(variant: str = "paper", num_classes: int = 1000) -> Architecture:
+def get_architecture(variant: str = "paper", num_classes: int = 1000) -> Architecture:
     """The layer table of ``variant`` (one of :data:`VARIANTS`) with a ``num_classes`` head."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if variant == "paper":
         return Architecture(
-            "paper", 227, _krizhevsky(_PAPER_LRN, False, num_classes),
+            "paper", 227, _krizhevsky(_PAPER_LRN, False, num_classes), num_classes,
             source="Krizhevsky, Sutskever, Hinton (2012), ImageNet Classification with Deep "
             "Convolutional Neural Networks, sections 3.1-3.5 and figure 2",
             notes="LRN k=2, n=5, alpha=1e-4 (paper, no 1/n) = 5e-4 in the alpha/n convention, "
@@ -190,14 +385,14 @@ def architecture(variant: str = "paper", num_classes: int = 1000) -> Architectur
         )
     if variant == "caffe":
         return Architecture(
-            "caffe", 227, _krizhevsky(_CAFFE_LRN, True, num_classes),
+            "caffe", 227, _krizhevsky(_CAFFE_LRN, True, num_classes), num_classes,
             source="BVLC Caffe models/bvlc_alexnet/deploy.prototxt",
             notes="LRN local_size=5, alpha=1e-4 (alpha/n convention), beta=0.75, k=1; "
             "pooling in ceil mode (Caffe's rule); conv2/4/5 grouped.",
         )
     if variant == "torchvision":
         return Architecture(
-            "torchvision", 224, _torchvision(num_classes),
+            "torchvision", 224, _torchvision(num_classes), num_classes,
             source="torchvision.models.alexnet, after Krizhevsky (2014), One weird trick for "
             "parallelizing convolutional neural networks",
             notes="no LRN, no groups, 64/192/384/256/256 channels, adaptive average pool to 6x6 "
@@ -207,23 +402,7 @@ def architecture(variant: str = "paper", num_classes: int = 1000) -> Architectur
     raise ValueError(f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)}")
 
 
-# -- the formulas ---------------------------------------------------------------
-
-
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    """``⌊(size + 2·padding − kernel) / stride⌋ + 1``."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def pool_output_size(size: int, kernel: int, stride: int, ceil_mode: bool = False) -> int:
-    """``⌊(size − kernel)/stride⌋ + 1``, or in ceil mode ``⌈(size − kernel)/stride⌉ + 1``
-    less one when the last window would start at or past ``size``."""
-    if not ceil_mode:
-        return (size - kernel) // stride + 1
-    out = -(-(size - kernel) // stride) + 1
-    if (out - 1) * stride >= size:
-        out -= 1
-    return out
+# -- walking the table ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -231,8 +410,8 @@ class LayerInfo:
     """One row of the summary: a layer with its shapes and costs (per image)."""
 
     layer: Layer
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
+    in_shape: Shape
+    out_shape: Shape
     params: int
     macs: int
     explain: str
@@ -246,46 +425,6 @@ class LayerInfo:
         return 4 * math.prod(self.out_shape)
 
 
-def _conv_info(layer: Conv, shape: tuple[int, ...]) -> LayerInfo:
-    c, h, w = shape
-    if c != layer.in_channels:
-        raise ValueError(f"{layer.name} expects {layer.in_channels} input channels, got {c}")
-    k, s, p = layer.kernel, layer.stride, layer.padding
-    ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
-    cg = layer.in_channels // layer.groups
-    params = layer.out_channels * cg * k * k + layer.out_channels
-    macs = ho * wo * layer.out_channels * cg * k * k
-    explain = (
-        f"H_out = floor(({h} - {k} + 2*{p}) / {s}) + 1 = {ho}; "
-        f"params = {layer.out_channels}*({layer.in_channels}/{layer.groups})*{k}*{k} + {layer.out_channels}"
-        f" = {params:,}; MACs = {ho}*{wo}*{layer.out_channels}*{cg}*{k}*{k} = {macs:,}"
-    )
-    return LayerInfo(layer, shape, (layer.out_channels, ho, wo), params, macs, explain)
-
-
-def _pool_info(layer: MaxPool, shape: tuple[int, ...]) -> LayerInfo:
-    c, h, w = shape
-    k, s = layer.kernel, layer.stride
-    ho = pool_output_size(h, k, s, layer.ceil_mode)
-    wo = pool_output_size(w, k, s, layer.ceil_mode)
-    rounding = "ceil" if layer.ceil_mode else "floor"
-    explain = f"H_out = {rounding}(({h} - {k}) / {s}) + 1 = {ho}"
-    return LayerInfo(layer, shape, (c, ho, wo), 0, 0, explain)
-
-
-def _linear_info(layer: Linear, shape: tuple[int, ...]) -> LayerInfo:
-    (f,) = shape
-    if f != layer.in_features:
-        raise ValueError(f"{layer.name} expects {layer.in_features} input features, got {f}")
-    params = layer.in_features * layer.out_features + layer.out_features
-    macs = layer.in_features * layer.out_features
-    explain = (
-        f"params = {layer.in_features}*{layer.out_features} + {layer.out_features} = {params:,}; "
-        f"MACs = {layer.in_features}*{layer.out_features} = {macs:,}"
-    )
-    return LayerInfo(layer, shape, (layer.out_features,), params, macs, explain)
-
-
 def layer_infos(arch: Architecture, input_size: int | None = None) -> list[LayerInfo]:
     """Walk the table from a ``(3, S, S)`` input, computing every row.
 
@@ -293,65 +432,48 @@ def layer_infos(arch: Architecture, input_size: int | None = None) -> list[Layer
     (too small an input, a wrong channel count).
     """
     size = arch.input_size if input_size is None else input_size
-    shape: tuple[int, ...] = (3, size, size)
+    shape: Shape = (3, size, size)
     rows: list[LayerInfo] = []
     for layer in arch.layers:
-        if isinstance(layer, Conv):
-            info = _conv_info(layer, shape)
-        elif isinstance(layer, MaxPool):
-            info = _pool_info(layer, shape)
-        elif isinstance(layer, Linear):
-            info = _linear_info(layer, shape)
-        elif isinstance(layer, LRN):
-            info = LayerInfo(
-                layer, shape, shape, 0, 0,
-                f"b_c = a_c / ({layer.k:g} + {layer.alpha:g}/{layer.size} * sum of a^2 over "
-                f"{layer.size} channels)^{layer.beta:g}",
-            )
-        elif isinstance(layer, AdaptiveAvgPool):
-            c = shape[0]
-            o = layer.output_size
-            info = LayerInfo(layer, shape, (c, o, o), 0, 0, f"average over bins of {shape[1]}/{o}")
-        elif isinstance(layer, Flatten):
-            flat = (math.prod(shape),)
-            info = LayerInfo(layer, shape, flat, 0, 0, f"{' * '.join(map(str, shape))} = {flat[0]}")
-        else:  # Dropout
-            info = LayerInfo(layer, shape, shape, 0, 0, f"p = {layer.p} in training; identity in eval")
-        if min(info.out_shape) < 1:
+        out = layer.output_shape(shape)
+        if min(out) < 1:
             raise ValueError(
-                f"input {size}x{size} is too small for {arch.variant}: {layer.name} would output "
-                f"{info.out_shape}"
+                f"input {size}x{size} is too small for {arch.variant}: {layer.name} would output {out}"
             )
-        rows.append(info)
-        shape = info.out_shape
+        params = sum(math.prod(s) for s in layer.param_shapes().values())
+        rows.append(LayerInfo(layer, shape, out, params, layer.macs(shape), layer.explain(shape)))
+        shape = out
     return rows
 
 
 def count_params(variant: str = "paper", num_classes: int = 1000) -> int:
     """Total learnable parameters (weights + biases)."""
-    return sum(r.params for r in layer_infos(architecture(variant, num_classes)))
+    return sum(r.params for r in layer_infos(get_architecture(variant, num_classes)))
 
 
 def count_macs(variant: str = "paper", num_classes: int = 1000, input_size: int | None = None) -> int:
     """Multiply-accumulates of one image's forward pass (conv + linear)."""
-    return sum(r.macs for r in layer_infos(architecture(variant, num_classes), input_size))
+    return sum(r.macs for r in layer_infos(get_architecture(variant, num_classes), input_size))
 
 
-def flatten_input_shape(arch: Architecture) -> tuple[int, int, int]:
-    """``(C, H, W)`` of the map the flatten layer turns into fc6's input (``(256, 6, 6)``)."""
-    info = next(i for i in layer_infos(arch) if isinstance(i.layer, Flatten))
-    return info.in_shape
+def flattened_map_shape(arch: Architecture) -> Shape:
+    """``(C, H, W)`` of the map that becomes fc6's input features (``(256, 6, 6)``): the input
+    of the layer that turns a map into a vector."""
+    return next(i.in_shape for i in layer_infos(arch) if len(i.in_shape) == 3 and len(i.out_shape) == 1)
 
 
-def param_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+def flat_feature_layers(arch: Architecture) -> tuple[str, ...]:
+    """The layers whose output is the flattened map itself, in its (C, H, W) order: the flatten and
+    the parameterless layers after it, up to the first weighted layer (torchvision's ``drop6``)."""
+    names: list[str] = []
+    for info in layer_infos(arch):
+        if names and info.params:
+            break
+        if names or (len(info.in_shape) == 3 and len(info.out_shape) == 1):
+            names.append(info.name)
+    return tuple(names)
+
+
+def param_shapes(arch: Architecture) -> dict[str, Shape]:
     """Canonical tensor names → shapes: conv ``(O, C/g, K, K)``, linear ``(out, in)``, bias ``(O,)``."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for layer in arch.weighted_layers:
-        if isinstance(layer, Conv):
-            cg = layer.in_channels // layer.groups
-            shapes[f"{layer.name}.weight"] = (layer.out_channels, cg, layer.kernel, layer.kernel)
-            shapes[f"{layer.name}.bias"] = (layer.out_channels,)
-        else:
-            shapes[f"{layer.name}.weight"] = (layer.out_features, layer.in_features)
-            shapes[f"{layer.name}.bias"] = (layer.out_features,)
-    return shapes
+    return {name: shape for layer in arch.layers for name, shape in layer.param_shapes().items()}

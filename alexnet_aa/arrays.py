@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .architecture import architecture
+from .architecture import get_architecture
 
 
 def _module_of(x: Any) -> str:
@@ -41,5 +41,5 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def example_input(variant: str = "paper", batch: int = 1, seed: int = 0) -> np.ndarray:
     """A seeded standard-normal NCHW float32 batch at ``variant``'s input size."""
-    size = architecture(variant).input_size
+    size = get_architecture(variant).input_size
     return np.random.default_rng(seed).standard_normal((batch, 3, size, size), dtype=np.float32)

@@ -1,26 +1,35 @@
 """The Backend protocol, the registry of backends and their selection.
 
 A backend is one object that owns an array namespace and computes AlexNet's
-four heavy ops on arrays of that namespace, in its own activation layout:
+four heavy ops on arrays of that namespace, in its own layouts:
 
-============  =======================================================
-attribute     meaning
-============  =======================================================
-``name``      the name it is registered under (``"numpy"``, ``"mlx"``)
-``layout``    ``"NCHW"`` or ``"NHWC"``: what its ops take and return
-``dtype``     the compute dtype, ``"float32"`` unless asked otherwise
-``xp``        its array namespace (Array API standard)
-============  =======================================================
+========================  ==========================================================
+attribute                 meaning
+========================  ==========================================================
+``name``                  the name it is registered under (``"numpy"``, ``"mlx"``)
+``layout``                ``"NCHW"`` or ``"NHWC"``: the activations its ops take and return
+``conv_weight_layout``    the axis order of the conv weights its ``prepare`` returns
+                          (a permutation of ``"OIHW"``; default ``"OIHW"``)
+``linear_weight_layout``  ``"OI"`` (default) or ``"IO"``: the same for linear weights
+``dtype``                 the compute dtype, ``"float32"`` unless asked otherwise
+``unsupported``           ``{capability: reason}`` for each of :data:`CAPABILITIES` it
+                          lacks: ops refuse those calls with :class:`UnsupportedError`
+                          and the conformance suite skips the cases that need them
+``xp``                    its array namespace (Array API standard)
+========================  ==========================================================
 
 Methods: :meth:`Backend.available`, :meth:`Backend.asarray`,
-:meth:`Backend.to_host`, :meth:`Backend.prepare`, the ops
-:meth:`Backend.conv2d`, :meth:`Backend.max_pool2d`, :meth:`Backend.lrn`,
+:meth:`Backend.to_host`, :meth:`Backend.prepare` (a default is provided), the
+ops :meth:`Backend.conv2d`, :meth:`Backend.max_pool2d`, :meth:`Backend.lrn`,
 :meth:`Backend.linear`, and the optional :meth:`Backend.warmup` and
 :meth:`Backend.describe`.
 
-The math of every op is documented once, on the reference op of the same name
-in :mod:`alexnet_aa.reference`; a backend's docstrings say only how it
-computes it (layout, tiling, fusion).
+The ops are called through :mod:`alexnet_aa.ops`, which has validated every
+argument: a backend's op receives native arrays of the right ranks and
+matching sizes, kernels, strides and paddings as pairs of ints and flags as
+bools, and only computes. The math of every op is documented once, on the
+reference op of the same name in :mod:`alexnet_aa.reference`; a backend's
+docstrings say only how it computes it (layout, tiling, fusion).
 
 Backends are found through the entry-point group ``alexnet_aa.backends``
 (``name = "module:Class"``). Listing them imports nothing; a backend's module
@@ -38,16 +47,25 @@ from typing import Any
 
 import numpy as np
 
+from . import layouts
+
 ENTRY_POINT_GROUP = "alexnet_aa.backends"
 
-LAYOUTS = ("NCHW", "NHWC")
-
-#: How to install each backend this project publishes (shown when one is missing).
+#: How to install each backend this project publishes as its own distribution (shown when one is
+#: missing). ``array-api`` comes with ``alexnet-aa`` itself.
 INSTALL_HINTS = {
-    "array-api": "python -m pip install -e backends/array_api",
-    "numpy": "python -m pip install -e backends/numpy",
-    "mlx": "python -m pip install -e 'backends/mlx[cpu]'  (macOS arm64: -e backends/mlx)",
-    "cupy": "python -m pip install -e 'backends/cupy[cuda13]'",
+    "numpy": "python -m pip install alexnet-aa-numpy",
+    "mlx": "python -m pip install 'alexnet-aa-mlx[cpu]'  (macOS arm64, Metal: alexnet-aa-mlx)",
+    "cupy": "python -m pip install 'alexnet-aa-cupy[cuda13]'",
+}
+
+#: Optional capabilities, and what each one covers. A backend lists the ones it lacks in
+#: ``unsupported`` with its reason.
+CAPABILITIES = {
+    "groups": "conv2d with groups > 1",
+    "ceil_mode": "max_pool2d with ceil_mode=True where it differs from floor mode",
+    "lrn_even_size": "lrn with an even window size",
+    "float64": "computing in float64 (the constructor option dtype='float64')",
 }
 
 
@@ -63,39 +81,30 @@ class BackendUnavailableError(BackendError):
     """The backend is registered but cannot run here (package or device missing)."""
 
 
-def pair(value: int | tuple[int, int], what: str, op: str, minimum: int = 0) -> tuple[int, int]:
-    """``3 → (3, 3)``; ``(3, 2)`` stays; anything else, or a value below ``minimum``, is a
-    ``ValueError`` naming ``op``: ``[max_pool2d] kernel must be >= 1, got (0, 3)``.
+class UnsupportedError(BackendError, NotImplementedError):
+    """An op asked for a capability the backend declares it lacks; ``capability`` names it."""
 
-    The one place where every backend validates strides (``minimum=1``),
-    kernels (``minimum=1``) and paddings (``minimum=0``).
-    """
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        out = (int(value), int(value))
-    elif (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        out = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"[{op}] {what} must be an int or a pair of ints, got {value!r}")
-    if min(out) < minimum:
-        raise ValueError(f"[{op}] {what} must be >= {minimum}, got {value!r}")
-    return out
+    def __init__(self, capability: str, message: str) -> None:
+        self.capability = capability
+        super().__init__(message)
 
 
 class Backend(abc.ABC):
     """Base class of every backend, ours and third parties'.
 
-    Subclasses set ``name`` and ``layout`` and implement the abstract methods.
-    Options (a namespace, a dtype, a device) are keyword arguments of the
-    constructor; :func:`get_backend` passes them through.
+    Subclasses set ``name`` and ``layout`` (and the weight layouts and
+    ``unsupported`` where the defaults do not hold) and implement the abstract
+    methods. Options (a namespace, a dtype, a device) are keyword arguments of
+    the constructor; :func:`get_backend` passes them through. A backend that
+    computes in float64 takes ``dtype="float64"``.
     """
 
     name: str = ""
     layout: str = "NCHW"
+    conv_weight_layout: str = "OIHW"
+    linear_weight_layout: str = "OI"
     dtype: str = "float32"
+    unsupported: Mapping[str, str] = {}
 
     # -- where it runs ------------------------------------------------------
     @classmethod
@@ -120,26 +129,36 @@ class Backend(abc.ABC):
     def to_host(self, x: Any) -> np.ndarray:
         """Native array → NumPy array (a copy where the data lives on a device)."""
 
-    @abc.abstractmethod
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Canonical host weights → native arrays, once per model.
 
         ``params`` maps names to float32 host arrays in the canonical layouts:
         4-D conv weights ``(out, in/groups, kh, kw)``, 2-D linear weights
-        ``(out, in)``, 1-D biases. Each is converted to whatever layout this
-        backend's ops want (decided by its rank) and moved to the device; the
-        result has the same keys. The model has already permuted fc6's input
-        axis to this backend's flatten order.
+        ``(out, in)``, 1-D biases. The result has the same keys, each tensor in
+        the backend's declared ``conv_weight_layout`` / ``linear_weight_layout``
+        (decided by its rank) and on its device. The model has already
+        permuted fc6's input axis to this backend's flatten order.
+
+        The default transposes on the host (:func:`alexnet_aa.layouts.weights_to`)
+        and calls :meth:`asarray`; a backend overrides it to add what its ops
+        precompute (a Winograd transform, an evaluation), starting from
+        ``super().prepare(params)``.
         """
+        host = layouts.weights_to(params, self.conv_weight_layout, self.linear_weight_layout)
+        return {name: self.asarray(value) for name, value in host.items()}
 
-    # -- the four ops ---------------------------------------------------------
+    # -- the four ops: called by alexnet_aa.ops with validated, normalised arguments --
     @abc.abstractmethod
-    def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
-        """Grouped 2-D cross-correlation + bias (+ ReLU). See :func:`alexnet_aa.reference.conv2d`."""
+    def conv2d(self, x, w, b, stride: tuple[int, int], padding: tuple[int, int], groups: int, relu: bool):
+        """Grouped 2-D cross-correlation + bias (+ ReLU). See :func:`alexnet_aa.reference.conv2d`.
+
+        ``b`` may be ``None``; the output size is at least 1×1."""
 
     @abc.abstractmethod
-    def max_pool2d(self, x, kernel, stride, ceil_mode: bool):
-        """Max pooling, floor or ceil mode. See :func:`alexnet_aa.reference.max_pool2d`."""
+    def max_pool2d(self, x, kernel: tuple[int, int], stride: tuple[int, int], ceil_mode: bool):
+        """Max pooling, floor or ceil mode. See :func:`alexnet_aa.reference.max_pool2d`.
+
+        The map is at least as large as the kernel."""
 
     @abc.abstractmethod
     def lrn(self, x, size: int, alpha: float, beta: float, k: float):
@@ -147,7 +166,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def linear(self, x, w, b, relu: bool):
-        """``x @ w.T + b`` (+ ReLU). See :func:`alexnet_aa.reference.linear`."""
+        """``x @ w.T + b`` (+ ReLU), ``w`` in ``linear_weight_layout``. See :func:`alexnet_aa.reference.linear`.
+
+        ``b`` may be ``None``."""
 
     # -- optional -----------------------------------------------------------
     def warmup(self) -> float:
@@ -160,6 +181,22 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} layout={self.layout} dtype={self.dtype}>"
+
+
+def protocol_problems(cls: type) -> list[str]:
+    """What a backend class declares wrongly: its layouts and its ``unsupported`` capabilities
+    (empty when all is well). The conformance suite checks it on every backend class."""
+    problems = layouts.layout_problems(cls.layout, cls.conv_weight_layout, cls.linear_weight_layout)
+    unsupported = cls.unsupported
+    if not isinstance(unsupported, Mapping):
+        problems.append(f"unsupported: expected a mapping of capability to reason, got {unsupported!r}")
+        return problems
+    for capability, reason in unsupported.items():
+        if capability not in CAPABILITIES:
+            problems.append(f"unsupported: expected capabilities among {sorted(CAPABILITIES)}, got {capability!r}")
+        if not (isinstance(reason, str) and reason.strip()):
+            problems.append(f"unsupported[{capability!r}]: expected the reason as a non-empty string, got {reason!r}")
+    return problems
 
 
 # -- the registry -------------------------------------------------------------
@@ -189,6 +226,10 @@ def backend_class(name: str) -> type[Backend]:
     """
     eps = registered_backends()
     if name not in eps:
+        if name in INSTALL_HINTS:
+            raise UnknownBackendError(
+                f"backend {name!r} is not installed: {INSTALL_HINTS[name]}\nknown backends:\n{_known_list()}"
+            )
         raise UnknownBackendError(f"unknown backend {name!r}; known backends:\n{_known_list()}")
     try:
         cls = eps[name].load()

@@ -12,19 +12,19 @@ reference, layer by layer), ``weights import`` / ``weights download``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
-from .architecture import VARIANTS, architecture
+from .architecture import VARIANTS, get_architecture
 from .arrays import example_input
 from .backend import INSTALL_HINTS, BackendError, available_backends, backend_class
 from .model import AlexNet
 from .summary import format_text
 from .testing.compare import oracle, relative_error, tolerance
-from .visualize import add_parser as add_visualize_parser
-from .weights import WeightsError, he_weights
+from .weights import PREPROCESS_KEY, WeightsError, he_weights
 
 # Heavier modules (Pillow, urllib, onnx, torch) load only in the subcommands that use them.
 
@@ -42,7 +42,7 @@ def _add_variant(p: argparse.ArgumentParser) -> None:
 
 def _weights_arg(args) -> object:
     """The ``--weights`` file, else He-scaled random weights (well-separated logits) seeded by ``--seed``."""
-    return args.weights if args.weights else he_weights(architecture(args.variant), args.seed)
+    return args.weights if args.weights else he_weights(get_architecture(args.variant), args.seed)
 
 
 def cmd_summary(args) -> int:
@@ -58,7 +58,10 @@ def cmd_backends(args) -> int:
             try:
                 backend = backend_class(name)()
                 facts = backend.describe()
-                print(f"{'':<10} layout {backend.layout}, dtype {backend.dtype}")
+                print(f"{'':<10} layout {backend.layout} (conv weights {backend.conv_weight_layout}, "
+                      f"linear weights {backend.linear_weight_layout}), dtype {backend.dtype}")
+                for capability, reason in backend.unsupported.items():
+                    print(f"{'':<10} unsupported {capability}: {reason}")
                 for key, value in facts.items():
                     print(f"{'':<10} {key}: {value}")
             except Exception as exc:  # a backend's describe() must not hide the others
@@ -74,7 +77,7 @@ def _forward_timed(model: AlexNet, x) -> tuple[dict[str, np.ndarray], dict[str, 
     (for NHWC backends, including the transpose back to NCHW)."""
     outputs, seconds = {}, {}
     start = time.perf_counter()
-    for name, y in model._forward(x):
+    for name, y in model.iter_layers(x):
         # the copy to the host forces lazy (MLX) and asynchronous (CuPy) work to finish
         outputs[name] = model.backend.to_host(model.canonical(name, y))
         seconds[name] = time.perf_counter() - start
@@ -99,7 +102,7 @@ def cmd_run(args) -> int:
     print(f"time: {best * 1e3:.2f} ms per batch, {best / args.batch * 1e3:.2f} ms per image, "
           f"{args.batch / best:.1f} images/s (best of {args.repeats})")
     for i in range(min(args.batch, 4)):
-        top = ", ".join(f"{c} ({p:.3f})" for c, p in zip(pred.indices[i], pred.probabilities[i]))
+        top = ", ".join(f"{model.categories[c]} [{c}] ({p:.3f})" for c, p in zip(pred.indices[i], pred.probabilities[i]))
         print(f"image {i}: top-5 classes {top}")
     return 0
 
@@ -171,16 +174,10 @@ def cmd_weights_download(args) -> int:
 def cmd_classify(args) -> int:
     import json
 
-    from .imagenet import (
-        PREPROCESS_KEY,
-        ImageError,
-        Preprocess,
-        class_names,
-        default_preprocess,
-        iter_image_files,
-        load_image,
-    )
+    from .categories import class_names
+    from .images import ImageError, iter_image_files, load_image
     from .importers import read_any
+    from .preprocess import Preprocess, default_preprocess
 
     files = iter_image_files(args.images)
     if not files:
@@ -247,6 +244,43 @@ def _print_result(entry: dict) -> None:
     print(entry["path"])
     for rank, t in enumerate(entry["top"], 1):
         print(f"  {rank}. {t['probability']:7.2%}  {t['name']} ({t['index']})")
+
+
+def cmd_visualize(args) -> int:
+    """``alexnet-aa visualize``: write the PNGs (:func:`alexnet_aa.visualize.visualize`) and say what went in."""
+    from .categories import class_names
+    from .images import load_image
+    from .preprocess import Preprocess, default_preprocess
+    from .visualize import visualize
+
+    weights, preprocess, variant, metadata = None, None, args.variant, {}
+    if args.weights:
+        from .importers import read_any
+
+        imported = read_any(args.weights, args.variant)
+        weights, variant, metadata = imported.params, imported.variant, imported.metadata
+        if PREPROCESS_KEY in metadata:
+            preprocess = Preprocess.from_json(metadata[PREPROCESS_KEY])
+        print(f"weights: {args.weights} ({variant} variant, from {imported.source_format})")
+    else:
+        variant = variant or "paper"
+        print(f"weights: none given, seeded random He-scaled weights (seed {args.seed}): "
+              "the filters are noise, not learned features")
+    preprocess = preprocess or default_preprocess(variant)
+    if args.image:
+        image = load_image(args.image)
+        print(f"image: {args.image}, preprocessed as {preprocess.source or 'the weights file says'}")
+    else:
+        image = None
+        print(f"image: none given, a synthetic test image (seed {args.seed})")
+    pictures = visualize(args.out, variant=variant, weights=weights, image=image, preprocess=preprocess,
+                         backend=args.backend, seed=args.seed, filter_scale=args.scale)
+    for path in pictures.paths.values():
+        print(f"wrote {path}")
+    names = class_names(metadata, weights["fc8.weight"].shape[0]) if weights is not None else None
+    top = ", ".join(f"{names[i] if names else i} ({p:.3f})" for i, p in pictures.top5)
+    print(f"top-5 classes on the {args.backend} backend: {top}")
+    return 0
 
 
 def _add_weights_parsers(sub) -> None:
@@ -316,7 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     _add_weights_parsers(sub)
-    add_visualize_parser(sub)
+
+    p = sub.add_parser("visualize", help="PNGs of conv1's filters and of every layer's activation maps")
+    p.add_argument("--weights", help=".safetensors or .npz file (default: seeded random weights)")
+    p.add_argument("--out", required=True, help="directory to write the PNGs into (created if missing)")
+    p.add_argument("--image", help="an image file (default: a synthetic test image)")
+    p.add_argument("--variant", choices=VARIANTS, default=None,
+                   help="AlexNet variant (default: guessed from --weights, else paper)")
+    p.add_argument("--backend", default="numpy", help="backend that computes the activations (default: numpy)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and the synthetic image")
+    p.add_argument("--scale", type=int, default=4, help="pixels per filter weight in conv1_filters.png (default: 4)")
+    p.set_defaults(func=cmd_visualize)
     return parser
 
 
@@ -325,7 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     from .download import DownloadError
 
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # the reader went away (`alexnet-aa summary | head`): stop quietly, as a Unix filter does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (BackendError, WeightsError, DownloadError, ValueError) as exc:
         command = args.command + (f" {args.weights_command}" if getattr(args, "weights_command", None) else "")
         print(f"alexnet-aa {command}: error: {exc}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Every row is one layer of :func:`alexnet_aa.architecture.architecture`, with
 the output shape, parameters and MACs of :func:`~alexnet_aa.architecture.layer_infos`
-and the configuration of :func:`alexnet_aa.summary.layer_config`, so the
+and the configuration each layer spec gives (``layer.config()``), so the
 picture shows the numbers the code runs. The bar in the middle is the layer's
 output tensor, its width proportional to the square root of its element count
 (the activation funnel from 154,587 input values to 1,000 logits); a grouped
@@ -21,10 +21,9 @@ import math
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from .architecture import Conv, architecture, layer_infos
-from .summary import layer_config
+from .architecture import get_architecture, layer_infos
 
-#: Fill colour per layer type (and the input).
+#: Fill colour per layer kind (``layer.kind``) and for the input.
 COLORS = {
     "Input": "#9c755f",
     "Conv": "#4e79a7",
@@ -53,13 +52,12 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 def architecture_svg(variant: str = "paper", num_classes: int = 1000) -> str:
     """The diagram of ``variant`` as an SVG document (a string)."""
-    arch = architecture(variant, num_classes)
+    arch = get_architecture(variant, num_classes)
     infos = layer_infos(arch)
     size = arch.input_size
     rows = [("input", "Input", f"image {size}×{size}, RGB", (3, size, size), 1, "", "")]
     rows += [
-        (i.name, type(i.layer).__name__, layer_config(i.layer), i.out_shape,
-         i.layer.groups if isinstance(i.layer, Conv) else 1,
+        (i.name, i.layer.kind, i.layer.config(), i.out_shape, getattr(i.layer, "groups", 1),
          f"{i.params:,}" if i.params else "", f"{i.macs:,}" if i.macs else "")
         for i in infos
     ]

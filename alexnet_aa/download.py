@@ -3,7 +3,7 @@
 ``alexnet-aa weights download torchvision`` (or :func:`download`) fetches
 torchvision's ``alexnet-owt-7be5be79.pth`` with ``urllib`` only, streams it to
 ``<name>.partial`` in the cache, verifies its size and full SHA-256 against the
-constants of :class:`alexnet_aa.imagenet.AlexNetWeights`, converts it to the
+constants of :class:`alexnet_aa.bundles.AlexNetWeights`, converts it to the
 project's ``.safetensors`` (canonical names, variant and preprocessing in the
 metadata) and keeps only that file. A wrong digest, a short read or any
 error deletes the partial file and raises :class:`DownloadError`; nothing
@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .imagenet import AlexNetWeights
+from .bundles import AlexNetWeights
 from .weights import WeightsError
 
 CACHE_ENV = "ALEXNET_AA_CACHE"

@@ -64,9 +64,19 @@ from typing import Any
 
 import numpy as np
 
-from .architecture import VARIANTS, architecture
-from .imagenet import PREPROCESS_KEY, VARIANT_KEY, default_preprocess
-from .weights import WeightsError, WeightsFileError, check_weights, fitting_variants, read_weights_file, save_weights
+from .architecture import VARIANTS, get_architecture
+from .preprocess import default_preprocess
+from .weights import (
+    PREPROCESS_KEY,
+    SOURCE_SHA256_KEY,
+    VARIANT_KEY,
+    WeightsError,
+    WeightsFileError,
+    check_weights,
+    fitting_variants,
+    read_weights_file,
+    save_weights,
+)
 
 #: Oldest torch whose ``torch.load(weights_only=True)`` is trusted (CVE-2025-32434, CVE-2026-24747).
 MIN_TORCH = (2, 10)
@@ -115,7 +125,7 @@ def _num_classes(params: Mapping[str, Any]) -> int:
 
 def _passes(params: Mapping[str, Any], variant: str, num_classes: int) -> bool:
     try:
-        check_weights(params, architecture(variant, num_classes))
+        check_weights(params, get_architecture(variant, num_classes))
     except WeightsError:
         return False
     return True
@@ -137,13 +147,13 @@ def validate(params: Mapping[str, Any], variant: str | None, source: str, *, nat
         attempts = []
         for v in VARIANTS:
             try:
-                check_weights(params, architecture(v, num_classes))
+                check_weights(params, get_architecture(v, num_classes))
             except WeightsError as exc:
                 attempts.append((len(exc.problems), v, exc.problems))
         _, closest, problems = min(attempts)
         raise WeightsError(f"{source}: the weights fit no AlexNet variant (closest: {closest!r})", problems)
     try:
-        return check_weights(params, architecture(target, num_classes)), target
+        return check_weights(params, get_architecture(target, num_classes)), target
     except WeightsError as exc:
         hint = ""
         others = [v for v in fits if v != target and _passes(params, v, num_classes)]
@@ -495,7 +505,7 @@ def write_canonical(imported: Imported, out: str | os.PathLike, extra_metadata: 
         PREPROCESS_KEY: imported.metadata.get(PREPROCESS_KEY) or default_preprocess(imported.variant).to_json(),
         "alexnet_aa.source": src_path.name,
         "alexnet_aa.source_format": imported.source_format,
-        "alexnet_aa.source_sha256": _sha256(src_path),
+        SOURCE_SHA256_KEY: _sha256(src_path),
     }
     for key, value in imported.metadata.items():
         metadata.setdefault(key, value)

@@ -1,10 +1,11 @@
 """AlexNet's forward pass, written once against the Python Array API.
 
-The model walks its variant's layer table (:mod:`alexnet_aa.architecture`)
-and hands each heavy layer to the chosen backend; the light ones (flatten,
-dropout, adaptive average pool, softmax, top-k) are plain Array API code on
-whatever namespace the backend works in. This module imports no array
-library: it learns the namespace from the backend and from its input.
+The model walks its variant's layer table (:mod:`alexnet_aa.architecture`);
+each layer applies itself through :class:`alexnet_aa.ops.BackendOps` — the
+heavy ops on the chosen backend, the light ones (flatten, dropout, adaptive
+average pool, softmax) as plain Array API code on the backend's namespace.
+This module imports no array library: it learns the namespace from the
+backend and from its input. Layout conversions are :mod:`alexnet_aa.layouts`'.
 
 >>> from alexnet_aa import AlexNet, example_input
 >>> model = AlexNet("torchvision", backend="numpy")
@@ -21,25 +22,20 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
-from .architecture import (
-    LRN,
-    AdaptiveAvgPool,
-    Conv,
-    Dropout,
-    Flatten,
-    Linear,
-    MaxPool,
-    architecture,
-    count_macs,
-    count_params,
-    flatten_input_shape,
-)
+from . import layouts, ops
+from .architecture import count_macs, count_params, flat_feature_layers, flattened_map_shape, get_architecture
 from .arrays import to_numpy
 from .backend import Backend, get_backend
+from .bundles import AlexNetWeights
+from .categories import class_names
+from .preprocess import Preprocess, default_preprocess
 from .weights import (
+    PREPROCESS_KEY,
+    SOURCE_SHA256_KEY,
+    VARIANT_KEY,
     WeightsError,
+    WeightsFileError,
     check_weights,
-    fc6_to_layout,
     fitting_variants,
     init_weights,
     read_weights_file,
@@ -66,12 +62,14 @@ class AlexNet:
         A registered backend's name (see ``alexnet-aa backends``) or a
         :class:`~alexnet_aa.backend.Backend` instance.
     weights
-        ``None`` for the paper's initialisation (seeded by ``seed``), a path to
-        a ``.safetensors`` or ``.npz`` file, or a mapping of canonical names to
+        ``None`` for the paper's initialisation (seeded by ``seed``); a
+        published bundle, :class:`~alexnet_aa.bundles.AlexNetWeights` (its
+        cached, verified download: ``alexnet-aa weights download``); a path to
+        a ``.safetensors`` or ``.npz`` file; or a mapping of canonical names to
         arrays. Checked against the variant: every missing, extra or
         misshapen tensor is reported in one :class:`~alexnet_aa.weights.WeightsError`.
     num_classes
-        fc8's width (default 1000).
+        fc8's width: by default the bundle's number of categories, else 1000.
     fresh_head
         Replace fc8 (whatever the weights hold there, if anything) by a fresh
         ``num_classes``-wide head with the paper's initialisation, seeded by
@@ -79,8 +77,11 @@ class AlexNet:
     backend_options
         Passed to the backend's constructor (e.g. ``dtype="float64"``).
 
-    The weights are converted to the backend's native layout once, here; a
-    model whose weights fail to load is never built.
+    Attributes: ``arch`` (the layer table), ``backend``, ``preprocess`` (the
+    :class:`~alexnet_aa.preprocess.Preprocess` the weights expect: the
+    bundle's, the file's metadata, else the variant's default), ``categories``
+    (the class names of the head). The weights are converted to the backend's
+    native layout once, here; a model whose weights fail to load is never built.
     """
 
     def __init__(
@@ -88,26 +89,34 @@ class AlexNet:
         variant: str = "paper",
         backend: str | Backend = "numpy",
         *,
-        weights: str | PathLike | Mapping[str, Any] | None = None,
+        weights: AlexNetWeights | str | PathLike | Mapping[str, Any] | None = None,
         seed: int = 0,
-        num_classes: int = 1000,
+        num_classes: int | None = None,
         fresh_head: bool = False,
         **backend_options: Any,
     ) -> None:
-        self.arch = architecture(variant, num_classes)
+        given, metadata, source = _weights_source(weights, variant)
+        if num_classes is None:
+            bundle = weights if isinstance(weights, AlexNetWeights) and not fresh_head else None
+            num_classes = len(bundle.meta["categories"]) if bundle is not None else 1000
+        self.arch = get_architecture(variant, num_classes)
         self.variant = variant
-        canonical = self._canonical_weights(weights, seed, fresh_head)
+        self._state = self._checked(given, source, seed, fresh_head)
+        self.preprocess: Preprocess = (
+            weights.transforms() if isinstance(weights, AlexNetWeights)
+            else Preprocess.from_json(metadata[PREPROCESS_KEY]) if PREPROCESS_KEY in metadata
+            else default_preprocess(variant)
+        )
+        self.categories: list[str] = class_names({} if fresh_head else metadata, num_classes)
         self.backend = get_backend(backend, **backend_options)
-        self._state = canonical
-        self._params = self.backend.prepare(fc6_to_layout(canonical, self.arch, self.backend.layout))
+        self.ops = ops.BackendOps(self.backend)
+        self._native = self.backend.prepare(layouts.fc6_to_flatten_order(self._state, self.arch, self.backend.layout))
+        self._flat_map = flattened_map_shape(self.arch)
+        self._flat_layers = frozenset(flat_feature_layers(self.arch))
 
-    def _canonical_weights(self, weights, seed: int, fresh_head: bool) -> dict[str, Any]:
-        if weights is None:
+    def _checked(self, given: dict[str, Any] | None, source: str, seed: int, fresh_head: bool) -> dict[str, Any]:
+        if given is None:
             return init_weights(self.arch, seed)
-        if isinstance(weights, Mapping):
-            given, source = dict(weights), "the weights mapping"
-        else:
-            given, source = read_weights_file(weights)[0], str(weights)
         if fresh_head:
             given.update(init_weights(self.arch, seed, names=("fc8.weight", "fc8.bias")))
         try:
@@ -127,6 +136,11 @@ class AlexNet:
     def macs(self) -> int:
         """Multiply-accumulates per image at the variant's input size."""
         return count_macs(self.variant, self.arch.num_classes)
+
+    @property
+    def native_params(self) -> dict[str, Any]:
+        """The weights as the backend's ops take them (its layouts, its device), by canonical name."""
+        return dict(self._native)
 
     def state_dict(self) -> dict[str, Any]:
         """Canonical float32 host arrays (copies), by canonical name."""
@@ -157,36 +171,19 @@ class AlexNet:
             raise ValueError(f"the {self.variant} variant takes {size}x{size} input, got {h}x{w} (shape {shape})")
         if not array_namespace(x).isdtype(x.dtype, "real floating"):
             raise TypeError(f"expected a floating-point input (float32), got dtype {x.dtype}")
-        x = self.backend.asarray(x)
-        if self.backend.layout == "NHWC":
-            x = self.backend.xp.permute_dims(x, (0, 2, 3, 1))
-        return x
+        return layouts.to_layout(self.backend.asarray(x), self.backend.layout, self.backend.xp)
 
-    def _forward(self, x) -> Iterator[tuple[str, Any]]:
-        """Yield ``(layer name, output)`` for every layer, in the backend's layout."""
-        be, p = self.backend, self._params
+    def iter_layers(self, x) -> Iterator[tuple[str, Any]]:
+        """Yield ``(layer name, output)`` for every layer, in order, each output in the backend's
+        own layout and namespace (:meth:`canonical` converts one; :meth:`layers` converts all)."""
         x = self._native_input(x)
         for layer in self.arch.layers:
-            name = layer.name
-            if isinstance(layer, Conv):
-                x = be.conv2d(x, p[f"{name}.weight"], p[f"{name}.bias"], layer.stride, layer.padding, layer.groups, layer.relu)
-            elif isinstance(layer, LRN):
-                x = be.lrn(x, layer.size, layer.alpha, layer.beta, layer.k)
-            elif isinstance(layer, MaxPool):
-                x = be.max_pool2d(x, layer.kernel, layer.stride, layer.ceil_mode)
-            elif isinstance(layer, AdaptiveAvgPool):
-                x = _adaptive_avg_pool2d(x, layer.output_size, be.layout, be.xp)
-            elif isinstance(layer, Flatten):
-                x = be.xp.reshape(x, (x.shape[0], -1))
-            elif isinstance(layer, Linear):
-                x = be.linear(x, p[f"{name}.weight"], p[f"{name}.bias"], layer.relu)
-            elif not isinstance(layer, Dropout):  # dropout: the identity in evaluation
-                raise TypeError(f"unknown layer {layer!r}")
-            yield name, x
+            x = layer.apply(self.ops, self._native, x)
+            yield layer.name, x
 
     def __call__(self, x):
         """Logits ``(N, num_classes)`` for an NCHW float batch, as an array of the backend's namespace."""
-        for _, x in self._forward(x):
+        for _, x in self.iter_layers(x):
             pass
         return x
 
@@ -194,25 +191,14 @@ class AlexNet:
         """A layer's native output in the canonical order: NCHW maps, (C, H, W)-flattened features.
 
         The identity for NCHW backends; for NHWC backends maps are transposed
-        and the flatten layer's features reordered (a copy, for inspection only).
+        and the flattened features reordered (a copy, for inspection only).
         """
-        if self.backend.layout == "NCHW":
-            return y
-        xp = self.backend.xp
+        xp, layout = self.backend.xp, self.backend.layout
         if y.ndim == 4:
-            return xp.permute_dims(y, (0, 3, 1, 2))
-        if layer_name in self._flat_feature_layers:
-            c, h, w = flatten_input_shape(self.arch)
-            return xp.reshape(xp.permute_dims(xp.reshape(y, (y.shape[0], h, w, c)), (0, 3, 1, 2)), (y.shape[0], -1))
+            return layouts.to_canonical(y, layout, xp)
+        if layer_name in self._flat_layers:
+            return layouts.flat_to_canonical(y, self._flat_map, layout, xp)
         return y
-
-    @property
-    def _flat_feature_layers(self) -> tuple[str, ...]:
-        """Layers whose output is the flattened pool5 map: flatten, up to fc6 (dropout, in torchvision)."""
-        names = [layer.name for layer in self.arch.layers]
-        first = next(i for i, layer in enumerate(self.arch.layers) if isinstance(layer, Flatten))
-        fc6 = next(i for i, layer in enumerate(self.arch.layers) if isinstance(layer, Linear))
-        return tuple(names[first:fc6])
 
     def layers(self, x) -> dict[str, Any]:
         """Every layer's output by name (``conv1``, ``lrn1``, ``pool1``, … ``fc8``), in order.
@@ -220,45 +206,50 @@ class AlexNet:
         Arrays of the backend's namespace, in the canonical order whatever the
         backend's layout (see :meth:`canonical`).
         """
-        return {name: self.canonical(name, y) for name, y in self._forward(x)}
+        return {name: self.canonical(name, y) for name, y in self.iter_layers(x)}
 
     def predict(self, x, top: int = 5) -> Prediction:
-        """Top-``top`` classes and their softmax probabilities, as NumPy arrays.
-
-        Softmax is computed stably on the backend's namespace:
-        :math:`p_i = e^{z_i - \\max z} / \\sum_j e^{z_j - \\max z}`.
-        """
+        """Top-``top`` classes and their softmax probabilities (:func:`alexnet_aa.ops.softmax`), as NumPy arrays."""
         if not 1 <= top <= self.arch.num_classes:
             raise ValueError(f"top must be between 1 and {self.arch.num_classes}, got {top}")
         xp = self.backend.xp
-        probs = softmax(self(x), xp)
+        probs = ops.softmax(self.backend, self(x))
         order = xp.argsort(-probs, axis=1)[:, :top]
         return Prediction(to_numpy(order).astype("int64"), to_numpy(xp.take_along_axis(probs, order, axis=1)))
 
 
-def softmax(z, xp):
-    """Row-wise softmax with the max subtracted first, so ``exp`` never overflows."""
-    e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
-    return e / xp.sum(e, axis=1, keepdims=True)
+def _weights_source(weights: Any, variant: str) -> tuple[dict[str, Any] | None, dict[str, str], str]:
+    """``(tensors or None, file metadata, what to call the source in errors)`` for ``weights=``."""
+    if weights is None:
+        return None, {}, "the initialisation"
+    if isinstance(weights, AlexNetWeights):
+        return _bundle_weights(weights, variant)
+    if isinstance(weights, Mapping):
+        return dict(weights), {}, "the weights mapping"
+    tensors, metadata = read_weights_file(weights)
+    return tensors, metadata, str(weights)
 
 
-def _adaptive_avg_pool2d(x, size: int, layout: str, xp):
-    """Average over ``size × size`` bins, bin ``i`` spanning ``[⌊iH/size⌋, ⌈(i+1)H/size⌉)``
-    (torchvision's ``AdaptiveAvgPool2d``); the identity when the map is already ``size × size``."""
-    h_axis = 2 if layout == "NCHW" else 1
-    h, w = x.shape[h_axis], x.shape[h_axis + 1]
-    if (h, w) == (size, size):
-        return x
-    cells = []
-    for i in range(size):
-        h0, h1 = (i * h) // size, -(-((i + 1) * h) // size)
-        for j in range(size):
-            w0, w1 = (j * w) // size, -(-((j + 1) * w) // size)
-            if layout == "NCHW":
-                cells.append(xp.mean(x[:, :, h0:h1, w0:w1], axis=(2, 3)))
-            else:
-                cells.append(xp.mean(x[:, h0:h1, w0:w1, :], axis=(1, 2)))
-    n, c = x.shape[0], x.shape[1 if layout == "NCHW" else 3]
-    if layout == "NCHW":
-        return xp.reshape(xp.stack(cells, axis=2), (n, c, size, size))
-    return xp.reshape(xp.stack(cells, axis=1), (n, size, size, c))
+def _bundle_weights(bundle: AlexNetWeights, variant: str) -> tuple[dict[str, Any], dict[str, str], str]:
+    """The cached download of ``bundle``, checked to be the verified conversion of its published file."""
+    from .download import cached_path
+
+    short = bundle.meta["short_name"]
+    if bundle.variant != variant:
+        raise WeightsError(f"{bundle.name} holds {bundle.variant!r} weights, not {variant!r}: "
+                           f"use AlexNet({bundle.variant!r}, weights=AlexNetWeights.{bundle.name})")
+    path = cached_path(bundle)
+    if not path.is_file():
+        how = (f"run `alexnet-aa weights download {short}`" if bundle.sha256 else
+               f"import a copy you trust: `alexnet-aa weights import {bundle.file_name} -o {path}`")
+        raise WeightsFileError(f"{bundle.name} is not in the cache ({path}): {how}")
+    tensors, metadata = read_weights_file(path)
+    recorded = metadata.get(SOURCE_SHA256_KEY)
+    if bundle.sha256 and recorded != bundle.sha256:
+        raise WeightsFileError(
+            f"{path} is not the verified download of {bundle.name}: its source SHA-256 is {recorded!r}, "
+            f"the published file's is {bundle.sha256}; run `alexnet-aa weights download {short} --force`"
+        )
+    if metadata.get(VARIANT_KEY, bundle.variant) != bundle.variant:
+        raise WeightsFileError(f"{path} holds {metadata[VARIANT_KEY]!r} weights, not {bundle.name}'s {bundle.variant!r}")
+    return tensors, metadata, f"{bundle.name} ({path})"

@@ -4,11 +4,15 @@ These functions run on any namespace that follows the Python Array API
 standard (NumPy, array-api-strict, CuPy, PyTorch through array-api-compat …)
 and use only what the standard has: slicing with steps, ``concat``,
 ``stack``, ``reshape``, ``matmul``, ``maximum``. They are written for
-clarity, not speed. Run on NumPy in float64 they are the oracle of the
-conformance suite (:mod:`alexnet_aa.testing`).
+clarity, not speed. :class:`ArrayAPIBackend` (registered as ``array-api``,
+part of the core distribution) runs them as a backend; on NumPy in float64 it
+is the oracle of the conformance suite (:mod:`alexnet_aa.testing`), with
+nothing else installed.
 
 Layout is NCHW throughout; conv weights are OIHW ``(O, C/g, K_h, K_w)``,
-linear weights ``(F_out, F_in)``.
+linear weights ``(F_out, F_in)``. The functions compute; their arguments are
+validated by :mod:`alexnet_aa.ops` (call ``ops.conv2d(backend, …)`` for
+checked arguments): kernels, strides and paddings are pairs of ints.
 
 Notation: batch ``N``, channels ``C``, height and width ``H, W``; output
 channels ``O``; kernel ``K_h × K_w``; stride ``S``; padding ``P``; groups ``g``.
@@ -16,15 +20,15 @@ channels ``O``; kernel ``K_h × K_w``; stride ``S``; padding ``P``; groups ``g``
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+import numpy as np
 from array_api_compat import array_namespace, device
 
-from .architecture import pool_output_size
-from .backend import pair
-
-
-def _check_rank(x, rank: int, what: str, op: str) -> None:
-    if x.ndim != rank:
-        raise ValueError(f"[{op}] {what} must have rank {rank}, got shape {tuple(x.shape)}")
+from .architecture import conv_output_size, pool_output_size
+from .arrays import to_numpy
+from .backend import Backend
 
 
 def _pad_hw(x, top: int, bottom: int, left: int, right: int, value: float, xp):
@@ -53,7 +57,7 @@ def _windows(x, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int) -> list:
     ]
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, groups: int = 1, relu: bool = False):
+def conv2d(x, w, b=None, stride=(1, 1), padding=(0, 0), groups: int = 1, relu: bool = False):
     r"""Grouped 2-D cross-correlation with bias, optionally followed by ReLU.
 
     Shapes: ``x`` is ``(N, C, H, W)``, ``w`` is ``(O, C/g, K_h, K_w)``,
@@ -83,31 +87,15 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups: int = 1, relu: bool = Fals
     group's weight matrix.
 
     >>> import numpy as np
-    >>> y = conv2d(np.ones((2, 4, 7, 7)), np.ones((6, 2, 3, 3)), np.zeros(6), stride=2, padding=1, groups=2)
+    >>> y = conv2d(np.ones((2, 4, 7, 7)), np.ones((6, 2, 3, 3)), np.zeros(6), stride=(2, 2), padding=(1, 1), groups=2)
     >>> y.shape
     (2, 6, 4, 4)
     """
     xp = array_namespace(x, w) if b is None else array_namespace(x, w, b)
-    _check_rank(x, 4, "x", "conv2d")
-    _check_rank(w, 4, "w", "conv2d")
-    sh, sw = pair(stride, "stride", "conv2d", minimum=1)
-    ph, pw = pair(padding, "padding", "conv2d")
+    (sh, sw), (ph, pw) = stride, padding
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
-    if groups < 1 or c % groups or o % groups:
-        raise ValueError(f"[conv2d] groups={groups} must divide in_channels={c} and out_channels={o}")
-    if cg * groups != c:
-        raise ValueError(
-            f"[conv2d] x has {c} channels but w expects {cg * groups} (groups={groups} × {cg})"
-        )
-    if b is not None and tuple(b.shape) != (o,):
-        raise ValueError(f"[conv2d] b must have shape ({o},), got {tuple(b.shape)}")
-    ho = (h + 2 * ph - kh) // sh + 1
-    wo = (wd + 2 * pw - kw) // sw + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(
-            f"[conv2d] input {h}x{wd} with padding {ph},{pw} is smaller than the kernel {kh}x{kw}"
-        )
+    ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
     xpad = _pad_hw(x, ph, ph, pw, pw, 0.0, xp)
     cols = xp.stack(_windows(xpad, kh, kw, sh, sw, ho, wo), axis=2)  # (N, C, K_h·K_w, H_out, W_out)
     cols = xp.reshape(cols, (n, c * kh * kw, ho * wo))
@@ -123,7 +111,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups: int = 1, relu: bool = Fals
     return xp.maximum(y, xp.zeros_like(y)) if relu else y
 
 
-def max_pool2d(x, kernel=3, stride=2, ceil_mode: bool = False):
+def max_pool2d(x, kernel=(3, 3), stride=(2, 2), ceil_mode: bool = False):
     r"""2-D max pooling without padding, in floor or ceil mode.
 
     ``x`` is ``(N, C, H, W)``; the result is ``(N, C, H_out, W_out)``,
@@ -145,16 +133,13 @@ def max_pool2d(x, kernel=3, stride=2, ceil_mode: bool = False):
     sizes floor and ceil agree; at 54 they differ (26 vs 27).
 
     >>> import numpy as np
-    >>> max_pool2d(np.zeros((1, 2, 54, 54)), 3, 2).shape, max_pool2d(np.zeros((1, 2, 54, 54)), 3, 2, ceil_mode=True).shape
+    >>> x = np.zeros((1, 2, 54, 54))
+    >>> max_pool2d(x, (3, 3), (2, 2)).shape, max_pool2d(x, (3, 3), (2, 2), ceil_mode=True).shape
     ((1, 2, 26, 26), (1, 2, 27, 27))
     """
     xp = array_namespace(x)
-    _check_rank(x, 4, "x", "max_pool2d")
-    kh, kw = pair(kernel, "kernel", "max_pool2d", minimum=1)
-    sh, sw = pair(stride, "stride", "max_pool2d", minimum=1)
+    (kh, kw), (sh, sw) = kernel, stride
     n, c, h, w = x.shape
-    if h < kh or w < kw:
-        raise ValueError(f"[max_pool2d] input {h}x{w} is smaller than the kernel {kh}x{kw}")
     ho = pool_output_size(h, kh, sh, ceil_mode)
     wo = pool_output_size(w, kw, sw, ceil_mode)
     x = _pad_hw(x, 0, max(0, (ho - 1) * sh + kh - h), 0, max(0, (wo - 1) * sw + kw - w), -float("inf"), xp)
@@ -193,10 +178,6 @@ def lrn(x, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.
     0.153846...
     """
     xp = array_namespace(x)
-    if x.ndim < 2:
-        raise ValueError(f"[lrn] x must have a channel axis 1, got shape {tuple(x.shape)}")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"[lrn] size must be a positive int, got {size!r}")
     c = x.shape[1]
     lo = (size - 1) // 2
     hi = size - 1 - lo
@@ -222,13 +203,75 @@ def linear(x, w, b=None, relu: bool = False):
     (2, 4)
     """
     xp = array_namespace(x, w) if b is None else array_namespace(x, w, b)
-    _check_rank(x, 2, "x", "linear")
-    _check_rank(w, 2, "w", "linear")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"[linear] x has {x.shape[1]} features but w expects {w.shape[1]}")
-    if b is not None and tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"[linear] b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     y = xp.matmul(x, w.T)
     if b is not None:
         y = y + b
     return xp.maximum(y, xp.zeros_like(y)) if relu else y
+
+
+# -- the reference as a backend -----------------------------------------------------------
+
+
+def _resolve_namespace(namespace: str | Any) -> Any:
+    """A module name or namespace → the namespace ``array_namespace`` gives for its arrays
+    (``"numpy"`` and the ``numpy`` module both → ``array_api_compat.numpy``)."""
+    if isinstance(namespace, str):
+        try:
+            namespace = importlib.import_module(namespace)
+        except ImportError as exc:
+            raise ValueError(f"[array-api] namespace: expected an importable array library, got {namespace!r}: {exc}") from exc
+    try:
+        return array_namespace(namespace.asarray(0.0))
+    except (AttributeError, TypeError) as exc:
+        raise ValueError(f"[array-api] namespace: expected an Array API namespace, got {namespace!r}: {exc}") from exc
+
+
+class ArrayAPIBackend(Backend):
+    """The reference ops above, NCHW, on the namespace of your choice.
+
+    ``ArrayAPIBackend(namespace="numpy", dtype="float32")``: ``namespace`` is a
+    module name (``"numpy"``, ``"array_api_strict"``, ``"cupy"``, ``"torch"``, …)
+    or a module; NumPy, CuPy and PyTorch go through their array-api-compat
+    wrappers. With ``dtype="float64"`` on NumPy it is the conformance oracle.
+    Weights keep the canonical layouts (OIHW, ``(out, in)``).
+    """
+
+    name = "array-api"
+    layout = "NCHW"
+
+    def __init__(self, namespace: str | Any = "numpy", dtype: str = "float32") -> None:
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"[array-api] dtype: expected 'float32' or 'float64', got {dtype!r}")
+        self._xp = _resolve_namespace(namespace)
+        self.dtype = dtype
+        self.namespace = getattr(self._xp, "__name__", repr(self._xp))
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return True, ""
+
+    @property
+    def xp(self) -> Any:
+        return self._xp
+
+    def asarray(self, x: Any) -> Any:
+        xp = self._xp
+        return xp.astype(xp.asarray(x), getattr(xp, self.dtype))
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return to_numpy(x)
+
+    def conv2d(self, x, w, b, stride, padding, groups, relu):
+        return conv2d(x, w, b, stride, padding, groups, relu)
+
+    def max_pool2d(self, x, kernel, stride, ceil_mode):
+        return max_pool2d(x, kernel, stride, ceil_mode)
+
+    def lrn(self, x, size, alpha, beta, k):
+        return lrn(x, size, alpha, beta, k)
+
+    def linear(self, x, w, b, relu):
+        return linear(x, w, b, relu)
+
+    def describe(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "dtype": self.dtype, "ops": "alexnet_aa.reference (im2col + matmul)"}

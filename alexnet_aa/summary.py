@@ -5,24 +5,7 @@
 
 from __future__ import annotations
 
-from .architecture import LRN, AdaptiveAvgPool, Conv, Dropout, Linear, MaxPool, architecture, layer_infos
-
-
-def layer_config(layer) -> str:
-    """The hyper-parameters of one layer, e.g. ``11x11 /4 p0 g1 +ReLU``."""
-    if isinstance(layer, Conv):
-        return f"{layer.kernel}x{layer.kernel} /{layer.stride} p{layer.padding} g{layer.groups}" + (" +ReLU" if layer.relu else "")
-    if isinstance(layer, MaxPool):
-        return f"{layer.kernel}x{layer.kernel} /{layer.stride} {'ceil' if layer.ceil_mode else 'floor'}"
-    if isinstance(layer, LRN):
-        return f"n={layer.size} a={layer.alpha:g} b={layer.beta:g} k={layer.k:g}"
-    if isinstance(layer, Linear):
-        return f"{layer.in_features}->{layer.out_features}" + (" +ReLU" if layer.relu else "")
-    if isinstance(layer, AdaptiveAvgPool):
-        return f"-> {layer.output_size}x{layer.output_size}"
-    if isinstance(layer, Dropout):
-        return f"p={layer.p} (eval: identity)"
-    return "(C, H, W) order"
+from .architecture import get_architecture, layer_infos
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -31,10 +14,10 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 def summary_rows(variant: str, num_classes: int = 1000, input_size: int | None = None) -> tuple[list[list[str]], list[str]]:
     """Rows ``[layer, type, config, output, params, MACs, activation KiB]`` and the totals row."""
-    arch = architecture(variant, num_classes)
+    arch = get_architecture(variant, num_classes)
     infos = layer_infos(arch, input_size)
     rows = [
-        [i.name, type(i.layer).__name__, layer_config(i.layer), _shape(i.out_shape), f"{i.params:,}", f"{i.macs:,}",
+        [i.name, i.layer.kind, i.layer.config(), _shape(i.out_shape), f"{i.params:,}", f"{i.macs:,}",
          f"{i.activation_bytes / 1024:,.1f}"]
         for i in infos
     ]
@@ -50,14 +33,14 @@ HEADER = ["layer", "type", "config", "output (CxHxW)", "params", "MACs", "activa
 def format_text(variant: str, explain: bool = False, num_classes: int = 1000, input_size: int | None = None) -> str:
     """A fixed-width table; with ``explain``, each layer's formula with its numbers below its row."""
     rows, total = summary_rows(variant, num_classes, input_size)
-    infos = layer_infos(architecture(variant, num_classes), input_size)
+    infos = layer_infos(get_architecture(variant, num_classes), input_size)
     widths = [max(len(r[i]) for r in [HEADER, total, *rows]) for i in range(len(HEADER))]
     right = {4, 5, 6}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    arch = architecture(variant, num_classes)
+    arch = get_architecture(variant, num_classes)
     out = [f"AlexNet ({variant}): {arch.source}", f"  {arch.notes}", "", line(HEADER), line(["-" * w for w in widths])]
     for row, info in zip(rows, infos):
         out.append(line(row))

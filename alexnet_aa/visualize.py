@@ -1,7 +1,6 @@
-"""Pictures of a model: conv1's filters and every conv and pool layer's activation maps, as PNG.
+"""Pictures of a model: conv1's filters and every layer's activation maps, as PNG.
 
-``alexnet-aa visualize --weights F --out DIR [--image IMG] [--variant V] [--backend B]``
-writes into ``DIR``:
+:func:`visualize` (the ``alexnet-aa visualize`` command) writes into a directory:
 
 * ``conv1_filters.png`` — conv1's kernels as a grid of RGB tiles, each filter
   min-max normalised on its own, with 1-pixel gaps: the look of Krizhevsky et
@@ -9,11 +8,12 @@ writes into ``DIR``:
   48 (the paper's GPU 1) in the top four rows; torchvision's 64 are 8×8.
 * ``input.png`` — the image the network saw: resized and centre-cropped by
   the weights' preprocessing (from the file's metadata, else the variant's
-  default, :func:`alexnet_aa.imagenet.default_preprocess`), before normalisation.
-* ``activations_<layer>.png`` for every convolution and max-pool layer — one
-  grey tile per channel (min-max normalised per channel; a channel that is
-  constant, e.g. dead after ReLU, is black), from
-  :meth:`~alexnet_aa.model.AlexNet.layers`, the one path to per-layer outputs.
+  default, :func:`alexnet_aa.preprocess.default_preprocess`), before normalisation.
+* ``activations_<layer>.png`` for every layer whose output is a map
+  (:func:`pictured_layers`: conv, LRN, pooling) — one grey tile per channel
+  (min-max normalised per channel; a channel that is constant, e.g. dead
+  after ReLU, is black), from :meth:`~alexnet_aa.model.AlexNet.layers`, the
+  one path to per-layer outputs.
 
 Without ``--weights`` the weights are seeded random (He-scaled) and the
 filters are noise; without ``--image`` a synthetic test image is used. Both
@@ -28,15 +28,15 @@ needed.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .architecture import VARIANTS, Conv, MaxPool, architecture
-from .model import AlexNet, softmax
+from . import ops
+from .architecture import Architecture, get_architecture, layer_infos
+from .model import AlexNet
 
 #: The colour of the gaps between tiles.
 GAP_VALUE = 255
@@ -131,6 +131,11 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
 # -- the pictures -------------------------------------------------------------------
 
 
+def pictured_layers(arch: Architecture) -> tuple[str, ...]:
+    """The layers whose activations are pictured: every layer whose output is a (C, H, W) map."""
+    return tuple(i.name for i in layer_infos(arch) if len(i.out_shape) == 3)
+
+
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG."""
     from PIL import Image
@@ -154,14 +159,14 @@ def visualize(out_dir: str | Path, *, variant: str = "paper", weights=None, imag
     ``weights`` is a mapping of canonical names to arrays (``None``: seeded
     He-scaled random weights; fc8's width sets ``num_classes``); ``image`` an
     RGB ``PIL.Image`` (``None``: :func:`synthetic_image`); ``preprocess`` an
-    :class:`alexnet_aa.imagenet.Preprocess` (``None``: the variant's default).
+    :class:`alexnet_aa.preprocess.Preprocess` (``None``: the variant's default).
     """
     from PIL import Image
 
-    from .imagenet import default_preprocess
+    from .preprocess import default_preprocess
     from .weights import he_weights
 
-    arch = architecture(variant)
+    arch = get_architecture(variant)
     if weights is None:
         weights = he_weights(arch, seed)
     preprocess = preprocess or default_preprocess(variant)
@@ -176,62 +181,10 @@ def visualize(out_dir: str | Path, *, variant: str = "paper", weights=None, imag
         "input": save_png(np.asarray(preprocess.resized(image)), out / "input.png"),
     }
     outputs = model.layers(preprocess(image)[None])
-    pictured = {layer.name for layer in arch.layers if isinstance(layer, (Conv, MaxPool))}
+    pictured = pictured_layers(arch)
     for name, y in outputs.items():
         if name in pictured:
             maps = np.asarray(model.backend.to_host(y))[0]
             written[name] = save_png(activation_grid(maps), out / f"activations_{name}.png")
-    probs = np.asarray(model.backend.to_host(softmax(outputs[arch.layers[-1].name], model.backend.xp)))[0]
+    probs = np.asarray(model.backend.to_host(ops.softmax(model.backend, outputs[arch.layers[-1].name])))[0]
     return Pictures(written, [(int(i), float(probs[i])) for i in np.argsort(-probs, kind="stable")[:5]])
-
-
-# -- the command --------------------------------------------------------------------
-
-
-def cmd_visualize(args) -> int:
-    """``alexnet-aa visualize``: write the PNGs and say what went in."""
-    from .imagenet import PREPROCESS_KEY, Preprocess, class_names, default_preprocess, load_image
-
-    weights, preprocess, variant = None, None, args.variant
-    if args.weights:
-        from .importers import read_any
-
-        imported = read_any(args.weights, args.variant)
-        weights, variant = imported.params, imported.variant
-        if PREPROCESS_KEY in imported.metadata:
-            preprocess = Preprocess.from_json(imported.metadata[PREPROCESS_KEY])
-        print(f"weights: {args.weights} ({variant} variant, from {imported.source_format})")
-    else:
-        variant = variant or "paper"
-        print(f"weights: none given, seeded random He-scaled weights (seed {args.seed}): "
-              "the filters are noise, not learned features")
-    preprocess = preprocess or default_preprocess(variant)
-    if args.image:
-        image = load_image(args.image)
-        print(f"image: {args.image}, preprocessed as {preprocess.source or 'the weights file says'}")
-    else:
-        image = None
-        print(f"image: none given, a synthetic test image (seed {args.seed})")
-    pictures = visualize(args.out, variant=variant, weights=weights, image=image, preprocess=preprocess,
-                         backend=args.backend, seed=args.seed, filter_scale=args.scale)
-    for path in pictures.paths.values():
-        print(f"wrote {path}")
-    names = class_names(imported.metadata, weights["fc8.weight"].shape[0]) if weights is not None else None
-    top = ", ".join(f"{names[i] if names else i} ({p:.3f})" for i, p in pictures.top5)
-    print(f"top-5 classes on the {args.backend} backend: {top}")
-    return 0
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``visualize`` subcommand on ``alexnet-aa``'s subparsers."""
-    p = subparsers.add_parser("visualize", help="PNGs of conv1's filters and of every conv/pool layer's activations")
-    p.add_argument("--weights", help=".safetensors or .npz file (default: seeded random weights)")
-    p.add_argument("--out", required=True, help="directory to write the PNGs into (created if missing)")
-    p.add_argument("--image", help="an image file (default: a synthetic test image)")
-    p.add_argument("--variant", choices=VARIANTS, default=None,
-                   help="AlexNet variant (default: guessed from --weights, else paper)")
-    p.add_argument("--backend", default="numpy", help="backend that computes the activations (default: numpy)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and the synthetic image")
-    p.add_argument("--scale", type=int, default=4, help="pixels per filter weight in conv1_filters.png (default: 4)")
-    p.set_defaults(func=cmd_visualize)
-    return p

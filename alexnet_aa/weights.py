@@ -8,7 +8,9 @@ One name per tensor, from the layer table: ``conv1.weight``, ``conv1.bias``,
 
 Files: ``.safetensors`` (the project's format; read and written here
 without the ``safetensors`` package, never executing anything) and NumPy
-``.npz`` (read with ``allow_pickle=False``).
+``.npz`` (read with ``allow_pickle=False``). A ``.safetensors`` file's
+metadata (a str → str map) carries what the weights were made for, under the
+keys below.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .architecture import VARIANTS, Architecture, architecture, flatten_input_shape, param_shapes
+from .architecture import VARIANTS, Architecture, get_architecture, param_shapes
 from .arrays import to_numpy
+
+#: safetensors ``__metadata__`` key holding the variant the weights were made for.
+VARIANT_KEY = "alexnet_aa.variant"
+#: ... holding the :class:`alexnet_aa.preprocess.Preprocess` JSON the weights expect.
+PREPROCESS_KEY = "alexnet_aa.preprocess"
+#: ... holding the class names (a JSON list), when they are not ImageNet's 1000.
+CATEGORIES_KEY = "alexnet_aa.categories"
+#: ... holding the SHA-256 of the file the weights were imported from.
+SOURCE_SHA256_KEY = "alexnet_aa.source_sha256"
 
 
 class WeightsError(ValueError):
@@ -134,26 +145,12 @@ def fitting_variants(params: Mapping[str, object]) -> list[str]:
     """
     fits = []
     for variant in VARIANTS:
-        expected = param_shapes(architecture(variant))
+        expected = param_shapes(get_architecture(variant))
         if set(expected) == set(params) and all(
             tuple(np.shape(params[n])) == s for n, s in expected.items() if not n.startswith("fc8")
         ):
             fits.append(variant)
     return fits
-
-
-def fc6_to_layout(params: dict[str, np.ndarray], arch: Architecture, layout: str) -> dict[str, np.ndarray]:
-    """``params`` with fc6's input axis permuted from the (C, H, W) flatten order to ``layout``'s.
-
-    An NHWC backend flattens pool5's ``(H, W, C)`` map; permuting fc6's
-    columns once makes its product equal to the canonical NCHW one.
-    """
-    if layout == "NCHW":
-        return params
-    c, h, w_ = flatten_input_shape(arch)
-    w = params["fc6.weight"]
-    permuted = w.reshape(w.shape[0], c, h, w_).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-    return {**params, "fc6.weight": np.ascontiguousarray(permuted)}
 
 
 # -- safetensors, read and written by hand -----------------------------------------

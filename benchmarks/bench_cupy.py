@@ -226,7 +226,7 @@ def _bench_batch(args, rep: Report, model, backend, tw, x, t_cp, t_th, variant, 
         rep.warm_rows.append((variant, batch, lib, f"{(time.perf_counter() - s) * 1e3:.1f}"))
 
     # per-layer agreement (same weights, same input)
-    ours = {n: backend.to_host(model.canonical(n, y)) for n, y in model._forward(xc)}
+    ours = {n: backend.to_host(y) for n, y in model.layers(xc).items()}
     theirs = {n: y.cpu().numpy() for n, y in torch_layers(torch, arch, tw, xt)}
     errs = {n: _rel(ours[n], theirs[n]) for n in ours}
     worst = max(errs, key=errs.get)
@@ -240,7 +240,7 @@ def _bench_batch(args, rep: Report, model, backend, tw, x, t_cp, t_th, variant, 
                         f"{ms_cp:.3f}", f"{ms_th:.3f}", f"{ms_cp / ms_th:.2f}", f"{it_cp}/{it_th}"))
     print(f"{variant} batch {batch}: cupy {ms_cp:.3f} ms, torch {ms_th:.3f} ms, ratio {ms_cp / ms_th:.2f}", flush=True)
 
-    lc = t_cp.layer_ms(lambda: model._forward(xc), args.layer_reps)
+    lc = t_cp.layer_ms(lambda: model.iter_layers(xc), args.layer_reps)
     lt = t_th.layer_ms(lambda: torch_layers(torch, arch, tw, xt), args.layer_reps)
     rows = [(n, f"{lc[n]:.3f}", f"{lt[n]:.3f}", f"{lc[n] / lt[n]:.2f}" if lt[n] > 0 else "-") for n in lc]
     rows.append(("**sum**", f"{sum(lc.values()):.3f}", f"{sum(lt.values()):.3f}",
@@ -272,12 +272,13 @@ def _tile_sweep(model, xc, t_cp, tw, xt, variant, batch):
     outs_cp = model.layers(xc)
     outs_th = dict(torch_layers(torch, arch, tw, xt))
     names = [layer.name for layer in arch.layers]
+    convs, params = set(arch.layers_of(Conv)), model.native_params
     for i, layer in enumerate(arch.layers):
-        if not isinstance(layer, Conv):
+        if layer not in convs:
             continue
         x_in = xc if i == 0 else outs_cp[names[i - 1]]
         x_th = xt if i == 0 else outs_th[names[i - 1]]
-        w, b = model._params[f"{layer.name}.weight"], model._params[f"{layer.name}.bias"]
+        w, b = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
         s, p = (layer.stride, layer.stride), (layer.padding, layer.padding)
         chosen = kernels.conv2d_choice(x_in.shape, w.shape, s, p, layer.groups, kernels.device_facts()["sms"])
         cells = []

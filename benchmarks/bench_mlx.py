@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlx.core as mx
 
     import alexnet_aa
+    from alexnet_aa import ops
 
     model = alexnet_aa.AlexNet(args.variant, backend="mlx", seed=0, compile=not args.no_compile, lrn=args.lrn)
     be = model.backend
@@ -195,20 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     # per layer: each op alone on an evaluated input
     rows = []
     if not args.no_layers:
-        p_be = be.prepare({**canonical, "fc6.weight": np.asarray(p_native["fc6.weight"]).T})
+        p_be = model.native_params
         h = mx.transpose(x, (0, 2, 3, 1))
         mx.eval(h)
-        for name, kind, a in layers:
+        for name, kind, a in layers:  # the backend's side goes through alexnet_aa.ops, as the model does
             if kind == "conv":
-                call = lambda h=h, name=name, a=a: be.conv2d(h, p_be[f"{name}.weight"], p_be[f"{name}.bias"], a[2], a[3], a[4], True)  # noqa: E731
+                call = lambda h=h, name=name, a=a: ops.conv2d(be, h, p_be[f"{name}.weight"], p_be[f"{name}.bias"], a[2], a[3], a[4], True)  # noqa: E731
             elif kind == "lrn":
-                call = lambda h=h, a=a: be.lrn(h, *a)  # noqa: E731
+                call = lambda h=h, a=a: ops.lrn(be, h, *a)  # noqa: E731
             elif kind == "pool":
-                call = lambda h=h, a=a: be.max_pool2d(h, a[0], a[1], a[2])  # noqa: E731
+                call = lambda h=h, a=a: ops.max_pool2d(be, h, a[0], a[1], a[2])  # noqa: E731
             elif kind == "linear":
-                call = lambda h=h, name=name, a=a: be.linear(h, p_be[f"{name}.weight"], p_be[f"{name}.bias"], a[1])  # noqa: E731
+                call = lambda h=h, name=name, a=a: ops.linear(be, h, p_be[f"{name}.weight"], p_be[f"{name}.bias"], a[1])  # noqa: E731
             else:
-                call = lambda h=h: be.xp.reshape(h, (h.shape[0], -1))  # noqa: E731
+                call = lambda h=h: ops.flatten(be, h)  # noqa: E731
             nat = lambda h=h, name=name, kind=kind, a=a: native_op(mx, kind, a, h, p_native, name)  # noqa: E731
             tb, tn = _pair_times(mx, call, nat, args.repeats)
             rows.append((name, min(tb), min(tn)))

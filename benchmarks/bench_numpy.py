@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from alexnet_aa import AlexNet, example_input
-from alexnet_aa.architecture import VARIANTS, architecture
+from alexnet_aa.architecture import VARIANTS, get_architecture
 from alexnet_aa.testing import relative_error
 from alexnet_aa.testing.torch_reference import torch_forward, torch_weights
 from alexnet_aa.weights import he_weights
@@ -37,7 +37,7 @@ def best_of(fn, repeats: int) -> float:
 
 def per_layer_ms(model: AlexNet, x) -> dict[str, float]:
     out, start = {}, time.perf_counter()
-    for name, _ in model._forward(x):
+    for name, _ in model.iter_layers(x):
         now = time.perf_counter()
         out[name] = (now - start) * 1e3
         start = now
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ]
     layer_tables = []
     for variant in args.variants.split(","):
-        arch = architecture(variant)
+        arch = get_architecture(variant)
         weights = he_weights(arch, 0)
         model = AlexNet(variant, "numpy", weights=weights)
         tw = torch_weights(torch, weights)

@@ -1,10 +1,16 @@
 """The layer tables and their formulas: published totals, and output sizes against PyTorch's."""
 
+import math
+import re
+from pathlib import Path
+
 import pytest
 
 from alexnet_aa.architecture import (
     VARIANTS,
-    architecture,
+    flat_feature_layers,
+    flattened_map_shape,
+    get_architecture,
     conv_output_size,
     count_macs,
     count_params,
@@ -28,7 +34,7 @@ def test_published_totals(variant, params, macs):
 def test_table_params_equal_built_model(variant):
     model = AlexNet(variant, "numpy")
     assert sum(v.size for v in model.state_dict().values()) == model.num_params == count_params(variant)
-    assert {k: v.shape for k, v in model.state_dict().items()} == param_shapes(architecture(variant))
+    assert {k: v.shape for k, v in model.state_dict().items()} == param_shapes(get_architecture(variant))
 
 
 def test_pool_output_size_matches_torch():
@@ -56,22 +62,50 @@ def test_conv_output_size_formula():
 
 
 def test_explain_fills_in_numbers():
-    conv1 = layer_infos(architecture("paper"))[0]
+    conv1 = layer_infos(get_architecture("paper"))[0]
     assert "floor((227 - 11 + 2*0) / 4) + 1 = 55" in conv1.explain
 
 
 def test_torchvision_accepts_other_sizes_and_too_small_is_an_error():
-    infos = layer_infos(architecture("torchvision"), 100)
+    infos = layer_infos(get_architecture("torchvision"), 100)
     assert [i.out_shape for i in infos if i.name == "avgpool"] == [(256, 6, 6)]
     with pytest.raises(ValueError, match="too small"):
-        layer_infos(architecture("torchvision"), 40)
+        layer_infos(get_architecture("torchvision"), 40)
 
 
 def test_unknown_variant_lists_known():
     with pytest.raises(ValueError, match="paper, caffe, torchvision"):
-        architecture("vgg")
+        get_architecture("vgg")
 
 
 def test_num_classes_changes_only_the_head():
-    shapes = param_shapes(architecture("paper", num_classes=10))
+    shapes = param_shapes(get_architecture("paper", num_classes=10))
     assert shapes["fc8.weight"] == (10, 4096) and shapes["fc7.weight"] == (4096, 4096)
+
+
+def test_flattened_map_and_flat_feature_layers_are_read_off_the_table():
+    assert flattened_map_shape(get_architecture("paper")) == (256, 6, 6)
+    assert flat_feature_layers(get_architecture("paper")) == ("flatten",)
+    assert flat_feature_layers(get_architecture("torchvision")) == ("flatten", "drop6")  # dropout before fc6
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_spec_answers_for_itself(variant):
+    """Each row's params are the sum of its canonical shapes, its config is one line, and the
+    output-size formula (where there is one) ends in the output size."""
+    for info in layer_infos(get_architecture(variant)):
+        layer = info.layer
+        assert info.params == sum(math.prod(s) for s in layer.param_shapes().values())
+        assert layer.config() and "\n" not in layer.config() and layer.kind
+        latex = layer.output_size_latex(info.in_shape)
+        assert latex is None or latex.endswith(f"= {info.out_shape[1]}"), (layer.name, latex)
+
+
+def test_nothing_outside_the_table_switches_on_the_layer_type():
+    """The layer specs apply and describe themselves; only ``Architecture.layers_of`` filters by kind."""
+    root = Path(__file__).resolve().parents[1]
+    hits = [f"{path.relative_to(root)}:{n}" for folder in ("alexnet_aa", "backends", "benchmarks", "docs")
+            for path in (root / folder).rglob("*.py")
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if re.search(r"isinstance\((i\.|info\.)?layer\b", line)]
+    assert len(hits) == 1 and hits[0].startswith("alexnet_aa/architecture.py:"), hits

@@ -9,24 +9,17 @@ import pytest
 from PIL import Image
 
 from alexnet_aa import AlexNet
-from alexnet_aa.architecture import architecture
+from alexnet_aa.architecture import get_architecture
 from alexnet_aa.cli import main
-from alexnet_aa.imagenet import (
-    PREPROCESS_KEY,
-    VARIANT_KEY,
-    ImageError,
-    Preprocess,
-    PreprocessError,
-    imagenet_categories,
-    load_image,
-    torchvision_preprocess,
-)
-from alexnet_aa.weights import he_weights, save_weights
+from alexnet_aa.categories import imagenet_categories
+from alexnet_aa.images import ImageError, load_image
+from alexnet_aa.preprocess import Preprocess, PreprocessError, torchvision_preprocess
+from alexnet_aa.weights import PREPROCESS_KEY, VARIANT_KEY, he_weights, save_weights
 
 
 @pytest.fixture(scope="module")
 def tv_params():
-    return he_weights(architecture("torchvision"), 5)
+    return he_weights(get_architecture("torchvision"), 5)
 
 
 @pytest.fixture(scope="module")

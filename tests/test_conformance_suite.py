@@ -1,5 +1,8 @@
 """The conformance suite itself: it fails a wrong backend, saying by how much, and its xfails file works."""
 
+import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -44,7 +47,8 @@ def test_lrn_window_bug_is_caught(tmp_path):
 def test_ceil_mode_bug_is_caught(tmp_path):
     out = _pytest(tmp_path, BROKEN.replace("{BROKEN}", "CeilIgnored"), "-k", "max_pool2d and ceil")
     assert out.returncode == 1
-    assert "out.shape=(2, 3, 26, 26), but should be (2, 3, 27, 27)" in out.stdout
+    # the op layer checks every shape a backend returns (numpy's native layout is NHWC)
+    assert "[max_pool2d] the 'numpy' backend returned shape (2, 26, 26, 3), expected (2, 27, 27, 3)" in out.stdout
 
 
 def test_xfails_file(tmp_path):
@@ -55,3 +59,57 @@ def test_xfails_file(tmp_path):
     xfails.write_text("test_lrn\n")
     out = _pytest(tmp_path, BROKEN.replace("{BROKEN}", "OneChannelShort"), "--alexnet-xfails", str(xfails))
     assert out.returncode != 0 and "needs a reason" in out.stdout + out.stderr
+
+
+def test_shipped_xfails_apply_to_their_backend_only(tmp_path):
+    """A backend's conformance-xfails.txt, beside its module, marks its own tests, not another backend's."""
+    pkg = tmp_path / "pkg" / "shipped_backend"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        from alexnet_aa_numpy import NumpyBackend
+
+        class Shipped(NumpyBackend):
+            name = "shipped"
+    """))
+    (pkg / "conformance-xfails.txt").write_text("test_lrn*size3-*  # an exception documented by this backend\n")
+    dist = tmp_path / "pkg" / "shipped_backend-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shipped-backend\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[alexnet_aa.backends]\nshipped = shipped_backend:Shipped\n")
+    report = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "pkg"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "alexnet_aa.testing.conformance",
+         "--alexnet-backend", "shipped,numpy", "-k", "test_lrn", "--alexnet-report", str(report), "-rX"],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "expected failures from" in out.stdout and "conformance-xfails.txt" in out.stdout  # the header says so
+    xpassed = re.findall(r"XPASS \S*::test_lrn\[(\S+?)\]", out.stdout)
+    assert sorted(xpassed) == ["shipped-size3-N3-C16-contiguous", "shipped-size3-N3-C16-strided"], out.stdout[-2000:]
+    backends = json.loads(report.read_text())["backends"]
+    assert backends["shipped"]["outcomes"] == {"passed": 12, "xpassed": 2}
+    assert backends["numpy"]["outcomes"] == {"passed": 14} and backends["numpy"]["xfails_file"] is None
+    assert backends["shipped"]["xfails_file"].endswith("shipped_backend/conformance-xfails.txt")
+    assert backends["numpy"]["checks"]["lrn"]["cases"] == 14 and backends["numpy"]["checks"]["lrn"]["failed"] == 0
+
+
+def test_unsupported_capability_is_a_skip_with_the_reason(tmp_path):
+    out = _pytest(tmp_path, """
+        import pytest
+        from alexnet_aa_numpy import NumpyBackend
+
+        class NoCeil(NumpyBackend):
+            unsupported = {"ceil_mode": "this backend rounds down only"}
+
+        @pytest.fixture(scope="session")
+        def alexnet_backend(request):
+            return NoCeil()
+
+        from alexnet_aa.testing.conformance import test_max_pool2d, test_network  # noqa: E402,F401
+    """, "-rs")
+    assert out.returncode == 0, out.stdout[-3000:]
+    # 54 and 56 (and 13x14, k2s2-odd, k3s3) differ in ceil mode; 55 and the canonical network sizes agree
+    assert "does not support ceil_mode=True where it differs from floor mode (54x54 → 27x27): this backend rounds down only" in out.stdout
+    counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (passed|skipped|failed)", out.stdout.splitlines()[-1]))
+    assert counts == {"passed": 23, "skipped": 10}, out.stdout.splitlines()[-1]

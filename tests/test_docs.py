@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_aa.architecture import architecture, count_macs, count_params, param_shapes
+from alexnet_aa.architecture import count_macs, count_params, get_architecture, param_shapes
 from alexnet_aa.summary import format_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_published_totals_are_what_the_tables_compute():
     for variant, (params, macs) in PUBLISHED.items():
         assert count_params(variant) == params
         assert count_macs(variant) == macs
-        shapes = param_shapes(architecture(variant))  # what the built model allocates
+        shapes = param_shapes(get_architecture(variant))  # what the built model allocates
         assert sum(math.prod(s) for s in shapes.values()) == params
 
 

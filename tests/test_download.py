@@ -9,12 +9,13 @@ import threading
 import numpy as np
 import pytest
 
-from alexnet_aa.architecture import architecture, param_shapes
+from alexnet_aa.architecture import get_architecture, param_shapes
 from alexnet_aa.cli import main
 from alexnet_aa.download import DownloadError, cached_path, download, fetch
-from alexnet_aa.imagenet import PREPROCESS_KEY, VARIANT_KEY, AlexNetWeights, Preprocess, torchvision_preprocess
+from alexnet_aa.bundles import AlexNetWeights
 from alexnet_aa.importers import TORCHVISION_NAMES
-from alexnet_aa.weights import read_weights_file
+from alexnet_aa.preprocess import Preprocess, torchvision_preprocess
+from alexnet_aa.weights import PREPROCESS_KEY, VARIANT_KEY, read_weights_file
 
 torch = pytest.importorskip("torch")
 
@@ -59,7 +60,7 @@ def pth_bytes(tmp_path_factory):
     """A real torchvision-format state dict (random weights of the right shapes), as bytes."""
     rng = np.random.default_rng(3)
     inverse = {v: k for k, v in TORCHVISION_NAMES.items()}
-    sd = {inverse[n]: torch.from_numpy(rng.random(s, dtype=np.float32) - 0.5) for n, s in param_shapes(architecture("torchvision")).items()}
+    sd = {inverse[n]: torch.from_numpy(rng.random(s, dtype=np.float32) - 0.5) for n, s in param_shapes(get_architecture("torchvision")).items()}
     path = tmp_path_factory.mktemp("served") / "alexnet-owt-test.pth"
     torch.save(sd, path)
     return path.read_bytes(), sd

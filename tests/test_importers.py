@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from alexnet_aa import AlexNet
-from alexnet_aa.architecture import architecture, count_macs, count_params, param_shapes
+from alexnet_aa.architecture import count_macs, count_params, get_architecture, param_shapes
+from alexnet_aa.bundles import AlexNetWeights
 from alexnet_aa.cli import main
-from alexnet_aa.imagenet import PREPROCESS_KEY, VARIANT_KEY, AlexNetWeights, Preprocess, caffe_preprocess
 from alexnet_aa.importers import ONNX_ZOO_NAMES, TORCHVISION_NAMES, convert, import_weights, read_pth
-from alexnet_aa.weights import WeightsError, WeightsFileError, read_weights_file, save_weights
+from alexnet_aa.preprocess import Preprocess, caffe_preprocess
+from alexnet_aa.weights import PREPROCESS_KEY, VARIANT_KEY, WeightsError, WeightsFileError, read_weights_file, save_weights
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -27,7 +28,7 @@ def random_weights(variant: str, seed: int) -> dict[str, np.ndarray]:
     """He-uniform float32 weights, U(±sqrt(6/fan_in)), biases U(±0.1): quick to draw for 61M parameters."""
     rng = np.random.default_rng(seed)
     out = {}
-    for name, shape in param_shapes(architecture(variant)).items():
+    for name, shape in param_shapes(get_architecture(variant)).items():
         bound = np.float32(np.sqrt(6.0 / np.prod(shape[1:])) if len(shape) > 1 else 0.1)
         w = rng.random(shape, dtype=np.float32)
         w *= 2 * bound
@@ -194,7 +195,7 @@ def test_onnx_zoo_import_matches_exactly(tmp_path):
 
 
 def test_caffe_shapes_for_torchvision_name_both_fitting_variants(tv_weights):
-    caffe_like = {n: np.zeros(s, np.float32) for n, s in param_shapes(architecture("caffe")).items()}
+    caffe_like = {n: np.zeros(s, np.float32) for n, s in param_shapes(get_architecture("caffe")).items()}
     with pytest.raises(WeightsError, match="fit the 'paper' or 'caffe' variant"):
         from alexnet_aa.importers import validate
 
@@ -260,7 +261,7 @@ def test_bundle_meta_matches_the_architecture(bundle):
     assert meta["ops"] == round(count_macs(bundle.variant) / 1e9, 3)
     assert len(meta["categories"]) == 1000
     spec = bundle.transforms()
-    assert spec.crop_size == architecture(bundle.variant).input_size
+    assert spec.crop_size == get_architecture(bundle.variant).input_size
     assert Preprocess.from_json(spec.to_json()) == spec
 
 

@@ -5,7 +5,7 @@ import pytest
 
 import alexnet_aa
 from alexnet_aa import AlexNet, WeightsError, WeightsFileError, example_input, save_weights
-from alexnet_aa.architecture import architecture
+from alexnet_aa.architecture import get_architecture
 from alexnet_aa.backend import BackendUnavailableError, UnknownBackendError
 from alexnet_aa.testing import relative_error
 from alexnet_aa.weights import PAPER_BIAS_ONE, he_weights
@@ -13,7 +13,7 @@ from alexnet_aa.weights import PAPER_BIAS_ONE, he_weights
 
 @pytest.fixture(scope="module")
 def tv_model():
-    return AlexNet("torchvision", "numpy", weights=he_weights(architecture("torchvision"), 1))
+    return AlexNet("torchvision", "numpy", weights=he_weights(get_architecture("torchvision"), 1))
 
 
 def test_logits_shape_and_predict(tv_model):
@@ -31,10 +31,9 @@ def test_logits_shape_and_predict(tv_model):
 
 
 def test_softmax_is_stable_for_huge_logits():
-    from alexnet_aa.model import softmax
-    import array_api_compat.numpy as xp
+    from alexnet_aa import get_backend, ops
 
-    p = softmax(xp.asarray([[1e4, 0.0, -1e4]], dtype=xp.float32), xp)
+    p = ops.softmax(get_backend("numpy"), np.asarray([[1e4, 0.0, -1e4]], dtype=np.float32))
     assert np.all(np.isfinite(p)) and abs(float(p[0, 0]) - 1.0) < 1e-6
 
 
@@ -49,7 +48,7 @@ def test_rows_are_independent(tv_model):
 def test_layers_in_table_order_and_canonical_layout(tv_model):
     x = example_input("torchvision", batch=1)
     acts = tv_model.layers(x)
-    assert list(acts) == [layer.name for layer in architecture("torchvision").layers]
+    assert list(acts) == [layer.name for layer in get_architecture("torchvision").layers]
     assert acts["conv1"].shape == (1, 64, 55, 55) and acts["flatten"].shape == (1, 9216)
     ref = AlexNet("torchvision", "array-api", weights=tv_model.state_dict()).layers(x)
     for name in ("conv1", "pool5", "flatten"):
@@ -110,8 +109,20 @@ def test_unknown_backend_lists_known_and_install_hints(monkeypatch):
         AlexNet("paper", "tpu")
     message = str(info.value)
     assert "numpy  (installed)" in message
-    assert "mlx  (not installed: python -m pip install -e 'backends/mlx[cpu]'" in message
+    assert "mlx  (not installed: python -m pip install 'alexnet-aa-mlx[cpu]'" in message
     assert "alexnet_aa.backends" in message
+
+
+def test_default_backend_missing_names_its_distribution(monkeypatch):
+    """The default backend (numpy) is its own distribution: without it, the error says what to install."""
+    import alexnet_aa.backend as registry
+
+    core_only = {"array-api": registry.registered_backends()["array-api"]}
+    monkeypatch.setattr(registry, "registered_backends", lambda: core_only)
+    monkeypatch.setattr(registry, "backend_class", registry.backend_class.__wrapped__)  # no cached class
+    with pytest.raises(UnknownBackendError, match=r"^backend 'numpy' is not installed: python -m pip install alexnet-aa-numpy\n"):
+        AlexNet("torchvision")
+    assert AlexNet("torchvision", "array-api").backend.name == "array-api"  # the core's own backend
 
 
 def test_unavailable_backend_says_why(monkeypatch):
@@ -123,7 +134,7 @@ def test_unavailable_backend_says_why(monkeypatch):
 
 
 def test_weights_problems_listed_at_once():
-    good = he_weights(architecture("paper"), 0)
+    good = he_weights(get_architecture("paper"), 0)
     bad = dict(good)
     del bad["conv1.bias"]
     bad["conv2.weight"] = np.zeros((256, 96, 5, 5), np.float32)
@@ -138,18 +149,18 @@ def test_weights_problems_listed_at_once():
 
 def test_weights_of_another_variant_are_named():
     with pytest.raises(WeightsError, match="fits the 'torchvision' variant"):
-        AlexNet("paper", "numpy", weights=he_weights(architecture("torchvision"), 0))
+        AlexNet("paper", "numpy", weights=he_weights(get_architecture("torchvision"), 0))
 
 
 def test_nan_weights_refused():
-    w = he_weights(architecture("torchvision"), 0)
+    w = he_weights(get_architecture("torchvision"), 0)
     w["fc8.bias"][3] = np.nan
     with pytest.raises(WeightsError, match="NaN"):
         AlexNet("torchvision", "numpy", weights=w)
 
 
 def test_other_head_needs_num_classes_or_fresh_head():
-    w = he_weights(architecture("torchvision", num_classes=10), 0)
+    w = he_weights(get_architecture("torchvision", num_classes=10), 0)
     with pytest.raises(WeightsError, match="num_classes=10"):
         AlexNet("torchvision", "numpy", weights=w)
     assert AlexNet("torchvision", "numpy", weights=w, num_classes=10).arch.num_classes == 10
@@ -161,7 +172,7 @@ def test_other_head_needs_num_classes_or_fresh_head():
 def test_missing_truncated_and_corrupt_files(tmp_path):
     with pytest.raises(WeightsFileError, match="not found"):
         AlexNet("paper", "numpy", weights=tmp_path / "nope.safetensors")
-    path = save_weights(tmp_path / "w.safetensors", he_weights(architecture("torchvision"), 0))
+    path = save_weights(tmp_path / "w.safetensors", he_weights(get_architecture("torchvision"), 0))
     data = path.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsFileError, match="truncated"):
@@ -205,3 +216,49 @@ def test_broken_plugins_are_reported_not_raised(monkeypatch):
     assert status["numpy"] == (True, "")
     with pytest.raises(BackendUnavailableError, match="driver exploded"):
         registry.get_backend("raising")
+
+
+# -- published bundles as weights= ----------------------------------------------------
+
+
+def _cache_bundle(cache, bundle, params, **metadata):
+    """Put ``params`` where ``alexnet-aa weights download`` caches ``bundle``, with download metadata."""
+    from alexnet_aa.download import cached_path
+    from alexnet_aa.weights import SOURCE_SHA256_KEY, VARIANT_KEY
+
+    meta = {VARIANT_KEY: bundle.variant, SOURCE_SHA256_KEY: bundle.sha256 or "", "alexnet_aa.bundle": bundle.name}
+    return save_weights(cached_path(bundle, cache), params, {**meta, **metadata})
+
+
+def test_bundle_loads_the_verified_cache_with_its_meta(tmp_path, monkeypatch):
+    from alexnet_aa import AlexNetWeights
+    from alexnet_aa.categories import imagenet_categories
+    from alexnet_aa.preprocess import torchvision_preprocess
+
+    monkeypatch.setenv("ALEXNET_AA_CACHE", str(tmp_path))
+    params = he_weights(get_architecture("torchvision"), 4)
+    _cache_bundle(tmp_path, AlexNetWeights.DEFAULT, params)
+    model = AlexNet("torchvision", "numpy", weights=AlexNetWeights.DEFAULT)
+    assert model.arch.num_classes == len(AlexNetWeights.DEFAULT.meta["categories"]) == 1000
+    assert model.preprocess == torchvision_preprocess() and model.categories == list(imagenet_categories())
+    assert all(np.array_equal(model.state_dict()[k], v) for k, v in params.items())
+    fresh = AlexNet("torchvision", "numpy", weights=AlexNetWeights.DEFAULT, fresh_head=True, num_classes=3)
+    assert fresh.state_dict()["fc8.weight"].shape == (3, 4096) and fresh.categories == ["class 0", "class 1", "class 2"]
+
+
+def test_bundle_not_downloaded_or_not_verified_says_what_to_run(tmp_path, monkeypatch):
+    from alexnet_aa import AlexNetWeights
+    from alexnet_aa.download import cached_path
+
+    monkeypatch.setenv("ALEXNET_AA_CACHE", str(tmp_path))
+    with pytest.raises(WeightsFileError, match=r"not in the cache .*: run `alexnet-aa weights download torchvision`"):
+        AlexNet("torchvision", "numpy", weights=AlexNetWeights.DEFAULT)
+    with pytest.raises(WeightsFileError, match=r"import a copy you trust: `alexnet-aa weights import bvlcalexnet-12.onnx -o "):
+        AlexNet("caffe", "numpy", weights=AlexNetWeights.CAFFE_BVLC_IMAGENET1K)
+    with pytest.raises(WeightsError, match=r"holds 'torchvision' weights, not 'paper'"):
+        AlexNet("paper", "numpy", weights=AlexNetWeights.DEFAULT)
+    _cache_bundle(tmp_path, AlexNetWeights.DEFAULT, he_weights(get_architecture("torchvision"), 4),
+                  **{"alexnet_aa.source_sha256": "0" * 64})
+    with pytest.raises(WeightsFileError, match=r"is not the verified download of TORCHVISION_IMAGENET1K_V1.*--force"):
+        AlexNet("torchvision", "numpy", weights=AlexNetWeights.DEFAULT)
+    assert cached_path(AlexNetWeights.DEFAULT).parent == tmp_path

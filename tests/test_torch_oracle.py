@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from alexnet_aa import AlexNet, example_input, to_numpy
-from alexnet_aa.architecture import VARIANTS, architecture
+from alexnet_aa.architecture import VARIANTS, get_architecture
 from alexnet_aa.testing import relative_error
 from alexnet_aa.testing.torch_reference import torch_forward, torch_weights
 from alexnet_aa.weights import he_weights
@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module", params=VARIANTS)
 def case(request):
     variant = request.param
-    weights = he_weights(architecture(variant), 7)
+    weights = he_weights(get_architecture(variant), 7)
     x = example_input(variant, batch=2, seed=11)
-    logits = torch_forward(torch, architecture(variant), torch_weights(torch, weights), torch.from_numpy(x)).numpy()
+    logits = torch_forward(torch, get_architecture(variant), torch_weights(torch, weights), torch.from_numpy(x)).numpy()
     return variant, weights, x, logits
 
 

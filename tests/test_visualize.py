@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 
+from alexnet_aa.cli import main
 from alexnet_aa.visualize import (
     GAP_VALUE,
     activation_grid,
-    add_parser,
     filter_grid,
     grid_shape,
     synthetic_image,
@@ -93,16 +91,14 @@ def test_visualize_command_writes_the_pictures(tmp_path, capsys):
     rgb[:, 200:, 2] = 255
     image = tmp_path / "halves.png"
     Image.fromarray(rgb).save(image)
-    parser = argparse.ArgumentParser(prog="alexnet-aa")
-    add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "pictures"
-    args = parser.parse_args(["visualize", "--variant", "torchvision", "--out", str(out), "--image", str(image)])
-    assert args.func(args) == 0
+    assert main(["visualize", "--variant", "torchvision", "--out", str(out), "--image", str(image)]) == 0
     printed = capsys.readouterr().out
     assert "seeded random" in printed and str(image) in printed and "top-5 classes" in printed
 
     names = ["conv1_filters", "input"] + [f"activations_{n}" for n in
-                                          ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")]
+                                          ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
+                                           "avgpool")]
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(names)
     sizes = {p.stem: Image.open(p).size for p in out.glob("*.png")}
     assert sizes["conv1_filters"] == (8 * 44 + 9, 8 * 44 + 9)  # 64 filters of 11x11 at scale 4: 8x8 tiles
@@ -120,18 +116,15 @@ def test_visualize_command_writes_the_pictures(tmp_path, capsys):
 
 def test_visualize_uses_the_given_weights(tmp_path):
     """``--weights``: the filter grid shows the file's conv1, whatever fc8's width."""
-    from alexnet_aa.architecture import architecture
+    from alexnet_aa.architecture import get_architecture
     from alexnet_aa.weights import he_weights, save_weights
 
-    params = he_weights(architecture("paper", num_classes=10), 7)
+    params = he_weights(get_architecture("paper", num_classes=10), 7)
     ramp = np.linspace(-1.0, 1.0, 11)
     params["conv1.weight"][:] = 0.0
     params["conv1.weight"][:, 0] = ramp[None, :, None]  # every filter: red rising from top to bottom
     path = save_weights(tmp_path / "w.safetensors", params)
-    parser = argparse.ArgumentParser(prog="alexnet-aa")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["visualize", "--weights", str(path), "--out", str(tmp_path / "out")])
-    assert args.func(args) == 0
+    assert main(["visualize", "--weights", str(path), "--out", str(tmp_path / "out")]) == 0
     grid = np.asarray(Image.open(tmp_path / "out" / "conv1_filters.png"))
     tiles = _tiles(grid, 8, 12, 44)  # paper: 96 filters as 8x12
     for tile in tiles:  # min-max over the whole filter: red -1 → 0, +1 → 255; green and blue 0 → 128

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Backend, get_backend
+from ..backend import Backend
+from ..reference import ArrayAPIBackend
 
 #: Relative L2 tolerances per compute dtype and check (DESIGN.md §5). A backend
 #: may override any entry with a ``tolerances`` class attribute of the same
@@ -21,7 +22,12 @@ TOLERANCES: dict[str, dict[str, float]] = {
 
 
 class ConformanceError(AssertionError):
-    """A backend's result differs from the reference by more than the tolerance."""
+    """A backend's result differs from the reference; ``error`` is the measured relative L2 error
+    (``inf`` when the shapes or the non-finite elements differ)."""
+
+    def __init__(self, message: str, error: float = float("inf")) -> None:
+        self.error = error
+        super().__init__(message)
 
 
 def tolerance(backend: Backend, check: str) -> float:
@@ -46,32 +52,41 @@ def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=1)
 def oracle() -> Backend:
-    """The reference: the ``array-api`` backend on NumPy in float64."""
-    return get_backend("array-api", namespace="numpy", dtype="float64")
+    """The reference: :class:`alexnet_aa.reference.ArrayAPIBackend` on NumPy in float64 — part of
+    the core, so the suite needs nothing but ``alexnet-aa`` and the backend under test."""
+    return ArrayAPIBackend(namespace="numpy", dtype="float64")
 
 
 def assert_conforms(y: Any, ref: np.ndarray, *, backend: Backend, check: str, context: str) -> float:
     """Compare ``y`` (already on the host, canonical layout) with ``ref``; return the measured error.
 
-    Checks shape first, then NaN placement, then relative L2 error against
-    :func:`tolerance`; the message names op, backend, dtype, shapes, the
-    measured error and ``context`` (the case and its seed, enough to rerun it).
+    Checks shape first, then that NaN and ±inf sit exactly where the
+    reference has them (with the same sign), then the relative L2 error of the
+    finite elements against :func:`tolerance`; the message names op, backend,
+    dtype, shapes, the measured error and ``context`` (the case and its seed,
+    enough to rerun it).
     """
     __tracebackhide__ = True
     y = np.asarray(y)
     where = f"[{check}] backend={backend.name} dtype={backend.dtype} {context}"
     if y.shape != ref.shape:
         raise ConformanceError(f"{where}: out.shape={y.shape}, but should be {ref.shape}")
-    nan_y, nan_ref = np.isnan(y), np.isnan(ref)
-    if not np.array_equal(nan_y, nan_ref):
-        raise ConformanceError(f"{where}: {int(nan_y.sum())} NaN in the result, {int(nan_ref.sum())} in the reference")
-    ok = ~nan_ref
+    for what, got, want in (("NaN", np.isnan(y), np.isnan(ref)),
+                            ("+inf", np.isposinf(y), np.isposinf(ref)), ("-inf", np.isneginf(y), np.isneginf(ref))):
+        if not np.array_equal(got, want):
+            first = tuple(map(int, np.argwhere(got != want)[0]))
+            raise ConformanceError(
+                f"{where}: {int(got.sum())} {what} in the result, {int(want.sum())} in the reference "
+                f"(first difference at {first}: got {float(y[first])!r}, reference {float(ref[first])!r})"
+            )
+    ok = np.isfinite(ref)
     err = relative_error(y[ok], ref[ok])
     tol = tolerance(backend, check)
     if not err <= tol:
         worst = np.unravel_index(np.argmax(np.abs(np.where(ok, y - ref, 0))), y.shape)
         raise ConformanceError(
             f"{where}: relative L2 error {err:.3e} > tolerance {tol:.0e} "
-            f"(shape {y.shape}; worst element {tuple(map(int, worst))}: got {float(y[worst])!r}, reference {float(ref[worst])!r})"
+            f"(shape {y.shape}; worst element {tuple(map(int, worst))}: got {float(y[worst])!r}, reference {float(ref[worst])!r})",
+            err,
         )
     return err

@@ -1,10 +1,14 @@
 """The conformance tests, written once and parametrized over backends.
 
-Each test takes the ``alexnet_backend`` fixture (one registered backend; an
-unavailable one is skipped with its reason) and ``case_rng`` (a generator
-seeded from the run's seed and the test id: fresh data each run, the same
-data when a run is repeated with ``--alexnet-seed``). Data parameters (the
-shapes) are separate from the backend parameter.
+Each test takes the ``alexnet_backend`` fixture (one backend instance; an
+unavailable one is skipped with its reason), ``alexnet_backend_class`` (its
+class, checked whether or not it can run here) or ``alexnet_backend_float64``,
+and ``case_rng`` (a generator seeded from the run's seed and the test id:
+fresh data each run, the same data when a run is repeated with
+``--alexnet-seed``). Data parameters (the shapes) are separate from the
+backend parameter. Every op runs through :mod:`alexnet_aa.ops` on the backend
+under test and on the float64 oracle (:func:`alexnet_aa.testing.oracle`, part
+of the core), so the suite needs nothing but ``alexnet-aa`` and that backend.
 
 Import them into a test module to run them::
 
@@ -20,22 +24,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .. import reference
-from ..architecture import VARIANTS, architecture
-from ..backend import Backend
+from .. import layouts, ops
+from ..architecture import get_architecture
+from ..backend import Backend, protocol_problems
 from ..model import AlexNet
 from ..weights import he_weights
-from .compare import assert_conforms, oracle, relative_error, tolerance
+from .compare import ConformanceError, assert_conforms, oracle, relative_error, tolerance
 
 __all__ = [
     "test_backend_protocol",
+    "test_declared_layouts",
     "test_conv2d",
     "test_conv2d_shape_space",
-    "test_conv2d_rejects_bad_arguments",
     "test_max_pool2d",
     "test_lrn",
     "test_linear",
+    "test_ops_reject_bad_arguments",
+    "test_ops_reject_foreign_arrays",
+    "test_nonfinite",
     "test_network",
+    "test_network_float64",
+    "test_predict",
     "test_batch_independence",
 ]
 
@@ -43,36 +52,54 @@ __all__ = [
 
 
 def _to_native(backend: Backend, x: np.ndarray, noncontiguous: bool):
-    """Host NCHW ``x`` → the backend's array in its layout; optionally a strided (non-contiguous) view."""
-    nhwc = backend.layout == "NHWC" and x.ndim == 4
+    """Host NCHW (or ``(N, F)``) ``x`` → the backend's array in its layout, read-only on the host;
+    optionally a strided (non-contiguous) view of a wider array."""
+    perm = layouts.permutation(layouts.CANONICAL, backend.layout) if x.ndim == 4 else tuple(range(x.ndim))
+    axis = backend.layout.index("W") if x.ndim == 4 else x.ndim - 1
+    if noncontiguous:
+        x = np.repeat(x, 2, axis=-1)  # every column twice; the native view takes every other one
+    x = x.transpose(perm).copy()
+    x.setflags(write=False)  # a backend must never write into its input
+    native = backend.asarray(x)
     if not noncontiguous:
-        x = x.copy()
-        x.setflags(write=False)  # a backend must never write into its input
-        return backend.asarray(x.transpose(0, 2, 3, 1) if nhwc else x)
-    wide = np.repeat(x, 2, axis=-1)  # every column twice; the native view takes every other one
-    wide.setflags(write=False)
-    native = backend.asarray(wide.transpose(0, 2, 3, 1) if nhwc else wide)
-    return native[:, :, ::2, :] if nhwc else native[..., ::2]
+        return native
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(None, None, 2)
+    return native[tuple(index)]
 
 
 def run_op(backend: Backend, op: str, x: np.ndarray, params: dict[str, np.ndarray], *args, noncontiguous: bool = False):
-    """Run ``backend.<op>(x, *params, *args)`` on host NCHW data; return the NCHW host result."""
+    """``ops.<op>(backend, x, *prepared params, *args)`` on host NCHW data; the NCHW host result."""
     native = backend.prepare(params)
-    y = getattr(backend, op)(_to_native(backend, x, noncontiguous), *native.values(), *args)
-    y = backend.to_host(y)
-    if backend.layout == "NHWC" and y.ndim == 4:
-        y = y.transpose(0, 3, 1, 2)
-    return np.asarray(y)
+    y = np.asarray(backend.to_host(getattr(ops, op)(backend, _to_native(backend, x, noncontiguous), *native.values(), *args)))
+    return y.transpose(layouts.permutation(backend.layout, layouts.CANONICAL)) if y.ndim == 4 else y
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _check(backend, record, check, y, ref, context):
+def _f64(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float64) for k, v in params.items()}
+
+
+def _check(backend, record, check, y, ref, context, tol_check=None):
+    """Compare, record the measured error (also when it fails), and fail with the suite's message."""
     __tracebackhide__ = True
-    err = assert_conforms(y, ref, backend=backend, check=check, context=context)
-    record(check, context, err, tolerance(backend, check))
+    tol = tolerance(backend, tol_check or check)
+    try:
+        err = assert_conforms(y, ref, backend=backend, check=tol_check or check, context=context)
+    except ConformanceError as exc:
+        record(check, context, exc.error, tol, failed=True)
+        raise
+    record(check, context, err, tol)
+
+
+def _against_oracle(backend, record, check, op, x, params, *args, context, noncontiguous=False):
+    __tracebackhide__ = True
+    ref = run_op(oracle(), op, x.astype(np.float64), _f64(params), *args)
+    y = run_op(backend, op, x, params, *args, noncontiguous=noncontiguous)
+    _check(backend, record, check, y, ref, context)
 
 
 # -- the protocol ----------------------------------------------------------------------
@@ -80,22 +107,36 @@ def _check(backend, record, check, y, ref, context):
 _PROTOCOL = ("available", "asarray", "to_host", "prepare", "conv2d", "max_pool2d", "lrn", "linear", "warmup", "describe")
 
 
-def test_backend_protocol(alexnet_backend):
-    """Same method names and parameter lists as :class:`~alexnet_aa.backend.Backend`, no extra public methods."""
-    cls = type(alexnet_backend)
-    assert alexnet_backend.layout in ("NCHW", "NHWC"), f"layout must be NCHW or NHWC, got {alexnet_backend.layout!r}"
-    assert isinstance(alexnet_backend.name, str) and alexnet_backend.name
+def test_backend_protocol(alexnet_backend_class):
+    """Same method names and parameter lists as :class:`~alexnet_aa.backend.Backend`, no extra public
+    methods, valid declared layouts and capabilities, and ``available()`` answering without raising —
+    checked on the class, whether or not the backend can run here."""
+    cls = alexnet_backend_class
+    assert isinstance(cls.name, str) and cls.name, f"{cls.__name__}.name must be a non-empty string"
     for name in _PROTOCOL:
         ours = list(inspect.signature(getattr(Backend, name)).parameters)
         theirs = list(inspect.signature(getattr(cls, name)).parameters)
         assert theirs == ours, f"{cls.__name__}.{name}{theirs} differs from Backend.{name}{ours}"
-    extra = [
-        n for n, v in vars(cls).items()
-        if not n.startswith("_") and callable(v) and n not in _PROTOCOL
-    ]
+    extra = [n for n, v in vars(cls).items() if not n.startswith("_") and callable(v) and n not in _PROTOCOL]
     assert not extra, f"{cls.__name__} has public methods outside the protocol: {extra}"
-    ok, why = cls.available()
-    assert ok is True and why == "", "an instantiated backend must report itself available"
+    problems = protocol_problems(cls)
+    assert not problems, f"{cls.__name__} declares: " + "; ".join(problems)
+    answer = cls.available()
+    assert isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], bool) and isinstance(answer[1], str), (
+        f"{cls.__name__}.available() must return (bool, reason), got {answer!r}")
+    assert answer[0] or answer[1], f"{cls.__name__}.available() says False without a reason"
+
+
+def test_declared_layouts(alexnet_backend):
+    """``prepare`` returns weights in the layouts the backend declares: every axis has its own size
+    here, so reading the sizes through ``conv_weight_layout`` / ``linear_weight_layout`` finds them."""
+    native = alexnet_backend.prepare({"conv.weight": np.ones((7, 2, 3, 5), np.float32),
+                                      "fc.weight": np.ones((6, 9), np.float32), "fc.bias": np.ones(6, np.float32)})
+    conv = layouts.conv_weight_dims(tuple(native["conv.weight"].shape), alexnet_backend.conv_weight_layout)
+    assert conv == (7, 2, 3, 5), f"conv weight prepared as {tuple(native['conv.weight'].shape)} is not {alexnet_backend.conv_weight_layout}"
+    fc = layouts.linear_weight_dims(tuple(native["fc.weight"].shape), alexnet_backend.linear_weight_layout)
+    assert fc == (6, 9), f"linear weight prepared as {tuple(native['fc.weight'].shape)} is not {alexnet_backend.linear_weight_layout}"
+    assert tuple(native["fc.bias"].shape) == (6,)
 
 
 # -- conv2d ------------------------------------------------------------------------------
@@ -115,11 +156,11 @@ CONV_CASES = {
 }
 
 
-def _conv_data(rng, n, c, h, w, o, k, groups):
+def _conv_data(rng, n, c, h, w, o, kh, groups, kw=None):
     x = rng.standard_normal((n, c, h, w))
-    wt = rng.standard_normal((o, c // groups, k, k)) / np.sqrt(c // groups * k * k)
+    wt = rng.standard_normal((o, c // groups, kh, kw or kh)) / np.sqrt(c // groups * kh * (kw or kh))
     b = rng.standard_normal(o)
-    return _f32(x), _f32(wt), _f32(b)
+    return _f32(x), {"w.weight": _f32(wt), "w.bias": _f32(b)}
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
@@ -127,44 +168,28 @@ def _conv_data(rng, n, c, h, w, o, k, groups):
 @pytest.mark.parametrize("case", list(CONV_CASES), ids=list(CONV_CASES))
 def test_conv2d(alexnet_backend, case_rng, conformance_record, case, noncontiguous, relu):
     n, c, h, w, o, k, s, p, g = CONV_CASES[case]
-    x, wt, b = _conv_data(case_rng, n, c, h, w, o, k, g)
-    ref = reference.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), s, p, g, relu)
-    y = run_op(alexnet_backend, "conv2d", x, {"w.weight": wt, "w.bias": b}, s, p, g, relu, noncontiguous=noncontiguous)
-    _check(alexnet_backend, conformance_record, "conv2d", y, ref, f"case={case} x={x.shape} w={wt.shape} stride={s} padding={p} groups={g} relu={relu} noncontiguous={noncontiguous}")
+    x, params = _conv_data(case_rng, n, c, h, w, o, k, g)
+    _against_oracle(alexnet_backend, conformance_record, "conv2d", "conv2d", x, params, s, p, g, relu,
+                    noncontiguous=noncontiguous,
+                    context=f"case={case} x={x.shape} w={params['w.weight'].shape} stride={s} padding={p} groups={g} "
+                    f"relu={relu} noncontiguous={noncontiguous}")
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     n=st.integers(1, 3), cg=st.integers(1, 5), og=st.integers(1, 5), groups=st.integers(1, 3),
-    h=st.integers(1, 12), w=st.integers(1, 12), k=st.integers(1, 5), s=st.integers(1, 3), p=st.integers(0, 2),
+    h=st.integers(1, 12), w=st.integers(1, 12), kh=st.integers(1, 5), kw=st.integers(1, 5),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)), p=st.tuples(st.integers(0, 2), st.integers(0, 2)),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_conv2d_shape_space(alexnet_backend, conformance_record, n, cg, og, groups, h, w, k, s, p, seed):
-    """Hypothesis over the shape space: any stride, padding, kernel and group count that yields an output."""
-    if h + 2 * p < k or w + 2 * p < k:
+def test_conv2d_shape_space(alexnet_backend, conformance_record, n, cg, og, groups, h, w, kh, kw, s, p, seed):
+    """Hypothesis over the shape space: any stride, padding, (rectangular) kernel and group count that
+    yields an output."""
+    if h + 2 * p[0] < kh or w + 2 * p[1] < kw:
         return
-    rng = np.random.default_rng(seed)
-    x, wt, b = _conv_data(rng, n, cg * groups, h, w, og * groups, k, groups)
-    ref = reference.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), s, p, groups, True)
-    y = run_op(alexnet_backend, "conv2d", x, {"w.weight": wt, "w.bias": b}, s, p, groups, True)
-    _check(alexnet_backend, conformance_record, "conv2d", y, ref, f"x={x.shape} w={wt.shape} stride={s} padding={p} groups={groups} seed={seed}")
-
-
-@pytest.mark.parametrize(
-    "shape, stride, padding, match",
-    [
-        ((1, 5, 8, 8), 1, 1, "channels"),
-        ((1, 3, 8, 8), 0, 1, "stride"),
-        ((1, 3, 8, 8), 1, -1, "padding"),
-    ],
-    ids=["channel-mismatch", "stride-0", "padding-negative"],
-)
-def test_conv2d_rejects_bad_arguments(alexnet_backend, shape, stride, padding, match):
-    """A clear ``ValueError`` prefixed by the op, naming what is wrong (DESIGN.md §6)."""
-    native = alexnet_backend.prepare({"w.weight": np.ones((4, 3, 3, 3), np.float32), "w.bias": np.ones(4, np.float32)})
-    x = _to_native(alexnet_backend, np.ones(shape, np.float32), False)
-    with pytest.raises(ValueError, match=rf"\[conv2d\].*{match}"):
-        alexnet_backend.conv2d(x, *native.values(), stride, padding, 1, False)
+    x, params = _conv_data(np.random.default_rng(seed), n, cg * groups, h, w, og * groups, kh, groups, kw)
+    _against_oracle(alexnet_backend, conformance_record, "conv2d", "conv2d", x, params, s, p, groups, True,
+                    context=f"x={x.shape} w={params['w.weight'].shape} stride={s} padding={p} groups={groups} seed={seed}")
 
 
 # -- max_pool2d -----------------------------------------------------------------------------
@@ -187,9 +212,9 @@ POOL_CASES = {
 def test_max_pool2d(alexnet_backend, case_rng, conformance_record, case, noncontiguous, ceil_mode):
     n, c, h, w, k, s = POOL_CASES[case]
     x = _f32(case_rng.standard_normal((n, c, h, w)))  # negative values too: padding must act as -inf
-    ref = reference.max_pool2d(x.astype(np.float64), k, s, ceil_mode)
-    y = run_op(alexnet_backend, "max_pool2d", x, {}, k, s, ceil_mode, noncontiguous=noncontiguous)
-    _check(alexnet_backend, conformance_record, "max_pool2d", y, ref, f"case={case} x={x.shape} kernel={k} stride={s} ceil_mode={ceil_mode} noncontiguous={noncontiguous}")
+    _against_oracle(alexnet_backend, conformance_record, "max_pool2d", "max_pool2d", x, {}, k, s, ceil_mode,
+                    noncontiguous=noncontiguous,
+                    context=f"case={case} x={x.shape} kernel={k} stride={s} ceil_mode={ceil_mode} noncontiguous={noncontiguous}")
 
 
 # -- lrn ----------------------------------------------------------------------------------------
@@ -211,9 +236,9 @@ LRN_CASES = {
 def test_lrn(alexnet_backend, case_rng, conformance_record, case, noncontiguous):
     n, c, h, w, size, alpha, beta, k = LRN_CASES[case]
     x = _f32(3.0 * case_rng.standard_normal((n, c, h, w)))  # large enough that the window sum matters
-    ref = reference.lrn(x.astype(np.float64), size, alpha, beta, k)
-    y = run_op(alexnet_backend, "lrn", x, {}, size, alpha, beta, k, noncontiguous=noncontiguous)
-    _check(alexnet_backend, conformance_record, "lrn", y, ref, f"case={case} x={x.shape} size={size} alpha={alpha} beta={beta} k={k} noncontiguous={noncontiguous}")
+    _against_oracle(alexnet_backend, conformance_record, "lrn", "lrn", x, {}, size, alpha, beta, k,
+                    noncontiguous=noncontiguous,
+                    context=f"case={case} x={x.shape} size={size} alpha={alpha} beta={beta} k={k} noncontiguous={noncontiguous}")
 
 
 # -- linear --------------------------------------------------------------------------------------
@@ -227,47 +252,162 @@ LINEAR_CASES = {"one-row": (1, 17, 5), "batch3": (3, 64, 33), "fc6-shape": (2, 9
 def test_linear(alexnet_backend, case_rng, conformance_record, case, noncontiguous, relu):
     n, fi, fo = LINEAR_CASES[case]
     x = _f32(case_rng.standard_normal((n, fi)))
-    w = _f32(case_rng.standard_normal((fo, fi)) / np.sqrt(fi))
-    b = _f32(case_rng.standard_normal(fo))
-    ref = reference.linear(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), relu)
-    y = run_op(alexnet_backend, "linear", x, {"w.weight": w, "w.bias": b}, relu, noncontiguous=noncontiguous)
-    _check(alexnet_backend, conformance_record, "linear", y, ref, f"case={case} x={x.shape} w={w.shape} relu={relu} noncontiguous={noncontiguous}")
+    params = {"w.weight": _f32(case_rng.standard_normal((fo, fi)) / np.sqrt(fi)), "w.bias": _f32(case_rng.standard_normal(fo))}
+    _against_oracle(alexnet_backend, conformance_record, "linear", "linear", x, params, relu, noncontiguous=noncontiguous,
+                    context=f"case={case} x={x.shape} w={(fo, fi)} relu={relu} noncontiguous={noncontiguous}")
+
+
+# -- what ops refuse ---------------------------------------------------------------------------------
+
+_W = {"w.weight": (4, 3, 3, 3), "w.bias": (4,)}
+#: id: (op, x shape (canonical), weight shapes (canonical), arguments, message pattern)
+BAD_ARGUMENTS = {
+    "conv2d-channels": ("conv2d", (1, 5, 8, 8), _W, (1, 1, 1, False), r"\[conv2d\] x: expected 3 channels"),
+    "conv2d-stride-0": ("conv2d", (1, 3, 8, 8), _W, (0, 1, 1, False), r"\[conv2d\] stride: expected an int >= 1"),
+    "conv2d-padding-negative": ("conv2d", (1, 3, 8, 8), _W, (1, (1, -1), 1, False), r"\[conv2d\] padding: expected an int >= 0"),
+    "conv2d-groups": ("conv2d", (1, 6, 8, 8), {"w.weight": (4, 2, 3, 3), "w.bias": (4,)}, (1, 1, 3, False),
+                      r"\[conv2d\] groups: expected a divisor of w's 4 output channels, got 3"),
+    "conv2d-kernel-larger": ("conv2d", (1, 3, 2, 2), {"w.weight": (4, 3, 5, 5), "w.bias": (4,)}, (1, 0, 1, False),
+                             r"\[conv2d\] x: expected a padded map at least as large as the kernel 5x5, got 2x2"),
+    "conv2d-bias": ("conv2d", (1, 3, 8, 8), {"w.weight": (4, 3, 3, 3), "w.bias": (5,)}, (1, 1, 1, False),
+                    r"\[conv2d\] b: expected shape \(4,\) or None, got \(5,\)"),
+    "conv2d-relu": ("conv2d", (1, 3, 8, 8), _W, (1, 1, 1, "yes"), r"\[conv2d\] relu: expected a bool"),
+    "max_pool2d-kernel-0": ("max_pool2d", (1, 2, 8, 8), {}, ((0, 3), 2, False), r"\[max_pool2d\] kernel: expected an int >= 1"),
+    "max_pool2d-map-smaller": ("max_pool2d", (1, 2, 2, 5), {}, (3, 2, False),
+                               r"\[max_pool2d\] x: expected a map at least as large as the kernel 3x3, got 2x5"),
+    "lrn-size-0": ("lrn", (1, 4, 3, 3), {}, (0, 1e-4, 0.75, 1.0), r"\[lrn\] size: expected a positive int, got 0"),
+    "lrn-alpha-inf": ("lrn", (1, 4, 3, 3), {}, (5, float("inf"), 0.75, 1.0), r"\[lrn\] alpha: expected a finite real"),
+    "linear-features": ("linear", (2, 5), {"w.weight": (3, 6), "w.bias": (3,)}, (False,), r"\[linear\] x: expected 6 features"),
+    "linear-rank": ("linear", (2, 6, 1, 1), {"w.weight": (3, 6), "w.bias": (3,)}, (False,), r"\[linear\] x: expected a rank-2 array"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS), ids=list(BAD_ARGUMENTS))
+def test_ops_reject_bad_arguments(alexnet_backend, case):
+    """A clear ``ValueError`` prefixed by the op, naming what was expected and what came (DESIGN.md §6)."""
+    op, shape, weights, args, match = BAD_ARGUMENTS[case]
+    native = alexnet_backend.prepare({name: np.ones(s, np.float32) for name, s in weights.items()})
+    x = _to_native(alexnet_backend, np.ones(shape, np.float32), False)
+    with pytest.raises(ValueError, match=match):
+        getattr(ops, op)(alexnet_backend, x, *native.values(), *args)
+
+
+def test_ops_reject_foreign_arrays(alexnet_backend):
+    """An array of another namespace or dtype is a ``TypeError`` that says what the backend takes."""
+    be = alexnet_backend
+    with pytest.raises(TypeError, match=r"\[lrn\] x: expected an array of the .* backend's namespace"):
+        ops.lrn(be, [[[[1.0]]]], 5, 1e-4, 0.75, 1.0)
+    wrong = be.xp.astype(_to_native(be, np.ones((1, 2, 3, 3), np.float32), False), be.xp.int32)
+    with pytest.raises(TypeError, match=r"\[lrn\] x: expected dtype float"):
+        ops.lrn(be, wrong, 5, 1e-4, 0.75, 1.0)
+
+
+# -- NaN and infinities ----------------------------------------------------------------------------------
+
+#: id: (op, x shape, weight shapes, arguments): the conv cases reach every conv algorithm a backend
+#: may pick by shape (3x3 and 5x5 stride 1, 11x11 stride 4).
+NONFINITE_CASES = {
+    "conv2d-3x3-g2": ("conv2d", (2, 4, 9, 9), {"w.weight": (8, 2, 3, 3), "w.bias": (8,)}, (1, 1, 2, True)),
+    "conv2d-5x5": ("conv2d", (1, 4, 9, 9), {"w.weight": (8, 4, 5, 5), "w.bias": (8,)}, (1, 2, 1, False)),
+    "conv2d-11x11-s4": ("conv2d", (1, 3, 23, 23), {"w.weight": (8, 3, 11, 11), "w.bias": (8,)}, (4, 0, 1, False)),
+    "max_pool2d-ceil": ("max_pool2d", (2, 3, 9, 9), {}, (3, 2, True)),
+    "lrn": ("lrn", (2, 7, 4, 4), {}, (5, 0.5, 0.75, 2.0)),
+    "linear": ("linear", (3, 16), {"w.weight": (5, 16), "w.bias": (5,)}, (True,)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf is the point here
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("case", list(NONFINITE_CASES), ids=list(NONFINITE_CASES))
+def test_nonfinite(alexnet_backend, case_rng, conformance_record, case, value):
+    """NaN and ±inf inputs give NaN and ±inf exactly where the float64 reference has them (DESIGN.md §5);
+    the finite elements agree to the op's tolerance."""
+    op, shape, weights, args = NONFINITE_CASES[case]
+    x = case_rng.standard_normal(shape)
+    # one element at a fixed place (the start of the second image: channel 0, the corner), one anywhere else
+    x.flat[[x.size // 2, (x.size // 2 + 1 + case_rng.integers(x.size - 1)) % x.size]] = value
+    params = {name: _f32(case_rng.standard_normal(s) / 2) for name, s in weights.items()}
+    _against_oracle(alexnet_backend, conformance_record, op, op, _f32(x), params, *args,
+                    context=f"case={case} x={shape} with two elements {value}")
 
 
 # -- the whole network -------------------------------------------------------------------------------
 
+#: id: (variant, input size): every variant at its size, and torchvision at two others, where the
+#: adaptive average pool really pools (pool5 7x7 → 6x6) and repeats (2x2 → 6x6).
+NETWORK_CASES = {
+    "paper": ("paper", 227),
+    "caffe": ("caffe", 227),
+    "torchvision": ("torchvision", 224),
+    "torchvision-256": ("torchvision", 256),
+    "torchvision-100": ("torchvision", 100),
+}
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_network(alexnet_backend, case_rng, conformance_record, variant):
+
+def _network(backend, record, rng, case, batch=2, check="network"):
+    __tracebackhide__ = True
+    variant, size = NETWORK_CASES[case]
+    weights = he_weights(get_architecture(variant), rng)
+    x = _f32(rng.standard_normal((batch, 3, size, size)))
+    model = AlexNet(variant, backend, weights=weights)
+    got = {k: np.asarray(backend.to_host(v)) for k, v in model.layers(x).items()}
+    want = {k: np.asarray(v) for k, v in AlexNet(variant, oracle(), weights=weights).layers(x).items()}
+    per_layer = ", ".join(f"{k}={relative_error(got[k], want[k]):.1e}" for k in want)
+    context = f"case={case} x={x.shape} per-layer errors: {per_layer}"
+    logits, ref = got["fc8"], want["fc8"]
+    _check(backend, record, check, logits, ref, context, tol_check="network")
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 10 * tolerance(backend, "network") * np.abs(ref).max(axis=1)
+    assert decided.any(), f"no row of the reference has a decisive top-1 margin: {top2}"
+    assert np.array_equal(logits.argmax(1)[decided], ref.argmax(1)[decided]), (
+        f"[network] backend={backend.name} top-1 {logits.argmax(1)} != reference {ref.argmax(1)} ({context})"
+    )
+
+
+@pytest.mark.parametrize("case", list(NETWORK_CASES), ids=list(NETWORK_CASES))
+def test_network(alexnet_backend, case_rng, conformance_record, case):
     """Logits within the network tolerance, no stray NaN, and the same top-1 class wherever the
     reference's top-1 margin is larger than the tolerance allows to flip."""
-    weights = he_weights(architecture(variant), case_rng)
-    size = architecture(variant).input_size
-    x = _f32(case_rng.standard_normal((2, 3, size, size)))
-    model = AlexNet(variant, alexnet_backend, weights=weights)
-    ref_model = AlexNet(variant, oracle(), weights=weights)
-    got = {k: alexnet_backend.to_host(v) for k, v in model.layers(x).items()}
-    want = {k: np.asarray(v) for k, v in ref_model.layers(x).items()}
-    per_layer = ", ".join(
-        f"{k}={relative_error(np.asarray(got[k]), want[k]):.1e}" for k in want
-    )
-    context = f"variant={variant} x={x.shape} per-layer errors: {per_layer}"
-    logits, ref = np.asarray(got["fc8"]), want["fc8"]
-    _check(alexnet_backend, conformance_record, "network", logits, ref, context)
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    decided = margin > 10 * tolerance(alexnet_backend, "network") * np.abs(ref).max(axis=1)
-    assert decided.any(), f"no row of the reference has a decisive top-1 margin: {margin}"
-    assert np.array_equal(logits.argmax(1)[decided], ref.argmax(1)[decided]), (
-        f"[network] backend={alexnet_backend.name} top-1 {logits.argmax(1)} != reference {ref.argmax(1)} ({context})"
-    )
+    _network(alexnet_backend, conformance_record, case_rng, case)
+
+
+@pytest.mark.parametrize("case", ["paper", "torchvision-100"])
+def test_network_float64(alexnet_backend_float64, case_rng, conformance_record, case):
+    """The backend built with ``dtype="float64"`` agrees to the float64 tolerances (skipped, with the
+    reason, where it declares float64 unsupported)."""
+    _network(alexnet_backend_float64, conformance_record, case_rng, case, batch=1, check="network-float64")
+
+
+def test_predict(alexnet_backend, case_rng, conformance_record):
+    """``predict`` — softmax, argsort and take on the backend's namespace — gives int64 classes best
+    first, the reference's top-1 where it is decisive, and the reference's probabilities (every
+    class, compared class by class) to the network tolerance."""
+    variant, size = NETWORK_CASES["torchvision-100"]
+    weights = he_weights(get_architecture(variant), case_rng)
+    x = _f32(case_rng.standard_normal((4, 3, size, size)))
+    model, ref = AlexNet(variant, alexnet_backend, weights=weights), AlexNet(variant, oracle(), weights=weights)
+    top5 = model.predict(x, top=5)
+    assert top5.indices.dtype == np.int64 and top5.indices.shape == top5.probabilities.shape == (4, 5)
+    got, want = model.predict(x, top=model.arch.num_classes), ref.predict(x, top=ref.arch.num_classes)
+    assert np.array_equal(top5.indices, got.indices[:, :5]), "top=5 is not the first five of the full ranking"
+    assert np.all(np.diff(got.probabilities, axis=1) <= 0), "probabilities are not sorted best first"
+    p = want.probabilities
+    decided = (p[:, 0] - p[:, 1]) > 10 * tolerance(alexnet_backend, "network")
+    assert decided.any(), f"no row of the reference has a decisive top-1 margin: {p[:, :2]}"
+    assert np.array_equal(got.indices[decided, 0], want.indices[decided, 0]), (got.indices[:, 0], want.indices[:, 0])
+
+    def by_class(pred):
+        return np.take_along_axis(np.asarray(pred.probabilities), np.argsort(pred.indices, axis=1), axis=1)
+
+    _check(alexnet_backend, conformance_record, "predict", by_class(got), by_class(want),
+           f"variant={variant} x={x.shape} softmax probabilities of every class", tol_check="network")
 
 
 def test_batch_independence(alexnet_backend, case_rng):
     """Rows of a batch are independent (DESIGN.md §7): a batch split in two and concatenated gives
     the logits of the whole batch, to within the network tolerance (kernels may block GEMMs by
     their row count, so float32 rounding may differ; the math may not)."""
-    weights = he_weights(architecture("torchvision"), case_rng)
+    weights = he_weights(get_architecture("torchvision"), case_rng)
     x = _f32(case_rng.standard_normal((3, 3, 224, 224)))
     model = AlexNet("torchvision", alexnet_backend, weights=weights)
     whole = np.asarray(alexnet_backend.to_host(model(x)))

@@ -1,8 +1,11 @@
 """AlexNet in ``torch.nn.functional``, from the same layer table and canonical weights.
 
-An oracle independent of our ops (PyTorch's own conv, LRN, pooling, linear)
-for the tests, and the peer the benchmarks time against. torch is imported
-by the caller and passed in, so this module imports nothing heavy.
+An oracle independent of our ops — PyTorch's own conv, LRN, pooling, adaptive
+average pooling and linear — for the tests, and the peer the benchmarks time
+against. :class:`TorchOps` is an interpreter of the layer table: each layer
+spec applies itself through it as it does through
+:class:`alexnet_aa.ops.BackendOps` in the model. torch is imported by the
+caller and passed in, so this module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..architecture import LRN, AdaptiveAvgPool, Architecture, Conv, Dropout, Flatten, Linear, MaxPool
+from ..architecture import Architecture
 
 
 def torch_weights(torch: Any, params: Mapping[str, Any], device: str = "cpu") -> dict[str, Any]:
@@ -18,30 +21,42 @@ def torch_weights(torch: Any, params: Mapping[str, Any], device: str = "cpu") ->
     return {name: torch.as_tensor(value, dtype=torch.float32, device=device).contiguous() for name, value in params.items()}
 
 
+class TorchOps:
+    """The op set of the layer specs, on NCHW torch tensors through ``torch.nn.functional`` (evaluation mode)."""
+
+    def __init__(self, torch: Any) -> None:
+        self.torch, self.F = torch, torch.nn.functional
+
+    def conv2d(self, x, w, b, stride, padding, groups, relu):
+        y = self.F.conv2d(x, w, b, stride, padding, 1, groups)
+        return self.F.relu(y) if relu else y
+
+    def max_pool2d(self, x, kernel, stride, ceil_mode):
+        return self.F.max_pool2d(x, kernel, stride, ceil_mode=ceil_mode)
+
+    def lrn(self, x, size, alpha, beta, k):
+        return self.F.local_response_norm(x, size, alpha=alpha, beta=beta, k=k)
+
+    def linear(self, x, w, b, relu):
+        y = self.F.linear(x, w, b)
+        return self.F.relu(y) if relu else y
+
+    def adaptive_avg_pool2d(self, x, output_size):
+        return self.F.adaptive_avg_pool2d(x, output_size)
+
+    def flatten(self, x):
+        return self.torch.flatten(x, 1)
+
+    def dropout(self, x, p):
+        return x
+
+
 def torch_layers(torch: Any, arch: Architecture, weights: Mapping[str, Any], x: Any) -> Iterator[tuple[str, Any]]:
     """Yield ``(layer name, output)`` for every layer of ``arch``, NCHW, in evaluation mode."""
-    F = torch.nn.functional
+    ops = TorchOps(torch)
     for layer in arch.layers:
-        name = layer.name
-        if isinstance(layer, Conv):
-            x = F.conv2d(x, weights[f"{name}.weight"], weights[f"{name}.bias"], layer.stride, layer.padding, 1, layer.groups)
-            if layer.relu:
-                x = F.relu(x)
-        elif isinstance(layer, LRN):
-            x = F.local_response_norm(x, layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k)
-        elif isinstance(layer, MaxPool):
-            x = F.max_pool2d(x, layer.kernel, layer.stride, ceil_mode=layer.ceil_mode)
-        elif isinstance(layer, AdaptiveAvgPool):
-            x = F.adaptive_avg_pool2d(x, layer.output_size)
-        elif isinstance(layer, Flatten):
-            x = torch.flatten(x, 1)
-        elif isinstance(layer, Linear):
-            x = F.linear(x, weights[f"{name}.weight"], weights[f"{name}.bias"])
-            if layer.relu:
-                x = F.relu(x)
-        elif not isinstance(layer, Dropout):
-            raise TypeError(f"unknown layer {layer!r}")
-        yield name, x
+        x = layer.apply(ops, weights, x)
+        yield layer.name, x
 
 
 def torch_forward(torch: Any, arch: Architecture, weights: Mapping[str, Any], x: Any) -> Any:

@@ -9,8 +9,10 @@ cubin on disk under ``CUPY_CACHE_DIR``, so later processes only load it). Every
 entry point is listed in :data:`NAME_EXPRESSIONS`; ``tests/test_cuda_kernels.py``
 compiles each file with ``nvcc`` and checks that every listed name exists.
 
-Each op is split into a *plan* (``plan_<op>``: validate shapes, compute the
-output shape, launch geometry and the exact kernel arguments) and a launch.
+Each op is split into a *plan* (``plan_<op>``: the launch geometry and the
+exact kernel arguments, and the limits of the kernels' 32-bit offsets) and a
+launch. The arguments were validated by :mod:`alexnet_aa.ops`; output shapes
+come from the formulas of :mod:`alexnet_aa.architecture`.
 Plans are pure Python on array shapes — they run without a GPU, which is how the
 CPU emulation test (``backends/cupy/tests``) drives the very same argument lists
 through the kernels compiled with g++.
@@ -21,7 +23,6 @@ rules) only; cupy is imported on first launch.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from dataclasses import dataclass
@@ -196,9 +197,8 @@ def choose_conv_tile(m: int, n: int, groups: int, sms: int, *, tiles: dict[str, 
     tiles for M = 192, 128-row tiles for M = 384), the larger tile on a tie;
     when none fills the GPU (batch 1, small maps), the one with the most blocks,
     the smaller tile on a tie (less work per block on a latency-bound launch).
-    ``tiles``: :data:`CONV_TILES` (default) or :data:`WINOGRAD_TILES`. (On an
-    H200 at batch 128 it picked the fastest implicit-GEMM tile on all ten
-    AlexNet conv layers.)
+    ``tiles``: :data:`CONV_TILES` (default) or :data:`WINOGRAD_TILES`. (How
+    it fared against the measured best tile: ``docs/backends/cupy.md``.)
     """
     best, best_key = None, None
     for tile in (CONV_TILES if tiles is None else tiles).values():
@@ -217,7 +217,7 @@ def plan_conv2d(x, w_ihwo, b_o, y, stride, padding, groups: int, relu: bool, *, 
     """Validate and plan ``conv2d_forward_<tile>`` on contiguous float32 arrays.
 
     ``x`` is NCHW, ``w_ihwo`` is (in/groups, kh, kw, out), ``b_o`` is (out,),
-    ``y`` is the NCHW output (see :func:`conv2d_output_shape`).
+    ``y`` is the NCHW output (:func:`conv2d_output_shape`).
     """
     n, c, h, w_ = x.shape
     cg, kh, kw, o = w_ihwo.shape
@@ -243,35 +243,11 @@ def plan_conv2d(x, w_ihwo, b_o, y, stride, padding, groups: int, relu: bool, *, 
     return Launch(cfg.kernel, grid, (cfg.threads, 1, 1), args)
 
 
-def check_conv2d(x_shape, w_shape, b_shape, stride, padding, groups: int) -> tuple[int, int, int, int]:
-    """Validate conv2d operands (native layouts); return the NCHW output shape."""
-    if len(x_shape) != 4:
-        raise ValueError(f"[conv2d] x must be 4-D NCHW, got shape {tuple(x_shape)}")
-    if len(w_shape) != 4:
-        raise ValueError(
-            f"[conv2d] w must be 4-D (in/groups, kh, kw, out) as returned by prepare(), got shape {tuple(w_shape)}"
-        )
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"[conv2d] groups must be a positive int, got {groups!r}")
-    n, c, h, w_ = x_shape
-    cg, kh, kw, o = w_shape
-    if b_shape is not None and tuple(b_shape) != (o,):
-        hint = ""
-        if tuple(b_shape) == (cg,):
-            hint = " (is w a canonical OIHW weight? pass the weights through backend.prepare() first)"
-        raise ValueError(f"[conv2d] b has shape {tuple(b_shape)} but w has {o} output channels{hint}")
-    if c != groups * cg:
-        raise ValueError(f"[conv2d] x has {c} channels but w expects {groups * cg} (groups={groups} × {cg})")
-    if o % groups:
-        raise ValueError(f"[conv2d] output channels {o} are not divisible by groups={groups}")
-    if min(stride) < 1 or min(padding) < 0 or min(kh, kw) < 1:
-        raise ValueError(f"[conv2d] need stride >= 1 and padding >= 0, got stride={stride}, padding={padding}")
-    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w_, kw, stride[1], padding[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(
-            f"[conv2d] kernel {(kh, kw)} does not fit the padded input {(h + 2 * padding[0], w_ + 2 * padding[1])}"
-        )
-    return (n, o, oh, ow)
+def conv2d_output_shape(x_shape, w_shape, stride, padding) -> tuple[int, int, int, int]:
+    """The NCHW output shape of an NCHW ``x_shape`` convolved with an IHWO ``w_shape``."""
+    n, _, h, w_ = x_shape
+    _, kh, kw, o = w_shape
+    return (n, o, conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w_, kw, stride[1], padding[1]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -436,7 +412,7 @@ def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | N
     import cupy
 
     w_ihwo = w.ihwo if isinstance(w, ConvWeight) else w
-    shape = check_conv2d(x.shape, w_ihwo.shape, b_o.shape, stride, padding, groups)
+    shape = conv2d_output_shape(x.shape, w_ihwo.shape, stride, padding)
     algo = resolve_conv_algo(w_ihwo.shape, stride, algo)
     y = cupy.empty(shape, dtype=cupy.float32)
     if y.size == 0:
@@ -485,18 +461,10 @@ def winograd_weight(w_ihwo):
 # -- max_pool2d -----------------------------------------------------------------
 
 
-def check_max_pool2d(x_shape, kernel, stride, ceil_mode: bool) -> tuple[int, int, int, int]:
-    if len(x_shape) != 4:
-        raise ValueError(f"[max_pool2d] x must be 4-D NCHW, got shape {tuple(x_shape)}")
-    if min(kernel) < 1:
-        raise ValueError(f"[max_pool2d] kernel must be positive, got {kernel}")
-    if min(stride) < 1:
-        raise ValueError(f"[max_pool2d] stride must be positive, got {stride}")
+def max_pool2d_output_shape(x_shape, kernel, stride, ceil_mode: bool) -> tuple[int, int, int, int]:
+    """The NCHW output shape of max pooling an NCHW ``x_shape``, floor or ceil mode."""
     n, c, h, w = x_shape
-    oh, ow = pool_output_size(h, kernel[0], stride[0], ceil_mode), pool_output_size(w, kernel[1], stride[1], ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"[max_pool2d] kernel {kernel} does not fit the input {(h, w)} (ceil_mode={ceil_mode})")
-    return (n, c, oh, ow)
+    return (n, c, pool_output_size(h, kernel[0], stride[0], ceil_mode), pool_output_size(w, kernel[1], stride[1], ceil_mode))
 
 
 def plan_max_pool2d(x, y, kernel, stride, *, sms: int) -> Launch:
@@ -511,7 +479,7 @@ def max_pool2d(x, kernel, stride, ceil_mode: bool):
     """``max_pool2d.cu: max_pool2d_forward`` on a contiguous float32 NCHW cupy array."""
     import cupy
 
-    shape = check_max_pool2d(x.shape, kernel, stride, ceil_mode)
+    shape = max_pool2d_output_shape(x.shape, kernel, stride, ceil_mode)
     y = cupy.empty(shape, dtype=cupy.float32)
     if y.size:
         _run(plan_max_pool2d(x, y, kernel, stride, sms=device_facts()["sms"]))
@@ -519,16 +487,6 @@ def max_pool2d(x, kernel, stride, ceil_mode: bool):
 
 
 # -- lrn --------------------------------------------------------------------------
-
-
-def check_lrn(x_shape, size, alpha, beta, k) -> None:
-    if len(x_shape) != 4:
-        raise ValueError(f"[lrn] x must be 4-D NCHW, got shape {tuple(x_shape)}")
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"[lrn] size must be a positive int, got {size!r}")
-    for what, v in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if not math.isfinite(float(v)):
-            raise ValueError(f"[lrn] {what} must be finite, got {v!r}")
 
 
 def plan_lrn(x, y, size: int, alpha: float, beta: float, k: float, *, sms: int) -> Launch:
@@ -544,7 +502,6 @@ def lrn(x, size: int, alpha: float, beta: float, k: float):
     """``lrn.cu: lrn_forward`` on a contiguous float32 NCHW cupy array."""
     import cupy
 
-    check_lrn(x.shape, size, alpha, beta, k)
     y = cupy.empty_like(x)
     if y.size:
         _run(plan_lrn(x, y, size, alpha, beta, k, sms=device_facts()["sms"]))
@@ -552,18 +509,6 @@ def lrn(x, size: int, alpha: float, beta: float, k: float):
 
 
 # -- linear -----------------------------------------------------------------------
-
-
-def check_linear(x_shape, w_shape, b_shape) -> tuple[int, int]:
-    if len(x_shape) != 2:
-        raise ValueError(f"[linear] x must be 2-D (batch, in), got shape {tuple(x_shape)}")
-    if len(w_shape) != 2:
-        raise ValueError(f"[linear] w must be 2-D (out, in), got shape {tuple(w_shape)}")
-    if x_shape[1] != w_shape[1]:
-        raise ValueError(f"[linear] x has {x_shape[1]} features but w expects {w_shape[1]} (w is (out, in) = {tuple(w_shape)})")
-    if b_shape is not None and tuple(b_shape) != (w_shape[0],):
-        raise ValueError(f"[linear] b has shape {tuple(b_shape)} but w has {w_shape[0]} outputs")
-    return (x_shape[0], w_shape[0])
 
 
 def plan_linear_bias_act(y, b_f, relu: bool, *, sms: int) -> Launch:
@@ -576,7 +521,6 @@ def linear(x, w_oi, b_f, relu: bool):
     """``x @ w_oi.T`` by cuBLAS (true float32), then ``linear.cu: linear_bias_act_forward`` in place."""
     import cupy
 
-    check_linear(x.shape, w_oi.shape, b_f.shape)
     y = cupy.matmul(x, w_oi.T)
     if not y.flags.c_contiguous:  # cupy.matmul returns C-contiguous output; keep the kernel safe anyway
         y = cupy.ascontiguousarray(y)

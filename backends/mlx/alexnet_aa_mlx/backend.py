@@ -3,12 +3,12 @@
 ``MLXBackend(lrn="auto", compile=True)``
 
 * Layout: activations NHWC; conv weights OHWI ``(O, K_h, K_w, C/g)``;
-  linear weights ``(F_in, F_out)`` (transposed once, contiguous: ``x @ w``
-  ran 1.3× faster than ``x @ w.T`` on the Linux CPU wheel). :meth:`prepare`
-  converts the canonical weights once; the ops never transpose weights.
+  linear weights IO ``(F_in, F_out)`` (transposed once, contiguous: ``x @ w``
+  is faster than ``x @ w.T``). The base class's ``prepare`` converts the
+  canonical weights once; the ops never transpose weights.
 * conv2d: ``mx.conv2d`` per group on channel slices, then ``mx.concatenate``
-  (MLX's own ``groups=`` path measured 1.2–1.9× slower here, mlx 0.32.4 CPU);
-  bias (+ ReLU) fused by a shapeless ``mx.compile``'d epilogue.
+  (faster than MLX's own ``groups=`` path); bias (+ ReLU) fused by a
+  shapeless ``mx.compile``'d epilogue.
 * max_pool2d: separable strided slices + ``mx.maximum`` (first along W, then
   H); ceil mode pads the bottom/right edge with ``-inf`` so that the last
   window, which starts inside the input, takes the max of its real elements.
@@ -18,9 +18,10 @@
   (:mod:`alexnet_aa_mlx.lrn_metal`), run eagerly (compiling it was slower).
 * linear: ``mx.addmm(b, x, w)``, then ``mx.maximum`` where ReLU is asked.
 
-The math of every op is on :mod:`alexnet_aa.reference`. Everything is
-float32. ``mlx`` is imported only when the backend is constructed or asked
-whether it is available.
+The math of every op is on :mod:`alexnet_aa.reference`; arguments arrive
+validated by :mod:`alexnet_aa.ops`. Everything is float32. ``mlx`` is
+imported only when the backend is constructed or asked whether it is
+available. The measurements behind these choices are in ``docs/backends/mlx.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from alexnet_aa.architecture import pool_output_size
-from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendUnavailableError, pair
+from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendUnavailableError
 
 __all__ = ["MLXBackend", "MIN_MLX_VERSION"]
 
@@ -51,13 +52,8 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=None)
 def _bias_relu():
-    """``max(y + b, 0)`` as one ``mx.compile``'d (shapeless) kernel, built once.
-
-    Measured on the Linux CPU wheel (mlx 0.32.4): 0.10 ms vs 0.16 ms eager at
-    (1, 55, 55, 96), 1.2 ms vs 2.2 ms at batch 8. Compiling the composed LRN
-    was slower than running it eagerly (4.7 ms vs 3.0 ms at (1, 55, 55, 96);
-    ``mx.power`` is most of either), so the LRN is not compiled.
-    """
+    """``max(y + b, 0)`` as one ``mx.compile``'d (shapeless) kernel, built once (the LRN is not
+    compiled: eager was faster, see ``docs/backends/mlx.md``)."""
     import mlx.core as mx
 
     return mx.compile(lambda y, b: mx.maximum(y + b, 0.0), shapeless=True)
@@ -74,11 +70,14 @@ class MLXBackend(Backend):
 
     name = "mlx"
     layout = "NHWC"
+    conv_weight_layout = "OHWI"
+    linear_weight_layout = "IO"
     dtype = "float32"
+    unsupported = {"float64": "the backend computes in float32 (MLX has float64 on the CPU only, never on the GPU)"}
 
     def __init__(self, *, lrn: str = "auto", compile: bool = True) -> None:
         if lrn not in ("auto", "composed", "metal"):
-            raise ValueError(f"[mlx] lrn must be 'auto', 'composed' or 'metal', got {lrn!r}")
+            raise ValueError(f"[mlx] lrn: expected 'auto', 'composed' or 'metal', got {lrn!r}")
         ok, why = self.available()
         if not ok:
             raise BackendUnavailableError(f"[mlx] backend not available: {why}")
@@ -131,19 +130,9 @@ class MLXBackend(Backend):
         return np.array(x, copy=True)
 
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """4-D OIHW → OHWI, 2-D ``(out, in)`` → ``(in, out)``, 1-D as is; all float32, contiguous, evaluated."""
-        mx = self._mx
-        out: dict[str, Any] = {}
-        for key, value in params.items():
-            host = np.asarray(value, dtype=np.float32)
-            if host.ndim == 4:
-                host = host.transpose(0, 2, 3, 1)
-            elif host.ndim == 2:
-                host = host.T
-            elif host.ndim != 1:
-                raise ValueError(f"[prepare] {key}: expected a 1-, 2- or 4-D array, got shape {host.shape}")
-            out[key] = mx.array(np.ascontiguousarray(host), dtype=mx.float32)
-        mx.eval(list(out.values()))
+        """The base class's conversion (OHWI, IO), evaluated now so that the first forward does not pay for it."""
+        out = super().prepare(params)
+        self._mx.eval(list(out.values()))
         return out
 
     # -- the four ops ---------------------------------------------------------------
@@ -157,34 +146,14 @@ class MLXBackend(Backend):
     def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
         """NHWC ``x``, OHWI ``w``: ``mx.conv2d`` per group + concatenate, then bias (+ ReLU)."""
         mx = self._mx
-        sh, sw = pair(stride, "stride", "conv2d", minimum=1)
-        ph, pw = pair(padding, "padding", "conv2d")
-        if x.ndim != 4 or w.ndim != 4:
-            raise ValueError(
-                f"[conv2d] expected NHWC x and OHWI w of rank 4, got x {tuple(x.shape)}, w {tuple(w.shape)}"
-            )
-        n, h, wd, c = x.shape
-        o, kh, kw, cg = w.shape
-        if not isinstance(groups, int) or groups < 1 or c % groups or o % groups:
-            raise ValueError(f"[conv2d] groups={groups!r} must divide in_channels={c} and out_channels={o}")
-        if cg * groups != c:
-            raise ValueError(
-                f"[conv2d] x has {c} channels (NHWC) but w (OHWI {tuple(w.shape)}) expects "
-                f"{cg * groups} (groups={groups} × {cg})"
-            )
-        if b is not None and tuple(b.shape) != (o,):
-            raise ValueError(f"[conv2d] b must have shape ({o},), got {tuple(b.shape)}")
-        if (h + 2 * ph - kh) // sh + 1 < 1 or (wd + 2 * pw - kw) // sw + 1 < 1:
-            raise ValueError(f"[conv2d] input {h}x{wd} with padding {ph},{pw} is smaller than the kernel {kh}x{kw}")
+        o, cg = w.shape[0], w.shape[3]
         if groups == 1:
-            y = mx.conv2d(x, w, stride=(sh, sw), padding=(ph, pw))
+            y = mx.conv2d(x, w, stride=stride, padding=padding)
         else:
             og = o // groups
             y = mx.concatenate(
                 [
-                    mx.conv2d(
-                        x[..., g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], stride=(sh, sw), padding=(ph, pw)
-                    )
+                    mx.conv2d(x[..., g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], stride=stride, padding=padding)
                     for g in range(groups)
                 ],
                 axis=-1,
@@ -194,13 +163,8 @@ class MLXBackend(Backend):
     def max_pool2d(self, x, kernel, stride, ceil_mode: bool):
         """NHWC; separable strided slices + ``mx.maximum``; ceil mode pads bottom/right with ``-inf``."""
         mx = self._mx
-        kh, kw = pair(kernel, "kernel", "max_pool2d", minimum=1)
-        sh, sw = pair(stride, "stride", "max_pool2d", minimum=1)
-        if x.ndim != 4:
-            raise ValueError(f"[max_pool2d] expected NHWC x of rank 4, got shape {tuple(x.shape)}")
+        (kh, kw), (sh, sw) = kernel, stride
         n, h, w, c = x.shape
-        if h < kh or w < kw:
-            raise ValueError(f"[max_pool2d] input {h}x{w} is smaller than the kernel {kh}x{kw}")
         ho = pool_output_size(h, kh, sh, ceil_mode)
         wo = pool_output_size(w, kw, sw, ceil_mode)
         pad_h = max(0, (ho - 1) * sh + kh - h)
@@ -218,32 +182,13 @@ class MLXBackend(Backend):
 
     def lrn(self, x, size: int, alpha: float, beta: float, k: float):
         """NHWC, across the last axis: Metal kernel ``lrn_forward_nhwc_float32`` or composed ``mx`` ops."""
-        if x.ndim < 2:
-            raise ValueError(
-                f"[lrn] expected channels on the last axis of an array of rank >= 2, got shape {tuple(x.shape)}"
-            )
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"[lrn] size must be a positive int, got {size!r}")
-        size = int(size)
-        if x.ndim == 4 and x.dtype == self._mx.float32 and self._metal_lrn_active():
-            return self._lrn_metal.lrn(x, size, float(alpha), float(beta), float(k))
-        return self._lrn_metal.lrn_composed(x, size, float(alpha), float(beta), float(k))
+        if self._metal_lrn_active():
+            return self._lrn_metal.lrn(x, size, alpha, beta, k)
+        return self._lrn_metal.lrn_composed(x, size, alpha, beta, k)
 
     def linear(self, x, w, b, relu: bool):
         """``x (N, F_in) @ w (F_in, F_out) + b`` with ``mx.addmm`` (+ ReLU)."""
         mx = self._mx
-        if x.ndim != 2 or w.ndim != 2:
-            raise ValueError(
-                "[linear] expected x (N, F_in) and w (F_in, F_out) of rank 2, "
-                f"got x {tuple(x.shape)}, w {tuple(w.shape)}"
-            )
-        if x.shape[1] != w.shape[0]:
-            raise ValueError(
-                f"[linear] x has {x.shape[1]} features but w (prepared as (F_in, F_out) = {tuple(w.shape)}) "
-                f"expects {w.shape[0]}"
-            )
-        if b is not None and tuple(b.shape) != (w.shape[1],):
-            raise ValueError(f"[linear] b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
         y = mx.matmul(x, w) if b is None else mx.addmm(b, x, w)
         if relu:
             y = mx.maximum(y, 0.0)

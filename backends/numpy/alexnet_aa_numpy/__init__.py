@@ -1,8 +1,10 @@
 """The ``numpy`` backend: AlexNet on any CPU, fast, with NumPy and its BLAS.
 
 Layout NHWC, conv weights HWIO ``(K_h, K_w, C/g, O)``, linear weights as
-given ``(F_out, F_in)``. The math of each op is on the reference op of the
-same name in :mod:`alexnet_aa.reference`; this module says only how.
+given ``(F_out, F_in)``, converted once by the base class's ``prepare``. The
+math of each op is on the reference op of the same name in
+:mod:`alexnet_aa.reference`; the arguments arrive validated by
+:mod:`alexnet_aa.ops`; this module says only how it computes.
 
 * **conv2d** — im2col + GEMM. In NHWC an image patch ``(K_h, K_w, C)`` is
   ``K_h`` runs of ``K_w·C`` contiguous floats, so the patch matrix is one
@@ -27,8 +29,7 @@ Every op is cut into one slice per core (output rows of a conv, with their
 im2col gather, GEMM and epilogue; feature columns of a linear layer; pixel
 blocks of LRN; output rows of pooling) and run on a small thread pool
 (:data:`WORKERS` threads; NumPy releases the GIL in its loops), with BLAS held
-to one thread meanwhile. Left to BLAS's threads alone, the element-wise third
-of a batch-32 forward ran on one core.
+to one thread meanwhile (why: ``docs/backends/numpy.md``).
 """
 
 from __future__ import annotations
@@ -37,16 +38,16 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from alexnet_aa.architecture import pool_output_size
+from alexnet_aa.architecture import conv_output_size, pool_output_size
 from alexnet_aa.arrays import to_numpy
-from alexnet_aa.backend import Backend, pair
+from alexnet_aa.backend import Backend
 
 __all__ = ["LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WORKERS"]
 
@@ -54,11 +55,6 @@ __all__ = ["LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WORKERS"]
 SCRATCH_BYTES = 32 * 1024 * 1024
 #: LRN works on blocks of pixels this large, so its passes stay in the L2 cache.
 LRN_BLOCK_BYTES = 256 * 1024
-
-
-def _check(cond: bool, op: str, message: str) -> None:
-    if not cond:
-        raise ValueError(f"[{op}] {message}")
 
 
 def _micro_batch(n: int, bytes_per_image: int) -> int:
@@ -142,10 +138,11 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     layout = "NHWC"
+    conv_weight_layout = "HWIO"
 
     def __init__(self, dtype: str = "float32") -> None:
         if dtype not in ("float32", "float64"):
-            raise ValueError(f"[numpy] dtype must be 'float32' or 'float64', got {dtype!r}")
+            raise ValueError(f"[numpy] dtype: expected 'float32' or 'float64', got {dtype!r}")
         self.dtype = dtype
         self._np_dtype = np.dtype(dtype)
 
@@ -165,28 +162,12 @@ class NumpyBackend(Backend):
     def to_host(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
-    def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """OIHW conv weights → HWIO; linear weights and biases kept, as contiguous ``dtype`` arrays."""
-        out = {}
-        for name, value in params.items():
-            value = np.asarray(value, dtype=self._np_dtype)
-            if value.ndim == 4:
-                value = value.transpose(2, 3, 1, 0)
-            out[name] = np.ascontiguousarray(value)
-        return out
-
     def conv2d(self, x, w, b, stride, padding, groups, relu):
         """NHWC ``x``, HWIO ``w``: im2col per micro-batch and group, one GEMM each."""
-        sh, sw = pair(stride, "stride", "conv2d", minimum=1)
-        ph, pw = pair(padding, "padding", "conv2d")
-        _check(x.ndim == 4 and w.ndim == 4, "conv2d", f"x and w must be 4-D (NHWC, HWIO), got {x.shape} and {w.shape}")
+        (sh, sw), (ph, pw) = stride, padding
         n, h, wd, c = x.shape
         kh, kw, cg, o = w.shape
-        _check(groups >= 1 and o % groups == 0, "conv2d", f"groups={groups} must divide out_channels={o}")
-        _check(cg * groups == c, "conv2d", f"x has {c} channels but w expects {cg * groups} (groups={groups} × {cg})")
-        _check(b is None or b.shape == (o,), "conv2d", f"b must have shape ({o},), got {None if b is None else b.shape}")
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
-        _check(ho >= 1 and wo >= 1, "conv2d", f"input {h}x{wd} with padding {ph},{pw} is smaller than the kernel {kh}x{kw}")
+        ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
 
         if ph or pw:
             xpad = np.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=self._np_dtype)
@@ -230,11 +211,8 @@ class NumpyBackend(Backend):
 
     def max_pool2d(self, x, kernel, stride, ceil_mode):
         """NHWC, separable: a running maximum over the ``K_w`` column views, then over the ``K_h`` row views."""
-        kh, kw = pair(kernel, "kernel", "max_pool2d", minimum=1)
-        sh, sw = pair(stride, "stride", "max_pool2d", minimum=1)
-        _check(x.ndim == 4, "max_pool2d", f"x must be 4-D NHWC, got shape {x.shape}")
+        (kh, kw), (sh, sw) = kernel, stride
         n, h, w, c = x.shape
-        _check(h >= kh and w >= kw, "max_pool2d", f"input {h}x{w} is smaller than the kernel {kh}x{kw}")
         ho, wo = pool_output_size(h, kh, sh, ceil_mode), pool_output_size(w, kw, sw, ceil_mode)
         need_h, need_w = (ho - 1) * sh + kh, (wo - 1) * sw + kw
         if need_h > h or need_w > w:
@@ -258,8 +236,6 @@ class NumpyBackend(Backend):
 
     def lrn(self, x, size, alpha, beta, k):
         """NHWC: shifted in-place adds along C for the window sum, in cache-sized blocks of pixels."""
-        _check(isinstance(size, int) and size >= 1, "lrn", f"size must be a positive int, got {size!r}")
-        _check(x.ndim >= 2, "lrn", f"x must have a channel axis, got shape {x.shape}")
         c = x.shape[-1]
         lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
         rows = np.ascontiguousarray(x, dtype=self._np_dtype).reshape(-1, c)
@@ -296,9 +272,6 @@ class NumpyBackend(Backend):
 
     def linear(self, x, w, b, relu):
         """``x @ w.T`` through BLAS (GEMV for one row); bias and ReLU in place."""
-        _check(x.ndim == 2 and w.ndim == 2, "linear", f"x and w must be 2-D, got {x.shape} and {w.shape}")
-        _check(x.shape[1] == w.shape[1], "linear", f"x has {x.shape[1]} features but w expects {w.shape[1]}")
-        _check(b is None or b.shape == (w.shape[0],), "linear", f"b must have shape ({w.shape[0]},), got {None if b is None else b.shape}")
         y = np.empty((x.shape[0], w.shape[0]), dtype=self._np_dtype)
 
         def features(start: int, stop: int) -> None:

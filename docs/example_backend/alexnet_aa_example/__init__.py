@@ -8,12 +8,12 @@ The whole backend is this one class plus one entry point in ``pyproject.toml``::
 It keeps the reference ops (:mod:`alexnet_aa.reference`) for ``conv2d`` and
 ``max_pool2d`` and brings its own ``lrn`` and ``linear``, to show where a
 backend plugs in its own code. The math of every op is documented on the
-reference op of the same name; here we say only how we compute it.
+reference op of the same name, and :mod:`alexnet_aa.ops` has validated every
+argument before an op here is called: this module only says how it computes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,14 @@ class ExampleBackend(Backend):
 
     name = "example"
     layout = "NCHW"
+    #: linear weights as (F_in, F_out): the base class's prepare transposes them once.
+    linear_weight_layout = "IO"
+    #: what it cannot do: ops refuse such calls with this reason and the suite skips those cases.
+    unsupported = {"lrn_even_size": "its LRN window is symmetric (radius size // 2): odd sizes only"}
 
     def __init__(self, dtype: str = "float32") -> None:
         if dtype not in ("float32", "float64"):
-            raise ValueError(f"[example] dtype must be 'float32' or 'float64', got {dtype!r}")
+            raise ValueError(f"[example] dtype: expected 'float32' or 'float64', got {dtype!r}")
         import array_api_strict
 
         self._xp = array_api_strict
@@ -58,12 +62,6 @@ class ExampleBackend(Backend):
     def to_host(self, x: Any) -> np.ndarray:
         return to_numpy(x)
 
-    def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Conv weights stay OIHW; linear weights are transposed to ``(F_in, F_out)``, once."""
-        xp = self._xp
-        native = {name: self.asarray(value) for name, value in params.items()}
-        return {name: xp.permute_dims(v, (1, 0)) if v.ndim == 2 else v for name, v in native.items()}
-
     def conv2d(self, x, w, b, stride, padding, groups, relu):
         return reference.conv2d(x, w, b, stride, padding, groups, relu)
 
@@ -71,15 +69,8 @@ class ExampleBackend(Backend):
         return reference.max_pool2d(x, kernel, stride, ceil_mode)
 
     def lrn(self, x, size, alpha, beta, k):
-        """The channel-window sum of squares as a difference of two cumulative sums.
-
-        One pass whatever the window size; odd ``size`` only (the window is
-        symmetric, radius ``size // 2``): even sizes raise ``NotImplementedError``.
-        """
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"[lrn] size must be a positive int, got {size!r}")
-        if size % 2 == 0:
-            raise NotImplementedError(f"[lrn] the example backend takes odd sizes only, got {size}")
+        """The channel-window sum of squares as a difference of two cumulative sums: one pass
+        whatever the window size (odd sizes: see ``unsupported``)."""
         xp, c, r = self._xp, x.shape[1], size // 2
         csum = xp.cumulative_sum(x * x, axis=1, include_initial=True)  # csum[:, j] = Σ_{c' < j} x²
         upper = xp.asarray([min(i + r + 1, c) for i in range(c)])
@@ -88,7 +79,7 @@ class ExampleBackend(Backend):
         return x / (k + (alpha / size) * window) ** beta
 
     def linear(self, x, w, b, relu):
-        """``x @ w + b`` with ``w`` already ``(F_in, F_out)`` (see :meth:`prepare`)."""
+        """``x @ w + b`` with ``w`` already ``(F_in, F_out)``."""
         xp = self._xp
         y = xp.matmul(x, w)
         if b is not None:

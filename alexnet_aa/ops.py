@@ -1,0 +1,351 @@
+"""The op layer: one public function per op, between the model and the backends.
+
+``ops.conv2d(backend, x, w, b, stride, padding, groups, relu)`` — and
+``max_pool2d``, ``lrn``, ``linear`` — validates every argument once, in one
+message style (``[op] what: expected …, got …``), computes the output shape
+with the formulas of :mod:`alexnet_aa.architecture`, refuses what the backend
+declares it cannot do (``Backend.unsupported``), calls the backend's op with
+the arguments normalised (kernels, strides and paddings as pairs of ints,
+flags as bools) and checks the shape it returns. A backend only computes.
+This is the pattern of Keras 3's ``keras/src/ops/nn.py`` over
+``keras/src/backend/<name>/nn.py``.
+
+Arrays are native: of the backend's namespace and dtype, activations in its
+``layout``, weights as its ``prepare`` returned them (their sizes are read
+through its declared ``conv_weight_layout`` and ``linear_weight_layout``, see
+:mod:`alexnet_aa.layouts`). The math of the four heavy ops — notation,
+formula, output size, conventions — is documented once, on the reference op
+of the same name in :mod:`alexnet_aa.reference`.
+
+The light ops — :func:`adaptive_avg_pool2d`, :func:`flatten`,
+:func:`dropout`, :func:`softmax` — are plain Array API code on the
+backend's namespace, written here once for every backend; their formulas are
+in their docstrings.
+
+:class:`BackendOps` binds one backend: it is what the layer specs of
+:mod:`alexnet_aa.architecture` apply themselves through. The backward twin of
+each op (issue 12) goes beside it in this module.
+
+>>> import numpy as np
+>>> from alexnet_aa.reference import ArrayAPIBackend
+>>> be = ArrayAPIBackend()
+>>> w = be.prepare({"w": np.ones((6, 2, 3, 3), np.float32)})["w"]
+>>> conv2d(be, be.asarray(np.ones((2, 4, 7, 7))), w, None, stride=2, padding=1, groups=2).shape
+(2, 6, 4, 4)
+>>> conv2d(be, be.asarray(np.ones((2, 5, 7, 7))), w, None, groups=2)
+Traceback (most recent call last):
+...
+ValueError: [conv2d] x: expected 4 channels (groups=2 × 2 per group in w), got 5
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from . import layouts
+from .architecture import adaptive_pool_bins, conv_output_size, pool_output_size
+from .backend import Backend, BackendError, UnsupportedError
+
+# -- validation helpers (each check lives here once) ----------------------------------------
+
+
+def pair(value: Any, what: str, op: str, minimum: int) -> tuple[int, int]:
+    """``3 → (3, 3)``; ``(3, 2)`` stays; anything else, or a value below ``minimum``, is a
+    ``ValueError``: ``[max_pool2d] kernel: expected an int >= 1 or a pair of them, got (0, 3)``."""
+    ints = (int, np.integer)
+    if isinstance(value, ints) and not isinstance(value, (bool, np.bool_)):
+        out = (int(value), int(value))
+    elif (isinstance(value, tuple) and len(value) == 2
+          and all(isinstance(v, ints) and not isinstance(v, (bool, np.bool_)) for v in value)):
+        out = (int(value[0]), int(value[1]))
+    else:
+        out = None
+    if out is None or min(out) < minimum:
+        raise ValueError(f"[{op}] {what}: expected an int >= {minimum} or a pair of them, got {value!r}")
+    return out
+
+
+def _flag(value: Any, what: str, op: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"[{op}] {what}: expected a bool, got {value!r}")
+    return bool(value)
+
+
+def _positive_int(value: Any, what: str, op: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"[{op}] {what}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def _finite(value: Any, what: str, op: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"[{op}] {what}: expected a finite real number, got {value!r}")
+    return float(value)
+
+
+#: ``type(array) → namespace``: ``array_namespace`` costs ~15 µs on NumPy arrays, and the
+#: namespace of an array depends on its type only.
+_NAMESPACES: dict[type, Any] = {}
+
+
+def _namespace(x: Any) -> Any:
+    kind = type(x)
+    xp = _NAMESPACES.get(kind)
+    if xp is None:
+        try:
+            xp = array_namespace(x)
+        except TypeError:
+            xp = None
+        _NAMESPACES[kind] = xp
+    return xp
+
+
+def _storage_dtype(backend: Backend) -> str:
+    """The dtype a backend's arrays hold: its ``dtype``, except ``"tf32"``, stored as float32."""
+    return "float32" if backend.dtype == "tf32" else backend.dtype
+
+
+def _axes(layout: str) -> str:
+    return "(" + ", ".join(layout) + ")"
+
+
+def check_activation(backend: Backend, op: str, what: str, x: Any, rank: int) -> None:
+    """``x`` is an array of ``backend``'s namespace and dtype, of rank ``rank``; else a typed error."""
+    if _namespace(x) is not backend.xp:
+        raise TypeError(
+            f"[{op}] {what}: expected an array of the {backend.name!r} backend's namespace "
+            f"({getattr(backend.xp, '__name__', backend.xp)}), got {type(x).__module__}.{type(x).__name__} "
+            "(convert it with backend.asarray)"
+        )
+    dtype = _storage_dtype(backend)
+    if x.dtype != getattr(backend.xp, dtype):
+        raise TypeError(f"[{op}] {what}: expected dtype {dtype} (the backend's), got {x.dtype}")
+    if x.ndim != rank:
+        layout = backend.layout if rank == 4 else "NF"
+        raise ValueError(
+            f"[{op}] {what}: expected a rank-{rank} array {_axes(layout)} in the backend's {layout} layout, "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
+def _check_weight(op: str, w: Any, rank: int, layout: str) -> None:
+    shape = getattr(w, "shape", None)
+    if shape is None or len(shape) != rank:
+        raise ValueError(
+            f"[{op}] w: expected a rank-{rank} weight in the backend's {layout} layout (as its prepare() returns it), "
+            f"got {'shape ' + str(tuple(shape)) if shape is not None else type(w).__name__}"
+        )
+
+
+def _check_bias(op: str, b: Any, out: int) -> None:
+    if b is not None and tuple(getattr(b, "shape", ())) != (out,):
+        raise ValueError(f"[{op}] b: expected shape ({out},) or None, got {tuple(getattr(b, 'shape', ()))}")
+
+
+def _require(backend: Backend, capability: str, op: str, detail: str) -> None:
+    reason = backend.unsupported.get(capability)
+    if reason is not None:
+        raise UnsupportedError(capability, f"[{op}] the {backend.name!r} backend does not support {detail}: {reason}")
+
+
+def _returned(backend: Backend, op: str, y: Any, shape: tuple[int, ...]) -> Any:
+    if tuple(y.shape) != shape:
+        raise BackendError(f"[{op}] the {backend.name!r} backend returned shape {tuple(y.shape)}, expected {shape}")
+    return y
+
+
+def _native_shape(layout: str, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+    sizes = {"N": n, "C": c, "H": h, "W": w}
+    return tuple(sizes[axis] for axis in layout)
+
+
+def _nchw(backend: Backend, x: Any) -> tuple[int, int, int, int]:
+    return tuple(int(x.shape[backend.layout.index(axis)]) for axis in "NCHW")
+
+
+# -- the four heavy ops ------------------------------------------------------------------------
+
+
+def conv2d(backend: Backend, x, w, b=None, stride=1, padding=0, groups: int = 1, relu: bool = False):
+    """Grouped 2-D cross-correlation + bias (+ ReLU) on ``backend``: :func:`alexnet_aa.reference.conv2d`.
+
+    ``x`` ``(N, C, H, W)`` in the backend's layout; ``w`` ``(O, C/g, K_h, K_w)``
+    in its ``conv_weight_layout``; ``b`` ``(O,)`` or ``None``; ``stride`` (≥ 1)
+    and ``padding`` (≥ 0) ints or pairs. Returns ``(N, O, H_out, W_out)`` in the
+    backend's layout.
+    """
+    op = "conv2d"
+    check_activation(backend, op, "x", x, 4)
+    _check_weight(op, w, 4, backend.conv_weight_layout)
+    stride = pair(stride, "stride", op, 1)
+    padding = pair(padding, "padding", op, 0)
+    groups = _positive_int(groups, "groups", op)
+    relu = _flag(relu, "relu", op)
+    n, c, h, wd = _nchw(backend, x)
+    o, cg, kh, kw = layouts.conv_weight_dims(tuple(w.shape), backend.conv_weight_layout)
+    if o % groups:
+        raise ValueError(f"[{op}] groups: expected a divisor of w's {o} output channels, got {groups}")
+    if c != cg * groups:
+        raise ValueError(f"[{op}] x: expected {cg * groups} channels (groups={groups} × {cg} per group in w), got {c}")
+    _check_bias(op, b, o)
+    ho, wo = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(wd, kw, stride[1], padding[1])
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"[{op}] x: expected a padded map at least as large as the kernel {kh}x{kw}, "
+            f"got {h}x{wd} with padding {padding}"
+        )
+    if groups > 1:
+        _require(backend, "groups", op, f"groups={groups}")
+    y = backend.conv2d(x, w, b, stride, padding, groups, relu)
+    return _returned(backend, op, y, _native_shape(backend.layout, n, o, ho, wo))
+
+
+def max_pool2d(backend: Backend, x, kernel=3, stride=2, ceil_mode: bool = False):
+    """Max pooling without padding, floor or ceil mode, on ``backend``: :func:`alexnet_aa.reference.max_pool2d`.
+
+    ``x`` ``(N, C, H, W)`` in the backend's layout; ``kernel`` and ``stride``
+    (≥ 1) ints or pairs. Returns ``(N, C, H_out, W_out)`` in the backend's layout.
+    A backend without ceil mode still runs ``ceil_mode=True`` where both
+    roundings give the same size (then the windows are the same).
+    """
+    op = "max_pool2d"
+    check_activation(backend, op, "x", x, 4)
+    kernel = pair(kernel, "kernel", op, 1)
+    stride = pair(stride, "stride", op, 1)
+    ceil_mode = _flag(ceil_mode, "ceil_mode", op)
+    n, c, h, w = _nchw(backend, x)
+    if h < kernel[0] or w < kernel[1]:
+        raise ValueError(f"[{op}] x: expected a map at least as large as the kernel {kernel[0]}x{kernel[1]}, got {h}x{w}")
+    ho = pool_output_size(h, kernel[0], stride[0], ceil_mode)
+    wo = pool_output_size(w, kernel[1], stride[1], ceil_mode)
+    if ceil_mode and (ho, wo) != (pool_output_size(h, kernel[0], stride[0]), pool_output_size(w, kernel[1], stride[1])):
+        _require(backend, "ceil_mode", op, f"ceil_mode=True where it differs from floor mode ({h}x{w} → {ho}x{wo})")
+    y = backend.max_pool2d(x, kernel, stride, ceil_mode)
+    return _returned(backend, op, y, _native_shape(backend.layout, n, c, ho, wo))
+
+
+def lrn(backend: Backend, x, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+    """Local response normalisation across channels on ``backend``: :func:`alexnet_aa.reference.lrn`
+    (the α/n convention; the paper's α is ours divided by ``size``).
+
+    ``x`` ``(N, C, H, W)`` in the backend's layout; ``size`` a positive int;
+    ``alpha``, ``beta``, ``k`` finite. Returns an array of ``x``'s shape.
+    """
+    op = "lrn"
+    check_activation(backend, op, "x", x, 4)
+    size = _positive_int(size, "size", op)
+    alpha, beta, k = _finite(alpha, "alpha", op), _finite(beta, "beta", op), _finite(k, "k", op)
+    if size % 2 == 0:
+        _require(backend, "lrn_even_size", op, f"an even window size ({size})")
+    y = backend.lrn(x, size, alpha, beta, k)
+    return _returned(backend, op, y, tuple(x.shape))
+
+
+def linear(backend: Backend, x, w, b=None, relu: bool = False):
+    """Fully connected layer ``x Wᵀ + b`` (+ ReLU) on ``backend``: :func:`alexnet_aa.reference.linear`.
+
+    ``x`` ``(N, F_in)``; ``w`` ``(F_out, F_in)`` in the backend's
+    ``linear_weight_layout``; ``b`` ``(F_out,)`` or ``None``. Returns ``(N, F_out)``.
+    """
+    op = "linear"
+    check_activation(backend, op, "x", x, 2)
+    _check_weight(op, w, 2, backend.linear_weight_layout)
+    relu = _flag(relu, "relu", op)
+    f_out, f_in = layouts.linear_weight_dims(tuple(w.shape), backend.linear_weight_layout)
+    if x.shape[1] != f_in:
+        raise ValueError(f"[{op}] x: expected {f_in} features (w is {f_out}x{f_in}, out x in), got {x.shape[1]}")
+    _check_bias(op, b, f_out)
+    y = backend.linear(x, w, b, relu)
+    return _returned(backend, op, y, (int(x.shape[0]), f_out))
+
+
+# -- the light ops: Array API code on the backend's namespace --------------------------------
+
+
+def adaptive_avg_pool2d(backend: Backend, x, output_size: int):
+    r"""Average pooling to ``output_size × output_size`` bins (torchvision's ``AdaptiveAvgPool2d``).
+
+    Bin :math:`i` of :math:`s` over :math:`H` rows spans
+    :math:`[\lfloor iH/s \rfloor, \lceil (i+1)H/s \rceil)` (columns likewise), so
+    bins overlap when :math:`s` does not divide :math:`H` and repeat rows when
+    :math:`H < s`; :math:`y_{n,c,i,j}` is the mean of ``x`` over bin
+    :math:`(i, j)`. The identity when the map is already ``s × s`` (AlexNet's
+    6×6 at 224×224). ``x`` in the backend's layout; the result too.
+    """
+    op = "adaptive_avg_pool2d"
+    check_activation(backend, op, "x", x, 4)
+    size = _positive_int(output_size, "output_size", op)
+    xp, layout = backend.xp, backend.layout
+    n, c, h, w = _nchw(backend, x)
+    if (h, w) == (size, size):
+        return x
+    h_axis, w_axis = layouts.spatial_axes(layout)
+    cells = []
+    for h0, h1 in adaptive_pool_bins(h, size):
+        for w0, w1 in adaptive_pool_bins(w, size):
+            index = [slice(None)] * 4
+            index[h_axis], index[w_axis] = slice(h0, h1), slice(w0, w1)
+            cells.append(xp.mean(x[tuple(index)], axis=(h_axis, w_axis)))  # (N, C)
+    pooled = xp.reshape(xp.stack(cells, axis=2), (n, c, size, size))  # NCHW
+    return layouts.to_layout(pooled, layout, xp)
+
+
+def flatten(backend: Backend, x):
+    """``(N, C, H, W) → (N, C·H·W)``: the backend's layout order (NHWC flattens (H, W, C); fc6's
+    weights are permuted once to match, :func:`alexnet_aa.layouts.fc6_to_flatten_order`)."""
+    check_activation(backend, "flatten", "x", x, 4)
+    return backend.xp.reshape(x, (x.shape[0], -1))
+
+
+def dropout(backend: Backend, x, p: float):
+    """Dropout with drop probability ``p``: the identity in evaluation, the only mode the model has now."""
+    if not (isinstance(p, Real) and 0 <= p < 1):
+        raise ValueError(f"[dropout] p: expected a probability in [0, 1), got {p!r}")
+    return x
+
+
+def softmax(backend: Backend, z):
+    r"""Row-wise softmax, computed stably on the backend's namespace:
+    :math:`p_i = e^{z_i - \max_j z_j} / \sum_k e^{z_k - \max_j z_j}` (``exp`` never overflows)."""
+    check_activation(backend, "softmax", "z", z, 2)
+    xp = backend.xp
+    e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+    return e / xp.sum(e, axis=1, keepdims=True)
+
+
+class BackendOps:
+    """The ops of this module with one backend bound: what a layer spec's ``apply`` calls.
+
+    ``BackendOps(be).conv2d(x, …)`` is ``ops.conv2d(be, x, …)``; other
+    interpreters of the layer table (the PyTorch oracle of the tests) provide
+    the same seven methods.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def conv2d(self, x, w, b, stride, padding, groups, relu):
+        return conv2d(self.backend, x, w, b, stride, padding, groups, relu)
+
+    def max_pool2d(self, x, kernel, stride, ceil_mode):
+        return max_pool2d(self.backend, x, kernel, stride, ceil_mode)
+
+    def lrn(self, x, size, alpha, beta, k):
+        return lrn(self.backend, x, size, alpha, beta, k)
+
+    def linear(self, x, w, b, relu):
+        return linear(self.backend, x, w, b, relu)
+
+    def adaptive_avg_pool2d(self, x, output_size):
+        return adaptive_avg_pool2d(self.backend, x, output_size)
+
+    def flatten(self, x):
+        return flatten(self.backend, x)
+
+    def dropout(self, x, p):
+        return dropout(self.backend, x, p)

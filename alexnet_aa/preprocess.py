@@ -1,0 +1,193 @@
+"""Preprocessing as data: one recipe (resize, crop, channel order, value range, mean, std).
+
+A :class:`Preprocess` turns an RGB ``PIL.Image`` (see
+:func:`alexnet_aa.images.load_image`) into the ``(3, S, S)`` float32 array a
+variant takes, and travels as JSON in a weights file's metadata (key
+:data:`alexnet_aa.weights.PREPROCESS_KEY`). Pillow is imported only when an
+image is resized.
+
+>>> torchvision_preprocess().crop_size, caffe_preprocess().channels
+(224, 'BGR')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+
+class PreprocessError(ValueError):
+    """A preprocessing spec that is malformed (bad JSON, unknown field, impossible value)."""
+
+
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """One preprocessing recipe: RGB image → ``(3, crop_size, crop_size)`` float32 (CHW).
+
+    Steps, in order:
+
+    1. resize: ``resize="shorter"`` scales the shorter side to ``resize_size``
+       keeping the aspect ratio (the longer side ``int(resize_size · long / short)``,
+       torchvision's rule); ``resize="square"`` warps the image to
+       ``resize_size × resize_size`` (how Caffe's ImageNet training images were made);
+       Pillow's ``interpolation`` filter, antialiased when shrinking (what
+       torchvision's ``antialias=True`` does on PIL images);
+    2. center crop ``crop_size`` (top/left offset ``round((H − crop) / 2)``, torchvision's rule);
+    3. channels in ``channels`` order (``"RGB"`` or ``"BGR"``);
+    4. values: pixel ``p ∈ 0..255`` becomes ``x = (p · value_range / 255 − mean) / std``,
+       per channel, ``mean``/``std`` given in ``channels`` order.
+    """
+
+    crop_size: int
+    resize_size: int = 256
+    resize: str = "shorter"
+    interpolation: str = "bilinear"
+    channels: str = "RGB"
+    value_range: float = 1.0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("crop_size", "resize_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"{name} must be a positive int, got {v!r}")
+        if not problems and self.resize_size < self.crop_size:
+            problems.append(f"resize_size ({self.resize_size}) must be >= crop_size ({self.crop_size})")
+        if self.resize not in ("shorter", "square"):
+            problems.append(f"resize must be 'shorter' or 'square', got {self.resize!r}")
+        if self.interpolation not in _INTERPOLATIONS:
+            problems.append(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.channels not in ("RGB", "BGR"):
+            problems.append(f"channels must be 'RGB' or 'BGR', got {self.channels!r}")
+        if not isinstance(self.value_range, (int, float)) or not self.value_range > 0:
+            problems.append(f"value_range must be a positive number, got {self.value_range!r}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if not (isinstance(v, (tuple, list)) and len(v) == 3 and all(isinstance(c, (int, float)) for c in v)):
+                problems.append(f"{name} must be 3 numbers, got {v!r}")
+            else:
+                object.__setattr__(self, name, tuple(float(c) for c in v))
+        if not problems and any(s <= 0 for s in self.std):
+            problems.append(f"std must be positive, got {self.std}")
+        if problems:
+            raise PreprocessError("[Preprocess] " + "; ".join(problems))
+
+    def summary(self) -> str:
+        """One line: ``shorter side 256, bilinear → center crop 224 → RGB [0, 1] → mean (…), std (…)``."""
+        resize = (f"shorter side {self.resize_size}" if self.resize == "shorter"
+                  else f"{self.resize_size}×{self.resize_size}")
+        values = "[0, 1]" if self.value_range == 1 else f"0–{self.value_range:g}"
+        norm = f"mean ({', '.join(f'{m:g}' for m in self.mean)})"
+        if any(s != 1 for s in self.std):
+            norm += f", std ({', '.join(f'{s:g}' for s in self.std)})"
+        return f"{resize}, {self.interpolation} → center crop {self.crop_size} → {self.channels} {values} → {norm}"
+
+    # -- JSON -------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """The spec as a JSON object (what weights files store under :data:`PREPROCESS_KEY`)."""
+        return json.dumps({"format": "alexnet_aa.preprocess/1", **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocess:
+        """Parse :meth:`to_json`'s output; unknown or missing fields are an error."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise PreprocessError(f"[Preprocess] not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise PreprocessError(f"[Preprocess] expected a JSON object, got {type(data).__name__}")
+        fmt = data.pop("format", None)
+        if fmt != "alexnet_aa.preprocess/1":
+            raise PreprocessError(f"[Preprocess] expected format 'alexnet_aa.preprocess/1', got {fmt!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PreprocessError(f"[Preprocess] unknown fields: {', '.join(unknown)}")
+        if "crop_size" not in data:
+            raise PreprocessError("[Preprocess] missing field crop_size")
+        return cls(**data)
+
+    # -- applying it --------------------------------------------------------------------
+
+    def resized(self, img):
+        """The image after steps 1–2 (resize and center crop), still a ``PIL.Image``."""
+        from PIL import Image
+
+        resample = getattr(Image.Resampling, self.interpolation.upper())
+        w, h = img.size
+        if self.resize == "square":
+            size = (self.resize_size, self.resize_size)
+        elif w <= h:
+            size = (self.resize_size, int(self.resize_size * h / w))
+        else:
+            size = (int(self.resize_size * w / h), self.resize_size)
+        if size != (w, h):
+            img = img.resize(size, resample)
+        w, h = img.size
+        top, left = int(round((h - self.crop_size) / 2.0)), int(round((w - self.crop_size) / 2.0))
+        return img.crop((left, top, left + self.crop_size, top + self.crop_size))
+
+    def __call__(self, img) -> np.ndarray:
+        """``(3, crop_size, crop_size)`` float32 for an RGB ``PIL.Image`` (see :func:`load_image`)."""
+        if getattr(img, "mode", None) != "RGB":
+            raise TypeError(f"[Preprocess] expected an RGB PIL image (use load_image), got {getattr(img, 'mode', type(img).__name__)!r}")
+        x = np.asarray(self.resized(img), dtype=np.float32)  # (H, W, 3) RGB, 0..255
+        if self.channels == "BGR":
+            x = x[..., ::-1]
+        if self.value_range != 255:
+            x = x / np.float32(255.0 / self.value_range)  # for [0, 1]: x / 255, as torchvision's to_tensor
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+    def batch(self, images: Sequence) -> np.ndarray:
+        """``(N, 3, crop_size, crop_size)`` float32 for a sequence of RGB images."""
+        return np.stack([self(img) for img in images])
+
+
+def torchvision_preprocess() -> Preprocess:
+    """torchvision's ``ImageClassification(crop_size=224)``: shorter side 256 (bilinear,
+    antialiased) → center crop 224 → RGB in [0, 1] → ImageNet mean/std."""
+    return Preprocess(
+        crop_size=224, resize_size=256, resize="shorter", interpolation="bilinear", channels="RGB",
+        value_range=1.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        source="torchvision.transforms._presets.ImageClassification(crop_size=224) "
+        "(AlexNet_Weights.IMAGENET1K_V1.transforms)",
+    )
+
+
+def caffe_preprocess() -> Preprocess:
+    """BVLC Caffe's ImageNet input: 256×256 → center crop 227 → BGR, 0–255, minus the mean pixel.
+
+    The mean pixel ``(B, G, R) = (104, 117, 123)`` is the per-channel average of
+    Caffe's ILSVRC-2012 mean image (``data/ilsvrc12/imagenet_mean.binaryproto``,
+    ``python/caffe/imagenet/ilsvrc_2012_mean.npy``; BVLC's
+    ``include/caffe/imagenet_mean.hpp`` gives B 104.00, G 116.66, R 122.67),
+    rounded as in Caffe's ``mean_value: 104 / 117 / 123`` prototxts. Caffe's
+    ImageNet tutorial resizes every image to 256×256 (no aspect kept) before
+    training, so ``resize="square"``.
+    """
+    return Preprocess(
+        crop_size=227, resize_size=256, resize="square", interpolation="bilinear", channels="BGR",
+        value_range=255.0, mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0),
+        source="BVLC Caffe models/bvlc_alexnet: images resized to 256x256, center crop 227, BGR 0-255, "
+        "minus the ILSVRC-2012 mean pixel (B 104, G 117, R 123; include/caffe/imagenet_mean.hpp)",
+    )
+
+
+def default_preprocess(variant: str) -> Preprocess:
+    """The preprocessing a variant's published weights expect (``paper`` shares Caffe's)."""
+    if variant == "torchvision":
+        return torchvision_preprocess()
+    if variant in ("caffe", "paper"):
+        return caffe_preprocess()
+    raise ValueError(f"unknown variant {variant!r}")
