@@ -22,18 +22,21 @@ import contextlib
 import functools
 import importlib
 import io
+import json
+import os
 import platform
 import re
 import shlex
+import subprocess
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from alexnet_aa.summary import format_markdown, layer_config
-
-A = importlib.import_module("alexnet_aa.architecture")  # the module (the package exports a function of that name)
+from alexnet_aa import architecture as A
+from alexnet_aa.summary import format_markdown
 
 DOCS = Path(__file__).resolve().parent
 PLACEHOLDER = re.compile(r"<!--\s*gen:([\w-]+)((?:\s+[^\s>]+)*)\s*-->")
@@ -53,8 +56,11 @@ def _mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:,.1f} MB"
 
 
-def _infos(variant: str):
-    return A.layer_infos(A.architecture(variant))
+def _infos(variant: str, *kinds: type) -> list:
+    """The summary rows of ``variant`` (only the layers of ``kinds``, spec classes, if given)."""
+    arch = A.get_architecture(variant)
+    wanted = set(arch.layers_of(*kinds)) if kinds else set(arch.layers)
+    return [i for i in A.layer_infos(arch) if i.layer in wanted]
 
 
 def _code(text: str, lang: str = "text") -> str:
@@ -73,15 +79,15 @@ def gen_variants() -> str:
     """The three variants side by side."""
     rows = []
     for v in A.VARIANTS:
-        arch = A.architecture(v)
-        lrn = next((layer for layer in arch.layers if isinstance(layer, A.LRN)), None)
-        pool = next(layer for layer in arch.layers if isinstance(layer, A.MaxPool))
-        convs = [layer for layer in arch.layers if isinstance(layer, A.Conv)]
+        arch = A.get_architecture(v)
+        lrn = next(iter(arch.layers_of(A.LRN)), None)
+        pool = arch.layers_of(A.MaxPool)[0]
+        convs = arch.layers_of(A.Conv)
         rows.append([
             f"`{v}`", f"{arch.input_size}×{arch.input_size}",
             " / ".join(str(c.out_channels) for c in convs),
             ", ".join(c.name for c in convs if c.groups > 1) or "none",
-            layer_config(lrn) if lrn else "none",
+            lrn.config() if lrn else "none",
             f"{pool.kernel}×{pool.kernel} /{pool.stride}, {'ceil' if pool.ceil_mode else 'floor'}",
             f"{A.count_params(v):,}", f"{A.count_macs(v):,}",
         ])
@@ -91,33 +97,16 @@ def gen_variants() -> str:
 
 def gen_sources() -> str:
     """Where each variant comes from and what sets it apart (the architecture's own notes)."""
-    return "\n".join(f"- **`{v}`** — {A.architecture(v).source}. {A.architecture(v).notes}" for v in A.VARIANTS)
-
-
-def _size_formula(info) -> str | None:
-    layer = info.layer
-    if not isinstance(layer, (A.Conv, A.MaxPool)):
-        return None
-    h, ho = info.in_shape[1], info.out_shape[1]
-    if isinstance(layer, A.Conv):
-        k, s, p = layer.kernel, layer.stride, layer.padding
-        return (rf"H_{{out}} = \left\lfloor \frac{{{h} - {k} + 2 \cdot {p}}}{{{s}}} \right\rfloor + 1 "
-                rf"= \lfloor {(h - k + 2 * p) / s:g} \rfloor + 1 = {ho}")
-    if isinstance(layer, A.MaxPool):
-        k, s = layer.kernel, layer.stride
-        fl = "lfloor" if not layer.ceil_mode else "lceil"
-        fr = "rfloor" if not layer.ceil_mode else "rceil"
-        return (rf"H_{{out}} = \left\{fl} \frac{{{h} - {k}}}{{{s}}} \right\{fr} + 1 "
-                rf"= \{fl} {(h - k) / s:g} \{fr} + 1 = {ho}")
+    return "\n".join(f"- **`{v}`** — {A.get_architecture(v).source}. {A.get_architecture(v).notes}" for v in A.VARIANTS)
 
 
 def gen_sizes(variant: str) -> str:
     """Every conv and pool layer's output-size formula with its numbers (LaTeX), from ``layer_infos``."""
     lines = []
     for info in _infos(variant):
-        f = _size_formula(info)
+        f = info.layer.output_size_latex(info.in_shape)
         if f:
-            lines.append(f"- **{info.name}** ({layer_config(info.layer)}): ${f}$ → "
+            lines.append(f"- **{info.name}** ({info.layer.config()}): ${f}$ → "
                          f"`{'×'.join(map(str, info.out_shape))}`")
     return "\n".join(lines)
 
@@ -132,7 +121,7 @@ def gen_lrn() -> str:
     """The LRN constants of each variant in both conventions."""
     rows = []
     for v in A.VARIANTS:
-        lrn = next((layer for layer in A.architecture(v).layers if isinstance(layer, A.LRN)), None)
+        lrn = next(iter(A.get_architecture(v).layers_of(A.LRN)), None)
         if lrn is None:
             rows.append([f"`{v}`", "—", "—", "—", "—", "no LRN"])
             continue
@@ -163,8 +152,8 @@ def gen_shares(variant: str) -> str:
     rows = [[f"`{i.name}`", f"{i.params:,}", f"{100 * i.params / p_all:.1f} %", f"{i.macs:,}",
              f"{100 * i.macs / m_all:.1f} %", f"{2 * i.macs / (4 * i.params):.1f}"] for i in infos]
     for kind, cls in (("all conv", A.Conv), ("all fc", A.Linear)):
-        p = sum(i.params for i in infos if isinstance(i.layer, cls))
-        m = sum(i.macs for i in infos if isinstance(i.layer, cls))
+        p = sum(i.params for i in _infos(variant, cls))
+        m = sum(i.macs for i in _infos(variant, cls))
         rows.append([f"**{kind}**", f"{p:,}", f"{100 * p / p_all:.1f} %", f"{m:,}", f"{100 * m / m_all:.1f} %",
                      f"{2 * m / (4 * p):.1f}"])
     return _table(["layer", "params", "share", "MACs", "share", "FLOP per weight byte (batch 1)"], rows, "lrrrrr")
@@ -185,21 +174,20 @@ def gen_batch_memory(variant: str) -> str:
 def gen_im2col(variant: str) -> str:
     """The patch matrix the reference im2col builds per conv layer (per image), against the input it reads."""
     rows = []
-    for i in _infos(variant):
-        if isinstance(i.layer, A.Conv):
-            c, k = i.in_shape[0], i.layer.kernel
-            cols = c * k * k * i.out_shape[1] * i.out_shape[2]
-            rows.append([f"`{i.name}`", f"{c}·{k}²·{i.out_shape[1]}·{i.out_shape[2]} = {cols:,}", _mb(4 * cols),
-                         f"{cols / int(np.prod(i.in_shape)):.1f}×"])
+    for i in _infos(variant, A.Conv):
+        c, k = i.in_shape[0], i.layer.kernel
+        cols = c * k * k * i.out_shape[1] * i.out_shape[2]
+        rows.append([f"`{i.name}`", f"{c}·{k}²·{i.out_shape[1]}·{i.out_shape[2]} = {cols:,}", _mb(4 * cols),
+                     f"{cols / int(np.prod(i.in_shape)):.1f}×"])
     return _table(["layer", "patch-matrix elements (C·K²·H_out·W_out)", "float32", "× its input"], rows, "lrrr")
 
 
 def gen_groups(variant: str) -> str:
     """Each grouped convolution's parameters and MACs against the same layer ungrouped."""
     rows = []
-    for i in _infos(variant):
+    for i in _infos(variant, A.Conv):
         layer = i.layer
-        if isinstance(layer, A.Conv) and layer.groups > 1:
+        if layer.groups > 1:
             whole = i.params - layer.out_channels  # weights only
             rows.append([f"`{i.name}`", f"{layer.in_channels} → {layer.out_channels}", layer.groups,
                          f"{layer.out_channels}·{layer.in_channels // layer.groups}·{layer.kernel}² = {whole:,}",
@@ -275,6 +263,7 @@ def gen_cases() -> str:
         ("max_pool2d", C.POOL_CASES, ["N", "C", "H", "W", "K", "S"]),
         ("lrn", C.LRN_CASES, ["N", "C", "H", "W", "size", "α", "β", "k"]),
         ("linear", C.LINEAR_CASES, ["N", "F_in", "F_out"]),
+        ("network", C.NETWORK_CASES, ["variant", "input size"]),
     ]:
         rows = [[f"`{name}`", *(f"{v:g}" if isinstance(v, float) else v for v in values)]
                 for name, values in cases.items()]
@@ -282,15 +271,101 @@ def gen_cases() -> str:
     return "\n\n".join(parts)
 
 
-def _parser():
-    """``alexnet-aa``'s argument parser, with ``visualize`` registered if ``cli.py`` does not yet."""
-    from alexnet_aa import cli, visualize
+def gen_nonfinite_cases() -> str:
+    """The NaN/±inf cases of ``test_nonfinite``, read from :mod:`alexnet_aa.testing.conformance`."""
+    from alexnet_aa.testing import conformance as C
 
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    if "visualize" not in sub.choices:
-        visualize.add_parser(sub)
-    return parser, sub
+    rows = [[f"`{name}`", f"`{op}`", "×".join(map(str, shape)), ", ".join("×".join(map(str, s)) for s in w.values()) or "—",
+             ", ".join(map(str, args))] for name, (op, shape, w, args) in C.NONFINITE_CASES.items()]
+    return _table(["case", "op", "x", "weights", "arguments"], rows)
+
+
+def gen_capabilities() -> str:
+    """The optional capabilities (``alexnet_aa.backend.CAPABILITIES``) and which registered backends lack each."""
+    from alexnet_aa.backend import CAPABILITIES, BackendError, backend_class, registered_backends
+
+    lacking: dict[str, list[str]] = {}
+    for name in registered_backends():
+        try:
+            for capability, reason in backend_class(name).unsupported.items():
+                lacking.setdefault(capability, []).append(f"`{name}` ({reason})")
+        except BackendError:
+            continue
+    rows = [[f"`{cap}`", what, "; ".join(lacking.get(cap, [])) or "—"] for cap, what in CAPABILITIES.items()]
+    return _table(["capability", "covers", "backends installed here that lack it"], rows)
+
+
+def gen_bundles() -> str:
+    """The published weight bundles, from the meta of :class:`alexnet_aa.bundles.AlexNetWeights`
+    (torchvision's ``inject_weight_metadata``, as a table)."""
+    from alexnet_aa.bundles import AlexNetWeights
+
+    rows = []
+    for bundle in AlexNetWeights:  # DEFAULT is an alias: iteration skips it
+        meta, acc = bundle.meta, bundle.meta["metrics"]["ImageNet-1K"]
+        get = (f"`alexnet-aa weights download {meta['short_name']}` (SHA-256 `{bundle.sha256[:12]}…`)" if bundle.sha256
+               else f"import a copy you trust: `alexnet-aa weights import {bundle.file_name}`")
+        default = " (`DEFAULT`)" if bundle is AlexNetWeights.DEFAULT else ""
+        rows.append([f"`{bundle.name}`{default}", f"`{bundle.variant}`", f"{meta['num_params']:,}", f"{meta['ops']:.3f}",
+                     f"{acc['acc@1']} / {acc['acc@5']}", bundle.transforms().summary(), get])
+    return _table(["bundle", "variant", "params", "GMACs", "ImageNet-1K top-1 / top-5 (published)", "preprocessing",
+                   "how to get it"], rows, "llrrrll")
+
+
+#: The backends whose conformance run the docs show: the example third-party backend (how a backend
+#: author's CI sees it) and ours on the CPU.
+SUITE_SPECS = ("example", "numpy")
+
+
+@functools.lru_cache(maxsize=1)
+def suite_run() -> tuple[str, str, dict]:
+    """``(command, output, report)`` of one run of the conformance suite on :data:`SUITE_SPECS`, the
+    documented CI command with ``--alexnet-report``; the example backend is registered from its own
+    ``pyproject.toml`` for the run (no install). A failing run fails the docs build."""
+    from alexnet_aa.backend import registered_backends
+    from alexnet_aa.testing.dist_info import write_dist_info
+
+    specs = [spec for spec in SUITE_SPECS if spec == "example" or spec in registered_backends()]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dist_info(DOCS / "example_backend" / "pyproject.toml", tmp)
+        argv = ["--pyargs", "alexnet_aa.testing.conformance", "--alexnet-backend", ",".join(specs),
+                "--alexnet-report", "conformance.json", "--junitxml", "conformance.xml", "-q", "-rsx"]
+        path = os.pathsep.join(p for p in (tmp, str(DOCS / "example_backend"), os.environ.get("PYTHONPATH")) if p)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALEXNET_AA")} | {"PYTHONPATH": path}
+        done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=1200)
+        if done.returncode != 0:
+            raise RuntimeError(f"the conformance run for the docs failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
+        report = json.loads((Path(tmp) / "conformance.json").read_text(encoding="utf-8"))
+    return f"python -m pytest {shlex.join(argv)}", done.stdout, report
+
+
+def gen_suite_console() -> str:
+    """The suite's command and the end of its output: the error table and the outcome line (a real run)."""
+    command, output, _ = suite_run()
+    lines = output.rstrip().splitlines()
+    start = next(i for i, line in enumerate(lines) if "alexnet_aa conformance: largest" in line)
+    return _code(f"$ {command}\n...\n" + "\n".join(lines[start:]), "console")
+
+
+def gen_suite_table(spec: str) -> str:
+    """Per check, from the same run's JSON report: cases, failed, the largest error and the tolerance."""
+    entry = suite_run()[2]["backends"][spec]
+    rows = [[f"`{check}`", c["cases"], c["failed"], f"{c['max_error']:.2e}", f"{c['tolerance']:.0e}"]
+            for check, c in entry["checks"].items()]
+    outcomes = ", ".join(f"{n} {kind}" for kind, n in entry["outcomes"].items())
+    return (_table(["check", "cases", "failed", "largest relative L2 error", "tolerance"], rows, "lrrrr")
+            + f"\n\nTests of `{spec}`: {outcomes} (seed {suite_run()[2]['seed']}, {suite_run()[2]['platform']}).")
+
+
+def gen_suite_report(spec: str) -> str:
+    """The ``--alexnet-report`` entry of ``spec`` from the same run, as JSON (one check shown in full)."""
+    entry = dict(suite_run()[2]["backends"][spec])
+    first = next(iter(entry["checks"]))
+    entry["checks"] = {first: entry["checks"][first], "…": "one entry per check"}
+    if entry.get("xfails_file"):
+        entry["xfails_file"] = ".../" + "/".join(Path(entry["xfails_file"]).parts[-2:])
+    return _code(json.dumps(entry, indent=2, ensure_ascii=False), "json")
 
 
 def run_cli(*argv: str) -> str:
@@ -298,7 +373,9 @@ def run_cli(*argv: str) -> str:
 
     A command that fails (non-zero status) fails the docs build, with its output.
     """
-    parser, _ = _parser()
+    from alexnet_aa.cli import build_parser
+
+    parser = build_parser()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         try:
@@ -318,7 +395,9 @@ def gen_cli(*argv: str) -> str:
 
 def gen_cli_help() -> str:
     """``alexnet-aa --help`` and every subcommand's ``--help``."""
-    parser, _ = _parser()
+    from alexnet_aa.cli import build_parser
+
+    parser = build_parser()
     blocks = []
 
     def walk(p, prog: str) -> None:
@@ -381,9 +460,9 @@ def gen_diagram(variant: str) -> str:
 
 def gen_pictures(variant: str) -> str:
     """The example pictures of ``alexnet-aa visualize`` (generated by :func:`on_files`)."""
-    names = ["conv1_filters", "input"] + [
-        layer.name for layer in A.architecture(variant).layers if isinstance(layer, (A.Conv, A.MaxPool))
-    ]
+    from alexnet_aa.visualize import pictured_layers
+
+    names = ["conv1_filters", "input", *pictured_layers(A.get_architecture(variant))]
     out = []
     for name in names:
         file = f"{name}.png" if name in ("conv1_filters", "input") else f"activations_{name}.png"
