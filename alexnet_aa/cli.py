@@ -52,20 +52,24 @@ def cmd_summary(args) -> int:
 
 def cmd_backends(args) -> int:
     status = available_backends()
+    pad = " " * 10
     for name, (ok, why) in status.items():
         print(f"{name:<10} {'available' if ok else 'unavailable'}" + ("" if ok else f": {why}"))
-        if ok:
-            try:
-                backend = backend_class(name)()
-                facts = backend.describe()
-                print(f"{'':<10} layout {backend.layout} (conv weights {backend.conv_weight_layout}, "
-                      f"linear weights {backend.linear_weight_layout}), dtype {backend.dtype}")
-                for capability, reason in backend.unsupported.items():
-                    print(f"{'':<10} unsupported {capability}: {reason}")
-                for key, value in facts.items():
-                    print(f"{'':<10} {key}: {value}")
-            except Exception as exc:  # a backend's describe() must not hide the others
-                print(f"{'':<10} describe() failed: {exc}")
+        try:
+            cls = backend_class(name)
+        except BackendError:  # a broken plugin: its reason is the line above
+            continue
+        try:  # what the class declares holds whether or not it can run here
+            backend = cls() if ok else cls
+            print(f"{pad} layout {cls.layout} (conv weights {cls.conv_weight_layout}, "
+                  f"linear weights {cls.linear_weight_layout}), dtype {backend.dtype}")
+            for capability, reason in cls.unsupported.items():
+                print(f"{pad} unsupported {capability}: {reason}")
+            if ok:
+                for key, value in backend.describe().items():
+                    print(f"{pad} {key}: {value}")
+        except Exception as exc:  # a backend's constructor or describe() must not hide the others
+            print(f"{pad} describe() failed: {exc}")
     for name, hint in INSTALL_HINTS.items():
         if name not in status:
             print(f"{name:<10} not installed: {hint}")

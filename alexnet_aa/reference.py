@@ -274,4 +274,4 @@ class ArrayAPIBackend(Backend):
         return linear(x, w, b, relu)
 
     def describe(self) -> dict[str, str]:
-        return {"namespace": self.namespace, "dtype": self.dtype, "ops": "alexnet_aa.reference (im2col + matmul)"}
+        return {"namespace": self.namespace, "ops": "alexnet_aa.reference (im2col + matmul)"}

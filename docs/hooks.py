@@ -345,7 +345,8 @@ def gen_suite_console() -> str:
     command, output, _ = suite_run()
     lines = output.rstrip().splitlines()
     start = next(i for i, line in enumerate(lines) if "alexnet_aa conformance: largest" in line)
-    return _code(f"$ {command}\n...\n" + "\n".join(lines[start:]), "console")
+    tail = "\n".join(lines[start:])
+    return _code(f"$ {command}\n...\n" + re.sub(r"\S*(alexnet_aa/testing/conformance\.py)", r"\1", tail), "console")
 
 
 def gen_suite_table(spec: str) -> str:

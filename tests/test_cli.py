@@ -30,6 +30,11 @@ def test_run_prints_shape_top5_and_time(capsys):
     assert main(["run", "--backend", "numpy", "--variant", "torchvision", "--batch", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "output (2, 1000)" in out and "ms per image" in out and "image 1: top-5 classes" in out
+    from alexnet_aa.categories import imagenet_categories
+
+    top = out.split("image 0: top-5 classes ")[1].splitlines()[0]
+    name, index = top.split(" (")[0].rsplit(" [", 1)  # "albatross [146] (0.591), ..." : the class name, then its index
+    assert imagenet_categories()[int(index.rstrip("]"))] == name
 
 
 def test_compare_agrees_and_reports_per_layer(capsys):
@@ -73,3 +78,13 @@ def test_counts_must_be_positive(argv, capsys):
 def test_compare_mistyped_backend_is_an_error(capsys):
     assert main(["compare", "--backend", "numpy", "--backend", "nmupy"]) == 2
     assert "unknown backend 'nmupy'" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly():
+    """``alexnet-aa summary | head``: the reader goes away; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet_aa", "summary", "--explain"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command writes: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 1 and err == "", err

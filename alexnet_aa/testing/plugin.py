@@ -169,31 +169,10 @@ def alexnet_backend_class(request):
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def alexnet_backend(request):
-    """One backend instance per spec and session; skipped with its reason where it cannot run."""
-    spec = request.param
-    if spec not in _STATE["instances"]:
-        name, options = parse_spec(spec)
-        try:
-            cls = backend_class(name)
-        except BackendError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        ok, why = cls.available()
-        if not ok:
-            pytest.skip(f"backend {name!r} unavailable: {why}")
-        backend = get_backend(name, **options)
-        backend.warmup()
-        _STATE["instances"][spec] = backend
-    return _STATE["instances"][spec]
-
-
-@pytest.fixture(scope="session")
-def alexnet_backend_float64(request):
-    """The backend of one spec built with ``dtype="float64"``; skipped with the reason where it
-    cannot run here or declares float64 unsupported."""
-    spec = request.param
-    key = f"{spec} (float64)"
+def _instance(spec: str, *, float64: bool = False):
+    """The session's backend instance for ``spec`` (built with ``dtype="float64"`` if asked), built
+    and warmed up once; skipped with the reason where it cannot run here or lacks float64."""
+    key = f"{spec} (float64)" if float64 else spec
     if key not in _STATE["instances"]:
         name, options = parse_spec(spec)
         try:
@@ -203,12 +182,25 @@ def alexnet_backend_float64(request):
         ok, why = cls.available()
         if not ok:
             pytest.skip(f"backend {name!r} unavailable: {why}")
-        if "float64" in cls.unsupported:
+        if float64 and "float64" in cls.unsupported:
             pytest.skip(f"backend {name!r} does not support float64: {cls.unsupported['float64']}")
-        backend = get_backend(name, **{**options, "dtype": "float64"})
+        backend = get_backend(name, **({**options, "dtype": "float64"} if float64 else options))
         backend.warmup()
         _STATE["instances"][key] = backend
     return _STATE["instances"][key]
+
+
+@pytest.fixture(scope="session")
+def alexnet_backend(request):
+    """One backend instance per spec and session; skipped with its reason where it cannot run."""
+    return _instance(request.param)
+
+
+@pytest.fixture(scope="session")
+def alexnet_backend_float64(request):
+    """The backend of one spec built with ``dtype="float64"``; skipped with the reason where it
+    cannot run here or declares float64 unsupported."""
+    return _instance(request.param, float64=True)
 
 
 @pytest.fixture

@@ -284,7 +284,6 @@ class CupyBackend(Backend):
             "compute capability": f"{props['major']}.{props['minor']}",
             "CUDA runtime": _fmt_cuda_version(cp.cuda.runtime.runtimeGetVersion()),
             "CUDA driver": _fmt_cuda_version(cp.cuda.runtime.driverGetVersion()),
-            "layout": "NCHW activations, IHWO conv weights, (out, in) linear weights",
             "conv2d": "implicit GEMM, tiles " + "/".join(kernels.CONV_TILES) + ", fused bias+ReLU; "
             "3x3/5x5 stride 1: Winograd F(2x2,3x3)/F(2x2,5x5), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES),
             "tf32": "on (tf32=True, CUPY_TF32=1: cuBLAS uses TF32 in linear; conv/pool/LRN stay float32)"

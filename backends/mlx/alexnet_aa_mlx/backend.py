@@ -225,7 +225,6 @@ class MLXBackend(Backend):
             "mlx": mx.__version__,
             "device": str(mx.default_device()),
             "metal": "yes" if metal else "no",
-            "layout": "NHWC activations, OHWI conv weights, (F_in, F_out) linear weights",
             "conv2d": "mx.conv2d per group + concatenate",
             "max_pool2d": "strided slices + mx.maximum (floor and ceil mode)",
             "lrn": lrn,

@@ -294,6 +294,4 @@ class NumpyBackend(Backend):
         return {
             "numpy": np.__version__,
             "blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
-            "dtype": self.dtype,
-            "layout": "NHWC activations, HWIO conv weights",
         }
