@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 Shape = tuple[int, ...]
 
@@ -53,6 +53,12 @@ def pool_output_size(size: int, kernel: int, stride: int, ceil_mode: bool = Fals
     return out
 
 
+def pool_overhang(size: int, kernel: int, stride: int, ceil_mode: bool) -> int:
+    """How far the last pooling window reaches past the input (0 in floor mode): the −∞ padding a
+    ceil-mode pool needs on the bottom/right edge, ``(out − 1)·stride + kernel − size``."""
+    return max(0, (pool_output_size(size, kernel, stride, ceil_mode) - 1) * stride + kernel - size)
+
+
 def adaptive_pool_bins(size: int, output_size: int) -> list[tuple[int, int]]:
     """The ``[start, stop)`` of each of ``output_size`` bins over ``size`` positions:
     bin ``i`` spans ``[⌊i·size/out⌋, ⌈(i+1)·size/out⌉)`` (torchvision's ``AdaptiveAvgPool2d``)."""
@@ -70,7 +76,10 @@ def adaptive_pool_bins(size: int, output_size: int) -> list[tuple[int, int]]:
 class _LayerSpec:
     """What every spec has; the defaults are those of a layer without weights or MACs."""
 
-    kind: ClassVar[str]
+    @property
+    def kind(self) -> str:
+        """The layer's type as the summary and the diagrams name it: its spec's class name."""
+        return type(self).__name__
 
     def param_shapes(self) -> dict[str, Shape]:
         return {}
@@ -87,7 +96,6 @@ class _LayerSpec:
 class Conv(_LayerSpec):
     """Convolution + bias + ReLU: ``in_channels → out_channels``, square kernel."""
 
-    kind: ClassVar[str] = "Conv"
     name: str
     in_channels: int
     out_channels: int
@@ -142,7 +150,6 @@ class Conv(_LayerSpec):
 class LRN(_LayerSpec):
     """Local response normalisation across channels (ONNX/Caffe/PyTorch convention)."""
 
-    kind: ClassVar[str] = "LRN"
     name: str
     size: int
     alpha: float
@@ -167,7 +174,6 @@ class LRN(_LayerSpec):
 class MaxPool(_LayerSpec):
     """Max pooling without padding; ``ceil_mode`` chooses the output-size rounding."""
 
-    kind: ClassVar[str] = "MaxPool"
     name: str
     kernel: int
     stride: int
@@ -200,7 +206,6 @@ class MaxPool(_LayerSpec):
 class AdaptiveAvgPool(_LayerSpec):
     """Average pooling to a fixed ``output_size`` (torchvision's ``AdaptiveAvgPool2d``)."""
 
-    kind: ClassVar[str] = "AdaptiveAvgPool"
     name: str
     output_size: int
 
@@ -221,7 +226,6 @@ class AdaptiveAvgPool(_LayerSpec):
 class Flatten(_LayerSpec):
     """``(N, C, H, W) → (N, C·H·W)`` in (C, H, W) order, the order of canonical fc6 weights."""
 
-    kind: ClassVar[str] = "Flatten"
     name: str
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -241,7 +245,6 @@ class Flatten(_LayerSpec):
 class Dropout(_LayerSpec):
     """Dropout with drop probability ``p``; the identity in evaluation."""
 
-    kind: ClassVar[str] = "Dropout"
     name: str
     p: float = 0.5
 
@@ -262,7 +265,6 @@ class Dropout(_LayerSpec):
 class Linear(_LayerSpec):
     """Fully connected layer ``in_features → out_features`` (+ ReLU)."""
 
-    kind: ClassVar[str] = "Linear"
     name: str
     in_features: int
     out_features: int

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import inspect
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -188,6 +189,11 @@ def protocol_problems(cls: type) -> list[str]:
     (empty when all is well). The conformance suite checks it on every backend class."""
     problems = layouts.layout_problems(cls.layout, cls.conv_weight_layout, cls.linear_weight_layout)
     unsupported = cls.unsupported
+    if "float64" not in (unsupported if isinstance(unsupported, Mapping) else {}):
+        params = inspect.signature(cls.__init__).parameters
+        if "dtype" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            problems.append("__init__: expected a dtype= option (the suite builds it with dtype='float64'), "
+                            "or unsupported['float64'] with the reason")
     if not isinstance(unsupported, Mapping):
         problems.append(f"unsupported: expected a mapping of capability to reason, got {unsupported!r}")
         return problems

@@ -1,6 +1,6 @@
 """The architecture diagram of a variant as SVG, drawn from its layer table.
 
-Every row is one layer of :func:`alexnet_aa.architecture.architecture`, with
+Every row is one layer of :func:`alexnet_aa.architecture.get_architecture`, with
 the output shape, parameters and MACs of :func:`~alexnet_aa.architecture.layer_infos`
 and the configuration each layer spec gives (``layer.config()``), so the
 picture shows the numbers the code runs. The bar in the middle is the layer's

@@ -74,11 +74,6 @@ def linear_weight_dims(shape: tuple[int, ...], layout: str) -> tuple[int, int]:
     return int(shape[layout.index("O")]), int(shape[layout.index("I")])
 
 
-def channel_axis(layout: str) -> int:
-    """The axis of the channels in an activation of ``layout`` (1 for NCHW, 3 for NHWC)."""
-    return layout.index("C")
-
-
 def spatial_axes(layout: str) -> tuple[int, int]:
     """The axes of H and W in an activation of ``layout``."""
     return layout.index("H"), layout.index("W")

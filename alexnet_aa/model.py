@@ -107,7 +107,10 @@ class AlexNet:
             else Preprocess.from_json(metadata[PREPROCESS_KEY]) if PREPROCESS_KEY in metadata
             else default_preprocess(variant)
         )
-        self.categories: list[str] = class_names({} if fresh_head else metadata, num_classes)
+        self.categories: list[str] = (
+            list(weights.meta["categories"]) if isinstance(weights, AlexNetWeights) and not fresh_head
+            else class_names({} if fresh_head else metadata, num_classes)
+        )
         self.backend = get_backend(backend, **backend_options)
         self.ops = ops.BackendOps(self.backend)
         self._native = self.backend.prepare(layouts.fc6_to_flatten_order(self._state, self.arch, self.backend.layout))

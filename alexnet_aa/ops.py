@@ -114,37 +114,39 @@ def _axes(layout: str) -> str:
     return "(" + ", ".join(layout) + ")"
 
 
-def check_activation(backend: Backend, op: str, what: str, x: Any, rank: int) -> None:
-    """``x`` is an array of ``backend``'s namespace and dtype, of rank ``rank``; else a typed error."""
-    if _namespace(x) is not backend.xp:
+def check_array(backend: Backend, op: str, what: str, a: Any, rank: int, axes: str, *, prepared: bool = False) -> None:
+    """``a`` is an array of ``backend``'s namespace and dtype, of rank ``rank``; else a typed error.
+
+    ``prepared``: a weight or bias as the backend's ``prepare`` returned it, which may be an object of
+    the backend's own with ``shape`` and ``dtype`` (the ``cupy`` backend's conv weights carry their
+    Winograd transform); an array among them must still be of the backend's namespace.
+    """
+    xp = _namespace(a)
+    foreign = xp is not backend.xp if not prepared else (xp is not None and xp is not backend.xp)
+    if foreign or not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        source = "its prepare() returns" if prepared else "backend.asarray returns"
         raise TypeError(
             f"[{op}] {what}: expected an array of the {backend.name!r} backend's namespace "
-            f"({getattr(backend.xp, '__name__', backend.xp)}), got {type(x).__module__}.{type(x).__name__} "
-            "(convert it with backend.asarray)"
+            f"({getattr(backend.xp, '__name__', backend.xp)}), as {source}, got {type(a).__module__}.{type(a).__name__}"
         )
     dtype = _storage_dtype(backend)
-    if x.dtype != getattr(backend.xp, dtype):
-        raise TypeError(f"[{op}] {what}: expected dtype {dtype} (the backend's), got {x.dtype}")
-    if x.ndim != rank:
-        layout = backend.layout if rank == 4 else "NF"
-        raise ValueError(
-            f"[{op}] {what}: expected a rank-{rank} array {_axes(layout)} in the backend's {layout} layout, "
-            f"got shape {tuple(x.shape)}"
-        )
+    if a.dtype != getattr(backend.xp, dtype):
+        raise TypeError(f"[{op}] {what}: expected dtype {dtype} (the backend's), got {a.dtype}")
+    if len(a.shape) != rank:
+        raise ValueError(f"[{op}] {what}: expected a rank-{rank} array {axes}, got shape {tuple(a.shape)}")
 
 
-def _check_weight(op: str, w: Any, rank: int, layout: str) -> None:
-    shape = getattr(w, "shape", None)
-    if shape is None or len(shape) != rank:
-        raise ValueError(
-            f"[{op}] w: expected a rank-{rank} weight in the backend's {layout} layout (as its prepare() returns it), "
-            f"got {'shape ' + str(tuple(shape)) if shape is not None else type(w).__name__}"
-        )
+def check_activation(backend: Backend, op: str, what: str, x: Any, rank: int) -> None:
+    """An activation: rank 4 in the backend's layout, or ``(N, F)``."""
+    layout = backend.layout if rank == 4 else "NF"
+    check_array(backend, op, what, x, rank, f"{_axes(layout)} in the backend's {layout} layout")
 
 
-def _check_bias(op: str, b: Any, out: int) -> None:
-    if b is not None and tuple(getattr(b, "shape", ())) != (out,):
-        raise ValueError(f"[{op}] b: expected shape ({out},) or None, got {tuple(getattr(b, 'shape', ()))}")
+def _check_bias(backend: Backend, op: str, b: Any, out: int) -> None:
+    if b is not None:
+        check_array(backend, op, "b", b, 1, f"({out},)", prepared=True)
+        if tuple(b.shape) != (out,):
+            raise ValueError(f"[{op}] b: expected shape ({out},) or None, got {tuple(b.shape)}")
 
 
 def _require(backend: Backend, capability: str, op: str, detail: str) -> None:
@@ -156,6 +158,8 @@ def _require(backend: Backend, capability: str, op: str, detail: str) -> None:
 def _returned(backend: Backend, op: str, y: Any, shape: tuple[int, ...]) -> Any:
     if tuple(y.shape) != shape:
         raise BackendError(f"[{op}] the {backend.name!r} backend returned shape {tuple(y.shape)}, expected {shape}")
+    if y.dtype != getattr(backend.xp, _storage_dtype(backend)):
+        raise BackendError(f"[{op}] the {backend.name!r} backend returned dtype {y.dtype}, expected {_storage_dtype(backend)}")
     return y
 
 
@@ -181,18 +185,21 @@ def conv2d(backend: Backend, x, w, b=None, stride=1, padding=0, groups: int = 1,
     """
     op = "conv2d"
     check_activation(backend, op, "x", x, 4)
-    _check_weight(op, w, 4, backend.conv_weight_layout)
+    layout = backend.conv_weight_layout
+    check_array(backend, op, "w", w, 4, f"{_axes(layout)} in the backend's {layout} conv weight layout", prepared=True)
     stride = pair(stride, "stride", op, 1)
     padding = pair(padding, "padding", op, 0)
     groups = _positive_int(groups, "groups", op)
     relu = _flag(relu, "relu", op)
     n, c, h, wd = _nchw(backend, x)
-    o, cg, kh, kw = layouts.conv_weight_dims(tuple(w.shape), backend.conv_weight_layout)
+    o, cg, kh, kw = layouts.conv_weight_dims(tuple(w.shape), layout)
+    if min(o, cg, kh, kw) < 1:
+        raise ValueError(f"[{op}] w: expected sizes >= 1 (O, C/g, K_h, K_w), got {(o, cg, kh, kw)}")
     if o % groups:
         raise ValueError(f"[{op}] groups: expected a divisor of w's {o} output channels, got {groups}")
     if c != cg * groups:
         raise ValueError(f"[{op}] x: expected {cg * groups} channels (groups={groups} × {cg} per group in w), got {c}")
-    _check_bias(op, b, o)
+    _check_bias(backend, op, b, o)
     ho, wo = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(wd, kw, stride[1], padding[1])
     if ho < 1 or wo < 1:
         raise ValueError(
@@ -210,8 +217,8 @@ def max_pool2d(backend: Backend, x, kernel=3, stride=2, ceil_mode: bool = False)
 
     ``x`` ``(N, C, H, W)`` in the backend's layout; ``kernel`` and ``stride``
     (≥ 1) ints or pairs. Returns ``(N, C, H_out, W_out)`` in the backend's layout.
-    A backend without ceil mode still runs ``ceil_mode=True`` where both
-    roundings give the same size (then the windows are the same).
+    Where both roundings give the same size the windows are the same, and the
+    backend is called with ``ceil_mode=False`` (so one without ceil mode runs it).
     """
     op = "max_pool2d"
     check_activation(backend, op, "x", x, 4)
@@ -223,7 +230,8 @@ def max_pool2d(backend: Backend, x, kernel=3, stride=2, ceil_mode: bool = False)
         raise ValueError(f"[{op}] x: expected a map at least as large as the kernel {kernel[0]}x{kernel[1]}, got {h}x{w}")
     ho = pool_output_size(h, kernel[0], stride[0], ceil_mode)
     wo = pool_output_size(w, kernel[1], stride[1], ceil_mode)
-    if ceil_mode and (ho, wo) != (pool_output_size(h, kernel[0], stride[0]), pool_output_size(w, kernel[1], stride[1])):
+    ceil_mode = ceil_mode and (ho, wo) != (pool_output_size(h, kernel[0], stride[0]), pool_output_size(w, kernel[1], stride[1]))
+    if ceil_mode:
         _require(backend, "ceil_mode", op, f"ceil_mode=True where it differs from floor mode ({h}x{w} → {ho}x{wo})")
     y = backend.max_pool2d(x, kernel, stride, ceil_mode)
     return _returned(backend, op, y, _native_shape(backend.layout, n, c, ho, wo))
@@ -254,12 +262,15 @@ def linear(backend: Backend, x, w, b=None, relu: bool = False):
     """
     op = "linear"
     check_activation(backend, op, "x", x, 2)
-    _check_weight(op, w, 2, backend.linear_weight_layout)
+    layout = backend.linear_weight_layout
+    check_array(backend, op, "w", w, 2, f"{_axes(layout)} in the backend's {layout} linear weight layout", prepared=True)
     relu = _flag(relu, "relu", op)
-    f_out, f_in = layouts.linear_weight_dims(tuple(w.shape), backend.linear_weight_layout)
+    f_out, f_in = layouts.linear_weight_dims(tuple(w.shape), layout)
+    if min(f_out, f_in) < 1:
+        raise ValueError(f"[{op}] w: expected sizes >= 1 (F_out, F_in), got {(f_out, f_in)}")
     if x.shape[1] != f_in:
         raise ValueError(f"[{op}] x: expected {f_in} features (w is {f_out}x{f_in}, out x in), got {x.shape[1]}")
-    _check_bias(op, b, f_out)
+    _check_bias(backend, op, b, f_out)
     y = backend.linear(x, w, b, relu)
     return _returned(backend, op, y, (int(x.shape[0]), f_out))
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from .architecture import conv_output_size, pool_output_size
+from .architecture import conv_output_size, pool_output_size, pool_overhang
 from .arrays import to_numpy
 from .backend import Backend
 
@@ -142,7 +142,7 @@ def max_pool2d(x, kernel=(3, 3), stride=(2, 2), ceil_mode: bool = False):
     n, c, h, w = x.shape
     ho = pool_output_size(h, kh, sh, ceil_mode)
     wo = pool_output_size(w, kw, sw, ceil_mode)
-    x = _pad_hw(x, 0, max(0, (ho - 1) * sh + kh - h), 0, max(0, (wo - 1) * sw + kw - w), -float("inf"), xp)
+    x = _pad_hw(x, 0, pool_overhang(h, kh, sh, ceil_mode), 0, pool_overhang(w, kw, sw, ceil_mode), -float("inf"), xp)
     views = _windows(x, kh, kw, sh, sw, ho, wo)
     y = views[0]
     for v in views[1:]:

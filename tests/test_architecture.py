@@ -107,5 +107,5 @@ def test_nothing_outside_the_table_switches_on_the_layer_type():
     hits = [f"{path.relative_to(root)}:{n}" for folder in ("alexnet_aa", "backends", "benchmarks", "docs")
             for path in (root / folder).rglob("*.py")
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-            if re.search(r"isinstance\((i\.|info\.)?layer\b", line)]
+            if re.search(r"isinstance\((i\.|info\.)?layer\b|type\((i\.|info\.)?layer\)\s*(is|==|in)|\blayer\.kind\s*(==|!=|in)\b", line)]
     assert len(hits) == 1 and hits[0].startswith("alexnet_aa/architecture.py:"), hits

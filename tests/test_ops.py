@@ -59,7 +59,7 @@ def test_normalised_arguments_reach_the_backend(be, monkeypatch):
     (lambda be: ops.lrn(be, _x(be, 1, 4, 3, 3), True, 1e-4, 0.75, 1.0), ValueError, r"^\[lrn\] size: expected a positive int, got True$"),
     (lambda be: ops.lrn(be, _x(be, 4, 3), 5, 1e-4, 0.75, 1.0), ValueError, r"^\[lrn\] x: expected a rank-4 array \(N, C, H, W\) in the backend's NCHW layout, got shape \(4, 3\)$"),
     (lambda be: ops.lrn(be, np.ones((1, 4, 3, 3), np.float64), 5, 1e-4, 0.75, 1.0), TypeError, r"^\[lrn\] x: expected dtype float32 \(the backend's\), got float64$"),
-    (lambda be: ops.linear(be, _x(be, 2, 5), be.asarray(np.ones((3, 5, 1))), None), ValueError, r"^\[linear\] w: expected a rank-2 weight in the backend's OI layout"),
+    (lambda be: ops.linear(be, _x(be, 2, 5), be.asarray(np.ones((3, 5, 1))), None), ValueError, r"^\[linear\] w: expected a rank-2 array \(O, I\) in the backend's OI linear weight layout, got shape \(3, 5, 1\)$"),
     (lambda be: ops.dropout(be, _x(be, 2, 5), 1.0), ValueError, r"^\[dropout\] p: expected a probability in \[0, 1\), got 1.0$"),
     (lambda be: ops.adaptive_avg_pool2d(be, _x(be, 1, 2, 5, 5), 0), ValueError, r"^\[adaptive_avg_pool2d\] output_size: expected a positive int, got 0$"),
 ])
@@ -159,3 +159,45 @@ def test_model_and_torch_oracle_apply_the_same_table():
     from alexnet_aa.testing.torch_reference import TorchOps
 
     assert {m for m in vars(ops.BackendOps) if not m.startswith("_")} == {m for m in vars(TorchOps) if not m.startswith("_")}
+
+
+def test_weights_and_biases_are_checked_like_activations(be):
+    x = _x(be, 1, 3, 5, 5)
+    w = be.prepare({"w": np.ones((4, 3, 3, 3), np.float32)})["w"]
+    with pytest.raises(TypeError, match=r"^\[conv2d\] w: expected dtype float32 \(the backend's\), got float64$"):
+        ops.conv2d(be, x, np.ones((4, 3, 3, 3)), None)
+    with pytest.raises(TypeError, match=r"^\[conv2d\] b: expected an array of the 'array-api' backend's namespace .* got builtins.list$"):
+        ops.conv2d(be, x, w, [1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match=r"^\[conv2d\] w: expected sizes >= 1 \(O, C/g, K_h, K_w\), got \(4, 3, 0, 0\)$"):
+        ops.conv2d(be, x, be.asarray(np.ones((4, 3, 0, 0))), None)
+    with pytest.raises(ValueError, match=r"^\[linear\] w: expected sizes >= 1 \(F_out, F_in\), got \(0, 5\)$"):
+        ops.linear(be, _x(be, 2, 5), be.asarray(np.ones((0, 5))), None)
+
+
+def test_a_wrong_dtype_from_a_backend_is_caught():
+    class Widening(ArrayAPIBackend):
+        def lrn(self, x, size, alpha, beta, k):
+            return self.xp.astype(super().lrn(x, size, alpha, beta, k), self.xp.float64)
+
+    be = Widening()
+    with pytest.raises(BackendError, match=r"^\[lrn\] the 'array-api' backend returned dtype float64, expected float32$"):
+        ops.lrn(be, _x(be, 1, 4, 3, 3), 5, 1e-4, 0.75, 1.0)
+
+
+def test_ceil_mode_is_passed_only_where_it_changes_the_size(be, monkeypatch):
+    seen = []
+    real = ArrayAPIBackend.max_pool2d
+    monkeypatch.setattr(ArrayAPIBackend, "max_pool2d", lambda self, *a: seen.append(a[-1]) or real(self, *a))
+    ops.max_pool2d(be, _x(be, 1, 1, 55, 55), 3, 2, True)
+    ops.max_pool2d(be, _x(be, 1, 1, 54, 54), 3, 2, True)
+    assert seen == [False, True]
+
+
+def test_float64_needs_a_dtype_option_or_a_reason():
+    class NoDtype(ArrayAPIBackend):
+        def __init__(self, namespace="numpy"):
+            super().__init__(namespace)
+
+    assert any("expected a dtype= option" in p for p in protocol_problems(NoDtype))
+    NoDtype.unsupported = {"float64": "float32 hardware"}
+    assert protocol_problems(NoDtype) == []

@@ -11,13 +11,15 @@ Options:
 ``--alexnet-seed N``
     the run's seed (default: drawn fresh, printed in the header).
 ``--alexnet-xfails FILE``
-    expected failures, one per line: a pattern matched against test ids
-    (``fnmatch``), then ``#`` and the reason, which is required. Patterns
-    that match no test are reported as stale.
+    expected failures, one per line: a pattern found anywhere in a test id
+    (``*`` matches anything; every other character, brackets included, only
+    itself), then ``#`` and the reason, which is required. Patterns that match
+    no test are reported as stale.
 ``--alexnet-report PATH``
     write a JSON report: per backend and check, the cases run, the cases
     failed, the largest measured error and the tolerance; per backend, the
     test outcomes and what it declares (layouts, dtype, unsupported capabilities).
+    One process only (not with pytest-xdist's ``-n``).
 
 A backend's own documented exceptions ship beside its module as
 :data:`XFAILS_FILE` (same format); the plugin applies them to that backend's
@@ -36,8 +38,8 @@ run, a table of the largest measured error per backend and check is printed.
 from __future__ import annotations
 
 import ast
-import fnmatch
 import json
+import math
 import os
 import platform
 import re
@@ -47,6 +49,7 @@ import warnings
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -57,10 +60,24 @@ from ..backend import BackendError, UnsupportedError, backend_class, get_backend
 XFAILS_FILE = "conformance-xfails.txt"
 
 _FIXTURES = ("alexnet_backend", "alexnet_backend_class", "alexnet_backend_float64")
-_STATE: dict = {"errors": defaultdict(list), "instances": {}, "outcomes": defaultdict(Counter), "xfails": {}}
-#: test node id → the backend spec it runs on (suite tests only), and → its outcome.
-_NODE_SPECS: dict[str, str] = {}
-_NODE_OUTCOMES: dict[str, str] = {}
+#: What this session measured: ``errors[(spec, check)]`` is a list of :class:`_Case`; the backend
+#: instances by spec; the shipped xfails file used per spec; per suite test node id, its backend spec
+#: and its one outcome (passed, failed, error, skipped, xfailed, xpassed).
+_STATE: dict = {"errors": defaultdict(list), "instances": {}, "xfails": {}, "specs": {}, "outcomes": {}}
+
+
+class _Case(NamedTuple):
+    error: float
+    tolerance: float
+    context: str
+    node: str
+
+
+def pytest_configure(config):
+    for value in _STATE.values():
+        value.clear()
+    if config.getoption("--alexnet-report", default=None) and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("--alexnet-report needs one process: run without -n (pytest-xdist)")
 
 
 def pytest_addoption(parser):
@@ -211,12 +228,12 @@ def case_rng(request):
 
 @pytest.fixture
 def conformance_record(request):
-    """``record(check, context, error, tolerance, failed=False)``: keeps the measured error for the
-    summary and the report."""
+    """``record(check, context, error, tolerance)``: keeps a measured error for the summary and the
+    report (whether the case then passes is the test's outcome)."""
     spec, node = _spec_of(request.node), request.node.nodeid
 
-    def record(check: str, context: str, error: float, tol: float, failed: bool = False) -> None:
-        _STATE["errors"][(spec, check)].append((error, tol, context, failed, node))
+    def record(check: str, context: str, error: float, tol: float) -> None:
+        _STATE["errors"][(spec, check)].append(_Case(error, tol, context, node))
     return record
 
 
@@ -239,6 +256,17 @@ def _read_xfails(path: Path | str) -> list[list]:
     return entries
 
 
+def xfail_pattern(text: str) -> re.Pattern:
+    """An xfails pattern: ``*`` matches anything, every other character itself; found anywhere in a test id."""
+    return re.compile(".*".join(re.escape(part) for part in text.split("*")))
+
+
+def _narrowed(config) -> bool:
+    """Whether this run selects some tests only (``-k``, ``-m``, ``--deselect``, node ids)."""
+    return bool(config.getoption("keyword", "") or config.getoption("markexpr", "")
+                or config.getoption("deselect", None) or any("::" in arg for arg in config.args))
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark the expected failures: the ``--alexnet-xfails`` file for every backend, each backend's
     shipped :data:`XFAILS_FILE` for its own tests."""
@@ -259,12 +287,15 @@ def pytest_collection_modifyitems(config, items):
             if scope is not None and scope != spec:
                 continue
             for entry in entries:
-                if fnmatch.fnmatch(item.nodeid, f"*{entry[0]}*"):
+                if xfail_pattern(entry[0]).search(item.nodeid):
                     item.add_marker(pytest.mark.xfail(reason=entry[1], strict=False))
                     entry[2] += 1
     for file, scope, entries in files:
+        # a shipped file is checked against whole runs only: a narrowed run leaves its patterns unmatched
+        if scope is not None and (_narrowed(config) or not any(_spec_of(item) == scope for item in items)):
+            continue
         for pattern, reason, hits in entries:
-            if not hits and (scope is None or any(_spec_of(item) == scope for item in items)):
+            if not hits:
                 warnings.warn(f"{file}: xfail pattern {pattern!r} ({reason}) matches no test: remove it", stacklevel=1)
 
 
@@ -274,15 +305,15 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if (call.excinfo is not None and call.excinfo.errisinstance(UnsupportedError)
             and report.failed and _spec_of(item) is not None):
+        path, line, _ = item.reportinfo()
         report.outcome = "skipped"
-        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {call.excinfo.value}")
+        report.longrepr = (str(path), (line or 0) + 1, f"Skipped: {call.excinfo.value}")
     return report
 
 
 def pytest_runtest_logreport(report):
-    """Count each suite test's outcome per backend spec (for the report)."""
-    spec = _NODE_SPECS.get(report.nodeid)
-    if spec is None:
+    """Keep each suite test's one outcome (a teardown error overrides a passed call)."""
+    if report.nodeid not in _STATE["specs"]:
         return
     if report.when == "call" or report.outcome != "passed":
         if hasattr(report, "wasxfail"):
@@ -291,28 +322,44 @@ def pytest_runtest_logreport(report):
             outcome = "error"
         else:
             outcome = report.outcome
-        _STATE["outcomes"][spec][outcome] += 1
-        _NODE_OUTCOMES[report.nodeid] = outcome
+        _STATE["outcomes"][report.nodeid] = outcome
 
 
 def pytest_itemcollected(item):
     spec = _spec_of(item)
     if spec is not None:
-        _NODE_SPECS[item.nodeid] = spec
+        _STATE["specs"][item.nodeid] = spec
+
+
+def _outcomes(spec: str) -> dict[str, int]:
+    return dict(sorted(Counter(o for node, o in _STATE["outcomes"].items() if _STATE["specs"][node] == spec).items()))
 
 
 def _checks(spec: str) -> dict[str, dict]:
-    """Per check of ``spec``: the cases measured, how many failed, how many were expected failures
-    (left out of the largest error), the largest error, its tolerance and its case."""
+    """Per check of ``spec``: the cases measured (a failed test counts once, with its worst error), how
+    many failed and how many were expected failures (by their tests' outcomes), the largest error of
+    the cases that were not expected failures, its tolerance and its case."""
     out = {}
     for (s, check), rows in sorted(_STATE["errors"].items()):
         if s != spec:
             continue
-        expected = [r for r in rows if _NODE_OUTCOMES.get(r[4]) == "xfailed"]
-        counted = [r for r in rows if _NODE_OUTCOMES.get(r[4]) != "xfailed"] or rows
-        worst = max(counted, key=lambda r: r[0])
-        out[check] = {"cases": len(rows), "failed": sum(r[3] for r in counted if r not in expected),
-                      "xfailed": len(expected), "max_error": worst[0], "tolerance": worst[1], "worst_case": worst[2]}
+        by_node: dict[str, list[_Case]] = defaultdict(list)
+        for row in rows:
+            by_node[row.node].append(row)
+        measured, failed, xfailed = [], 0, 0
+        for node, cases in by_node.items():
+            outcome = _STATE["outcomes"].get(node, "passed")
+            if outcome in ("passed", "xpassed"):
+                measured += cases
+            elif outcome == "xfailed":
+                xfailed += 1
+            else:
+                failed += 1
+                measured.append(max(cases, key=lambda c: c.error))
+        worst = max(measured, key=lambda c: c.error) if measured else None
+        out[check] = {"cases": len(measured), "failed": failed, "xfailed": xfailed,
+                      "max_error": worst.error if worst else None, "tolerance": rows[0].tolerance,
+                      "worst_case": worst.context if worst else None}
     return out
 
 
@@ -325,10 +372,10 @@ def build_report(config) -> dict:
     except PackageNotFoundError:
         core = "unknown"
     backends = {}
-    for spec in sorted(set(_NODE_SPECS.values())):
+    for spec in sorted(set(_STATE["specs"].values())):
         cls = _class_or_none(spec)
         instance = _STATE["instances"].get(spec)
-        entry: dict = {"spec": spec, "outcomes": dict(sorted(_STATE["outcomes"][spec].items())), "checks": _checks(spec)}
+        entry: dict = {"spec": spec, "outcomes": _outcomes(spec), "checks": _checks(spec)}
         if cls is not None:
             ok, why = cls.available()
             entry.update({
@@ -355,7 +402,17 @@ def build_report(config) -> dict:
 def pytest_sessionfinish(session):
     path = session.config.getoption("--alexnet-report", default=None)
     if path:
-        Path(path).write_text(json.dumps(build_report(session.config), indent=2) + "\n", encoding="utf-8")
+        report = _json_safe(build_report(session.config))
+        Path(path).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _json_safe(value):
+    """The report with every non-finite float (an error that could not be measured) as ``null``."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -370,8 +427,9 @@ def pytest_terminal_summary(terminalreporter):
     tr.write_line(f"{'backend':<{width}} {'check':<{cw}} {'cases':>5} {'failed':>6} {'xfailed':>7} {'max error':>10} {'tolerance':>10}")
     for spec in specs:
         for check, c in _checks(spec).items():
+            worst = "-" if c["max_error"] is None else f"{c['max_error']:.2e}"
             tr.write_line(f"{spec:<{width}} {check:<{cw}} {c['cases']:>5} {c['failed']:>6} {c['xfailed']:>7} "
-                          f"{c['max_error']:>10.2e} {c['tolerance']:>10.0e}")
+                          f"{worst:>10} {c['tolerance']:>10.0e}")
     path = tr.config.getoption("--alexnet-report", default=None)
     if path:
         tr.write_line(f"report written to {path}")

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet_aa.architecture import pool_output_size
+from alexnet_aa.architecture import pool_output_size, pool_overhang
 from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendUnavailableError
 
 __all__ = ["MLXBackend", "MIN_MLX_VERSION"]
@@ -167,8 +167,7 @@ class MLXBackend(Backend):
         n, h, w, c = x.shape
         ho = pool_output_size(h, kh, sh, ceil_mode)
         wo = pool_output_size(w, kw, sw, ceil_mode)
-        pad_h = max(0, (ho - 1) * sh + kh - h)
-        pad_w = max(0, (wo - 1) * sw + kw - w)
+        pad_h, pad_w = pool_overhang(h, kh, sh, ceil_mode), pool_overhang(w, kw, sw, ceil_mode)
         if pad_h or pad_w:
             x = mx.pad(x, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], constant_values=-float("inf"))
         # columns first (reduces W to wo), then rows

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from alexnet_aa.architecture import conv_output_size, pool_output_size
+from alexnet_aa.architecture import conv_output_size, pool_output_size, pool_overhang
 from alexnet_aa.arrays import to_numpy
 from alexnet_aa.backend import Backend
 
@@ -214,9 +214,9 @@ class NumpyBackend(Backend):
         (kh, kw), (sh, sw) = kernel, stride
         n, h, w, c = x.shape
         ho, wo = pool_output_size(h, kh, sh, ceil_mode), pool_output_size(w, kw, sw, ceil_mode)
-        need_h, need_w = (ho - 1) * sh + kh, (wo - 1) * sw + kw
-        if need_h > h or need_w > w:
-            padded = np.full((n, max(h, need_h), max(w, need_w), c), -np.inf, dtype=x.dtype)
+        pad_h, pad_w = pool_overhang(h, kh, sh, ceil_mode), pool_overhang(w, kw, sw, ceil_mode)
+        if pad_h or pad_w:
+            padded = np.full((n, h + pad_h, w + pad_w, c), -np.inf, dtype=x.dtype)
             padded[:, :h, :w, :] = x
             x = padded
         out = np.empty((n, ho, wo, c), dtype=x.dtype)
