@@ -59,6 +59,20 @@ def pool_overhang(size: int, kernel: int, stride: int, ceil_mode: bool) -> int:
     return max(0, (pool_output_size(size, kernel, stride, ceil_mode) - 1) * stride + kernel - size)
 
 
+def transposed_conv_rows(size: int, out: int, kernel: int, stride: int, padding: int) -> tuple[int, int, int]:
+    """Where a convolution's output rows go in its transposed convolution (the input gradient).
+
+    ``dx[h] = Σ_p w[p]·ȳ'[h + P − p]`` with ``ȳ'`` the output gradient dilated by the
+    stride: a stride-1 correlation, with the flipped kernel, of a buffer of
+    ``size + kernel − 1`` rows holding output row ``i`` at ``stride·i + kernel − 1 − padding``.
+    Returns ``(i0, i1, row of i0)``: the output rows ``i0 … i1 − 1`` that land inside it (with
+    ``padding > kernel − 1`` the first and last rows read only padding and are dropped).
+    """
+    i0 = max(0, -(-(padding - kernel + 1) // stride))
+    i1 = min(out, (size + padding - 1) // stride + 1)
+    return i0, i1, stride * i0 + kernel - 1 - padding
+
+
 def adaptive_pool_bins(size: int, output_size: int) -> list[tuple[int, int]]:
     """The ``[start, stop)`` of each of ``output_size`` bins over ``size`` positions:
     bin ``i`` spans ``[⌊i·size/out⌋, ⌈(i+1)·size/out⌉)`` (torchvision's ``AdaptiveAvgPool2d``)."""
@@ -70,7 +84,10 @@ def adaptive_pool_bins(size: int, output_size: int) -> list[tuple[int, int]]:
 # Every spec has a ``name`` and the same methods: ``output_shape(shape)``
 # (per image, (C, H, W) or (F,)), ``param_shapes()`` (canonical names →
 # shapes), ``macs(shape)``, ``config()`` (the one-line configuration),
-# ``explain(shape)`` (its formula with its numbers) and ``apply(ops, params, x)``.
+# ``explain(shape)`` (its formula with its numbers), ``apply(ops, arrays, x)``
+# and its twin ``backward(ops, arrays, x, y, dy, need_dx) -> (dx, {name: grad})``,
+# where ``arrays`` holds the layer's weights by canonical name (and, in a
+# training step, a dropout layer's mask under ``<name>.mask``).
 
 
 class _LayerSpec:
@@ -145,6 +162,11 @@ class Conv(_LayerSpec):
         return ops.conv2d(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"],
                           self.stride, self.padding, self.groups, self.relu)
 
+    def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
+        dx, dw, db = ops.conv2d_backward(x, params[f"{self.name}.weight"], y, dy, self.stride, self.padding,
+                                         self.groups, self.relu, need_dx)
+        return dx, {f"{self.name}.weight": dw, f"{self.name}.bias": db}
+
 
 @dataclass(frozen=True)
 class LRN(_LayerSpec):
@@ -168,6 +190,9 @@ class LRN(_LayerSpec):
 
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.lrn(x, self.size, self.alpha, self.beta, self.k)
+
+    def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
+        return (ops.lrn_backward(x, y, dy, self.size, self.alpha, self.beta, self.k) if need_dx else None), {}
 
 
 @dataclass(frozen=True)
@@ -201,6 +226,9 @@ class MaxPool(_LayerSpec):
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.max_pool2d(x, self.kernel, self.stride, self.ceil_mode)
 
+    def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
+        return (ops.max_pool2d_backward(x, y, dy, self.kernel, self.stride, self.ceil_mode) if need_dx else None), {}
+
 
 @dataclass(frozen=True)
 class AdaptiveAvgPool(_LayerSpec):
@@ -221,6 +249,9 @@ class AdaptiveAvgPool(_LayerSpec):
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.adaptive_avg_pool2d(x, self.output_size)
 
+    def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
+        return (ops.adaptive_avg_pool2d_backward(x, dy, self.output_size) if need_dx else None), {}
+
 
 @dataclass(frozen=True)
 class Flatten(_LayerSpec):
@@ -240,6 +271,9 @@ class Flatten(_LayerSpec):
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.flatten(x)
 
+    def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
+        return (ops.flatten_backward(x, dy) if need_dx else None), {}
+
 
 @dataclass(frozen=True)
 class Dropout(_LayerSpec):
@@ -258,7 +292,10 @@ class Dropout(_LayerSpec):
         return f"p = {self.p} in training; identity in eval"
 
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
-        return ops.dropout(x, self.p)
+        return ops.dropout(x, self.p, params.get(f"{self.name}.mask"))
+
+    def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
+        return (ops.dropout_backward(dy, params.get(f"{self.name}.mask")) if need_dx else None), {}
 
 
 @dataclass(frozen=True)
@@ -292,6 +329,10 @@ class Linear(_LayerSpec):
 
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.linear(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"], self.relu)
+
+    def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
+        dx, dw, db = ops.linear_backward(x, params[f"{self.name}.weight"], y, dy, self.relu, need_dx)
+        return dx, {f"{self.name}.weight": dw, f"{self.name}.bias": db}
 
 
 Layer = Conv | LRN | MaxPool | AdaptiveAvgPool | Flatten | Dropout | Linear

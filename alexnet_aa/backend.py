@@ -60,6 +60,9 @@ INSTALL_HINTS = {
     "cupy": "python -m pip install 'alexnet-aa-cupy[cuda13]'",
 }
 
+#: The backward twins of the four ops (DESIGN.md §8): optional; a backend without them is inference only.
+BACKWARD_OPS = ("conv2d_backward", "max_pool2d_backward", "lrn_backward", "linear_backward")
+
 #: Optional capabilities, and what each one covers. A backend lists the ones it lacks in
 #: ``unsupported`` with its reason.
 CAPABILITIES = {
@@ -171,6 +174,28 @@ class Backend(abc.ABC):
 
         ``b`` may be ``None``."""
 
+    # -- the backward twins: optional (a backend without them is inference only) -----
+    def conv2d_backward(self, x, w, y, dy, stride: tuple[int, int], padding: tuple[int, int], groups: int,
+                        relu: bool, need_dx: bool):
+        """Gradients of ``conv2d``: ``(dx or None, dw, db)``, ``dw`` in ``conv_weight_layout``.
+        See :func:`alexnet_aa.reference.conv2d_backward`."""
+        raise inference_only(self, "conv2d_backward")
+
+    def max_pool2d_backward(self, x, y, dy, kernel: tuple[int, int], stride: tuple[int, int], ceil_mode: bool):
+        """Gradient of ``max_pool2d`` with respect to ``x`` (ties: the window's first maximum).
+        See :func:`alexnet_aa.reference.max_pool2d_backward`."""
+        raise inference_only(self, "max_pool2d_backward")
+
+    def lrn_backward(self, x, y, dy, size: int, alpha: float, beta: float, k: float):
+        """Gradient of ``lrn`` with respect to ``x`` (the transposed window).
+        See :func:`alexnet_aa.reference.lrn_backward`."""
+        raise inference_only(self, "lrn_backward")
+
+    def linear_backward(self, x, w, y, dy, relu: bool, need_dx: bool):
+        """Gradients of ``linear``: ``(dx or None, dw, db)``, ``dw`` in ``linear_weight_layout``.
+        See :func:`alexnet_aa.reference.linear_backward`."""
+        raise inference_only(self, "linear_backward")
+
     # -- optional -----------------------------------------------------------
     def warmup(self) -> float:
         """Compile or load whatever the ops need up front; return the seconds it took."""
@@ -182,6 +207,23 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} layout={self.layout} dtype={self.dtype}>"
+
+
+def missing_backward_ops(cls: type) -> list[str]:
+    """The backward ops (:data:`BACKWARD_OPS`) that ``cls`` does not implement: all four for an
+    inference-only backend, none for one that trains."""
+    return [name for name in BACKWARD_OPS if getattr(cls, name) is getattr(Backend, name)]
+
+
+def inference_only(backend: Backend | type, op: str) -> UnsupportedError:
+    """The error for ``op`` on a backend without (all) backward ops; names every missing one."""
+    cls = backend if isinstance(backend, type) else type(backend)
+    missing = missing_backward_ops(cls)
+    return UnsupportedError(
+        "training",
+        f"[{op}] the {cls.name!r} backend cannot train (inference only): it has no {', '.join(missing)} "
+        f"(training needs all of {', '.join(BACKWARD_OPS)})",
+    )
 
 
 def protocol_problems(cls: type) -> list[str]:

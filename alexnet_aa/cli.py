@@ -20,7 +20,7 @@ import numpy as np
 
 from .architecture import VARIANTS, get_architecture
 from .arrays import example_input
-from .backend import INSTALL_HINTS, BackendError, available_backends, backend_class
+from .backend import BACKWARD_OPS, INSTALL_HINTS, BackendError, available_backends, backend_class, missing_backward_ops
 from .model import AlexNet
 from .summary import format_text
 from .testing.compare import oracle, relative_error, tolerance
@@ -63,6 +63,9 @@ def cmd_backends(args) -> int:
             backend = cls() if ok else cls
             print(f"{pad} layout {cls.layout} (conv weights {cls.conv_weight_layout}, "
                   f"linear weights {cls.linear_weight_layout}), dtype {backend.dtype}")
+            missing = missing_backward_ops(cls)
+            print(f"{pad} training: " + (f"inference only (no {', '.join(missing)})" if missing else
+                                          "yes (" + ", ".join(BACKWARD_OPS) + ")"))
             for capability, reason in cls.unsupported.items():
                 print(f"{pad} unsupported {capability}: {reason}")
             if ok:

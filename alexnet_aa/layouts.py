@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import array_api_compat.numpy as compat_numpy
 import numpy as np
 
 from .architecture import Architecture, flattened_map_shape
@@ -85,8 +86,18 @@ def spatial_axes(layout: str) -> tuple[int, int]:
 def weights_to(params: Mapping[str, np.ndarray], conv_weight_layout: str, linear_weight_layout: str) -> dict[str, np.ndarray]:
     """Canonical host weights with every 4-D tensor in ``conv_weight_layout`` and every 2-D one in
     ``linear_weight_layout`` (contiguous copies where they move); biases as they are."""
-    conv = permutation(CANONICAL_CONV_WEIGHT, conv_weight_layout)
-    linear = permutation(CANONICAL_LINEAR_WEIGHT, linear_weight_layout)
+    return _weights_moved(params, permutation(CANONICAL_CONV_WEIGHT, conv_weight_layout),
+                          permutation(CANONICAL_LINEAR_WEIGHT, linear_weight_layout))
+
+
+def weights_from(params: Mapping[str, np.ndarray], conv_weight_layout: str, linear_weight_layout: str) -> dict[str, np.ndarray]:
+    """The inverse of :func:`weights_to`: host tensors (weights or their gradients) in a backend's
+    layouts back in the canonical OIHW / ``(out, in)``."""
+    return _weights_moved(params, permutation(conv_weight_layout, CANONICAL_CONV_WEIGHT),
+                          permutation(linear_weight_layout, CANONICAL_LINEAR_WEIGHT))
+
+
+def _weights_moved(params: Mapping[str, np.ndarray], conv: tuple[int, ...], linear: tuple[int, ...]) -> dict[str, np.ndarray]:
     out = {}
     for name, value in params.items():
         value = np.asarray(value)
@@ -105,15 +116,31 @@ def fc6_to_flatten_order(params: Mapping[str, np.ndarray], arch: Architecture, l
     An NHWC backend flattens pool5's ``(H, W, C)`` map; permuting fc6's
     columns once, here, spares a transpose of every batch.
     """
-    if layout == CANONICAL:
-        return dict(params)
-    c, h, w = flattened_map_shape(arch)
+    return _fc6_permuted(params, arch, "CHW", layout.replace("N", ""))
+
+
+def fc6_from_flatten_order(params: Mapping[str, np.ndarray], arch: Architecture, layout: str) -> dict[str, np.ndarray]:
+    """The inverse of :func:`fc6_to_flatten_order` (for fc6's weight gradient on an NHWC backend)."""
+    return _fc6_permuted(params, arch, layout.replace("N", ""), "CHW")
+
+
+def _fc6_permuted(params: Mapping[str, np.ndarray], arch: Architecture, src: str, dst: str) -> dict[str, np.ndarray]:
+    """``params`` with the first linear layer's input axis reordered from the map order ``src`` to ``dst``
+    (``params`` as they are when they hold no such weight)."""
     first = next(layer for layer in arch.weighted_layers if len(layer.param_shapes()[f"{layer.name}.weight"]) == 2)
     name = f"{first.name}.weight"
+    if src == dst or name not in params:
+        return dict(params)
     fc6 = np.asarray(params[name])
-    order = permutation("CHW", layout.replace("N", ""))
-    permuted = fc6.reshape(fc6.shape[0], c, h, w).transpose(0, *(1 + a for a in order)).reshape(fc6.shape[0], -1)
-    return {**params, name: np.ascontiguousarray(permuted)}
+    return {**params, name: np.ascontiguousarray(_reorder_features(fc6, flattened_map_shape(arch), src, dst, compat_numpy))}
+
+
+def _reorder_features(a, map_shape: tuple[int, int, int], src: str, dst: str, xp):
+    """``a`` ``(R, C·H·W)`` with its features flattened in the map order ``src`` (``"CHW"``,
+    ``"HWC"``) → flattened in ``dst`` order."""
+    sizes = dict(zip("CHW", map_shape))
+    maps = xp.reshape(a, (a.shape[0], *(sizes[axis] for axis in src)))
+    return xp.reshape(xp.permute_dims(maps, (0, *(1 + i for i in permutation(src, dst)))), (a.shape[0], -1))
 
 
 # -- activations, on the backend's namespace ------------------------------------------------
@@ -131,10 +158,11 @@ def to_canonical(y: Any, layout: str, xp: Any) -> Any:
 
 def flat_to_canonical(y: Any, map_shape: tuple[int, int, int], layout: str, xp: Any) -> Any:
     """Features ``(N, C·H·W)`` flattened in ``layout``'s order → the canonical (C, H, W) order."""
-    if layout == CANONICAL:
-        return y
-    c, h, w = map_shape
-    native = tuple({"C": c, "H": h, "W": w}[axis] for axis in layout[1:])
-    maps = xp.reshape(y, (y.shape[0], *native))
-    return xp.reshape(to_canonical(maps, layout, xp), (y.shape[0], -1))
+    return y if layout == CANONICAL else _reorder_features(y, map_shape, layout[1:], "CHW", xp)
+
+
+def flat_to_layout(y: Any, map_shape: tuple[int, int, int], layout: str, xp: Any) -> Any:
+    """The inverse of :func:`flat_to_canonical`: canonical (C, H, W)-flattened features (a dropout
+    mask over pool5's features, say) in ``layout``'s flatten order."""
+    return y if layout == CANONICAL else _reorder_features(y, map_shape, "CHW", layout[1:], xp)
 

@@ -16,19 +16,23 @@ backend and from its input. Layout conversions are :mod:`alexnet_aa.layouts`'.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from os import PathLike
 from typing import Any, NamedTuple
 
+import array_api_compat.numpy as compat_numpy
+import numpy as np
 from array_api_compat import array_namespace
 
 from . import layouts, ops
 from .architecture import count_macs, count_params, flat_feature_layers, flattened_map_shape, get_architecture
 from .arrays import to_numpy
-from .backend import Backend, get_backend
+from .backend import Backend, get_backend, inference_only, missing_backward_ops
 from .bundles import AlexNetWeights
 from .categories import class_names
 from .preprocess import Preprocess, default_preprocess
+from .training import dropout_masks
 from .weights import (
     PREPROCESS_KEY,
     SOURCE_SHA256_KEY,
@@ -40,6 +44,19 @@ from .weights import (
     init_weights,
     read_weights_file,
 )
+
+
+class BackwardStep(NamedTuple):
+    """One layer of the backward pass, native arrays: its input ``x`` and output ``y`` as the training
+    forward saw them, the loss's gradient ``dy`` with respect to ``y``, and what the layer's backward
+    twin returned: ``dx`` (``None`` for the first layer) and its weights' gradients by canonical name."""
+
+    layer: Any
+    x: Any
+    y: Any
+    dy: Any
+    dx: Any
+    grads: dict[str, Any]
 
 
 class Prediction(NamedTuple):
@@ -210,6 +227,74 @@ class AlexNet:
         backend's layout (see :meth:`canonical`).
         """
         return {name: self.canonical(name, y) for name, y in self.iter_layers(x)}
+
+    # -- training: the same network run the other way (DESIGN.md §8) --------------------------
+
+    def gradients(self, x, labels, dropout_seed: int | None = None) -> tuple[float, dict[str, np.ndarray]]:
+        """The loss of one batch and its gradient with respect to every weight: ``(loss, grads)``.
+
+        ``loss`` is the mean softmax cross-entropy of the logits against the
+        integer ``labels`` ``(N,)`` (:func:`alexnet_aa.ops.softmax_cross_entropy`),
+        a Python float; ``grads`` maps every canonical name to a float32 host
+        array in the canonical layout. Dropout applies the masks
+        :func:`alexnet_aa.training.dropout_masks` draws on the host from
+        ``dropout_seed`` (``None``: dropout is the identity), so every backend
+        computes the same gradients. The model's weights are not changed.
+
+        A backend without the backward ops, labels of the wrong length, dtype
+        or range, and a non-finite loss are errors naming what was expected.
+        """
+        loss, steps = self.backward_steps(x, labels, dropout_seed)
+        grads: dict[str, Any] = {}
+        for step in steps:
+            grads.update(step.grads)
+        return loss, self.canonical_grads(grads)
+
+    def backward_steps(self, x, labels, dropout_seed: int | None = None) -> tuple[float, Iterator[BackwardStep]]:
+        """``(loss, steps)``: the training forward, its loss, and an iterator over the backward pass,
+        last layer first, one :class:`BackwardStep` per layer (what :meth:`gradients` sums up; the
+        conformance suite checks each step). The forward keeps each layer's input and output, which
+        the backward twins need; conv1 computes no input gradient."""
+        if missing_backward_ops(type(self.backend)):
+            raise inference_only(self.backend, "gradients")
+        h = self._native_input(x)
+        n = int(x.shape[0])
+        host_labels = ops.check_labels("gradients", labels, n, self.arch.num_classes)
+        arrays = dict(self._native)
+        for name, mask in dropout_masks(self.arch, n, dropout_seed, int(x.shape[2])).items():
+            arrays[f"{name}.mask"] = self._native_mask(name, mask)
+        saved = []
+        for layer in self.arch.layers:
+            y = layer.apply(self.ops, arrays, h)
+            saved.append((layer, h, y))
+            h = y
+        loss, dz = ops.softmax_cross_entropy(self.backend, h, host_labels)
+        if not math.isfinite(loss):
+            raise ValueError(f"[gradients] loss: expected a finite value, got {loss} (NaN or infinite inputs or weights?)")
+
+        def steps(d) -> Iterator[BackwardStep]:
+            for index in reversed(range(len(saved))):
+                layer, layer_in, layer_out = saved[index]
+                dx, grads = layer.backward(self.ops, arrays, layer_in, layer_out, d, need_dx=index > 0)
+                yield BackwardStep(layer, layer_in, layer_out, d, dx, grads)
+                d = dx
+
+        return loss, steps(dz)
+
+    def _native_mask(self, layer_name: str, mask: np.ndarray):
+        """A host dropout mask (canonical feature order) as the backend's array in its flatten order."""
+        if layer_name in self._flat_layers:
+            mask = np.ascontiguousarray(layouts.flat_to_layout(mask, self._flat_map, self.backend.layout, compat_numpy))
+        return self.backend.asarray(mask)
+
+    def canonical_grads(self, grads: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Native weight gradients (some or all, by canonical name) → canonical float32 host arrays:
+        the inverse of how the weights were prepared (:mod:`alexnet_aa.layouts`)."""
+        be = self.backend
+        host = {name: np.asarray(be.to_host(g)) for name, g in grads.items()}
+        host = layouts.weights_from(host, be.conv_weight_layout, be.linear_weight_layout)
+        host = layouts.fc6_from_flatten_order(host, self.arch, be.layout)
+        return {name: host[name].astype(np.float32) for name in self._state if name in host}
 
     def predict(self, x, top: int = 5) -> Prediction:
         """Top-``top`` classes and their softmax probabilities (:func:`alexnet_aa.ops.softmax`), as NumPy arrays."""

@@ -23,8 +23,13 @@ backend's namespace, written here once for every backend; their formulas are
 in their docstrings.
 
 :class:`BackendOps` binds one backend: it is what the layer specs of
-:mod:`alexnet_aa.architecture` apply themselves through. The backward twin of
-each op (issue 12) goes beside it in this module.
+:mod:`alexnet_aa.architecture` apply themselves through, forward and
+backward. Each op's backward twin sits beside it (``conv2d_backward``, …,
+validated the same way, plus ``y`` and ``dy`` of the forward's output shape);
+a backend without the four backward ops is inference only
+(:func:`alexnet_aa.backend.missing_backward_ops`), and they raise
+:class:`~alexnet_aa.backend.UnsupportedError` naming what is missing.
+:func:`softmax_cross_entropy` is the loss.
 
 >>> import numpy as np
 >>> from alexnet_aa.reference import ArrayAPIBackend
@@ -49,7 +54,7 @@ from array_api_compat import array_namespace
 
 from . import layouts
 from .architecture import adaptive_pool_bins, conv_output_size, pool_output_size
-from .backend import Backend, BackendError, UnsupportedError
+from .backend import Backend, BackendError, UnsupportedError, inference_only, missing_backward_ops
 
 # -- validation helpers (each check lives here once) ----------------------------------------
 
@@ -155,12 +160,37 @@ def _require(backend: Backend, capability: str, op: str, detail: str) -> None:
         raise UnsupportedError(capability, f"[{op}] the {backend.name!r} backend does not support {detail}: {reason}")
 
 
-def _returned(backend: Backend, op: str, y: Any, shape: tuple[int, ...]) -> Any:
-    if tuple(y.shape) != shape:
-        raise BackendError(f"[{op}] the {backend.name!r} backend returned shape {tuple(y.shape)}, expected {shape}")
+def _returned(backend: Backend, op: str, y: Any, shape: tuple[int, ...], what: str = "") -> Any:
+    """``y``, checked to be what ``backend``'s op had to return: ``shape``, the backend's dtype."""
+    label = f"{what} " if what else ""
+    if getattr(y, "shape", None) is None or tuple(y.shape) != shape:
+        raise BackendError(f"[{op}] the {backend.name!r} backend returned {label}shape "
+                           f"{tuple(getattr(y, 'shape', ())) if y is not None else None}, expected {shape}")
     if y.dtype != getattr(backend.xp, _storage_dtype(backend)):
-        raise BackendError(f"[{op}] the {backend.name!r} backend returned dtype {y.dtype}, expected {_storage_dtype(backend)}")
+        raise BackendError(f"[{op}] the {backend.name!r} backend returned {label}dtype {y.dtype}, expected {_storage_dtype(backend)}")
     return y
+
+
+def _dx(backend: Backend, op: str, dx: Any, x: Any, needed: bool) -> Any:
+    """A returned input gradient: ``x``'s shape, or ``None`` where it was not asked for."""
+    if not needed:
+        if dx is not None:
+            raise BackendError(f"[{op}] the {backend.name!r} backend returned dx although need_dx=False")
+        return None
+    return _returned(backend, op, dx, tuple(x.shape), "dx")
+
+
+def _check_output(backend: Backend, op: str, shape: tuple[int, ...], **arrays: Any) -> None:
+    """The forward's output ``y`` and its gradient ``dy`` (those given) have the forward's output shape."""
+    for what, a in arrays.items():
+        check_array(backend, op, what, a, len(shape), f"{shape} (the forward's output)")
+        if tuple(a.shape) != shape:
+            raise ValueError(f"[{op}] {what}: expected shape {shape} (the forward's output for this x), got {tuple(a.shape)}")
+
+
+def _require_backward(backend: Backend, op: str) -> None:
+    if missing_backward_ops(type(backend)):
+        raise inference_only(backend, op)
 
 
 def _native_shape(layout: str, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
@@ -175,22 +205,14 @@ def _nchw(backend: Backend, x: Any) -> tuple[int, int, int, int]:
 # -- the four heavy ops ------------------------------------------------------------------------
 
 
-def conv2d(backend: Backend, x, w, b=None, stride=1, padding=0, groups: int = 1, relu: bool = False):
-    """Grouped 2-D cross-correlation + bias (+ ReLU) on ``backend``: :func:`alexnet_aa.reference.conv2d`.
-
-    ``x`` ``(N, C, H, W)`` in the backend's layout; ``w`` ``(O, C/g, K_h, K_w)``
-    in its ``conv_weight_layout``; ``b`` ``(O,)`` or ``None``; ``stride`` (≥ 1)
-    and ``padding`` (≥ 0) ints or pairs. Returns ``(N, O, H_out, W_out)`` in the
-    backend's layout.
-    """
-    op = "conv2d"
+def _conv_args(backend: Backend, op: str, x, w, b, stride, padding, groups):
+    """Validate a convolution's operands; ``(stride, padding, groups, native output shape)``."""
     check_activation(backend, op, "x", x, 4)
     layout = backend.conv_weight_layout
     check_array(backend, op, "w", w, 4, f"{_axes(layout)} in the backend's {layout} conv weight layout", prepared=True)
     stride = pair(stride, "stride", op, 1)
     padding = pair(padding, "padding", op, 0)
     groups = _positive_int(groups, "groups", op)
-    relu = _flag(relu, "relu", op)
     n, c, h, wd = _nchw(backend, x)
     o, cg, kh, kw = layouts.conv_weight_dims(tuple(w.shape), layout)
     if min(o, cg, kh, kw) < 1:
@@ -208,19 +230,45 @@ def conv2d(backend: Backend, x, w, b=None, stride=1, padding=0, groups: int = 1,
         )
     if groups > 1:
         _require(backend, "groups", op, f"groups={groups}")
-    y = backend.conv2d(x, w, b, stride, padding, groups, relu)
-    return _returned(backend, op, y, _native_shape(backend.layout, n, o, ho, wo))
+    return stride, padding, groups, _native_shape(backend.layout, n, o, ho, wo)
 
 
-def max_pool2d(backend: Backend, x, kernel=3, stride=2, ceil_mode: bool = False):
-    """Max pooling without padding, floor or ceil mode, on ``backend``: :func:`alexnet_aa.reference.max_pool2d`.
+def conv2d(backend: Backend, x, w, b=None, stride=1, padding=0, groups: int = 1, relu: bool = False):
+    """Grouped 2-D cross-correlation + bias (+ ReLU) on ``backend``: :func:`alexnet_aa.reference.conv2d`.
 
-    ``x`` ``(N, C, H, W)`` in the backend's layout; ``kernel`` and ``stride``
-    (≥ 1) ints or pairs. Returns ``(N, C, H_out, W_out)`` in the backend's layout.
-    Where both roundings give the same size the windows are the same, and the
-    backend is called with ``ceil_mode=False`` (so one without ceil mode runs it).
+    ``x`` ``(N, C, H, W)`` in the backend's layout; ``w`` ``(O, C/g, K_h, K_w)``
+    in its ``conv_weight_layout``; ``b`` ``(O,)`` or ``None``; ``stride`` (≥ 1)
+    and ``padding`` (≥ 0) ints or pairs. Returns ``(N, O, H_out, W_out)`` in the
+    backend's layout.
     """
-    op = "max_pool2d"
+    op = "conv2d"
+    stride, padding, groups, out = _conv_args(backend, op, x, w, b, stride, padding, groups)
+    y = backend.conv2d(x, w, b, stride, padding, groups, _flag(relu, "relu", op))
+    return _returned(backend, op, y, out)
+
+
+def conv2d_backward(backend: Backend, x, w, y, dy, stride=1, padding=0, groups: int = 1, relu: bool = False,
+                    need_dx: bool = True):
+    """Gradients of :func:`conv2d` on ``backend``: ``(dx or None, dw, db)``, :func:`alexnet_aa.reference.conv2d_backward`.
+
+    ``x`` and ``w`` as the forward saw them, ``y`` its output and ``dy`` the
+    loss's gradient with respect to it (both the forward's output shape);
+    ``dw`` comes back in the backend's ``conv_weight_layout``, ``dx`` in its
+    layout (``None`` with ``need_dx=False``: a first layer's input needs none).
+    """
+    op = "conv2d_backward"
+    _require_backward(backend, op)
+    stride, padding, groups, out = _conv_args(backend, op, x, w, None, stride, padding, groups)
+    relu, need_dx = _flag(relu, "relu", op), _flag(need_dx, "need_dx", op)
+    _check_output(backend, op, out, y=y, dy=dy)
+    dx, dw, db = backend.conv2d_backward(x, w, y, dy, stride, padding, groups, relu, need_dx)
+    o = layouts.conv_weight_dims(tuple(w.shape), backend.conv_weight_layout)[0]
+    return _dx(backend, op, dx, x, need_dx), _returned(backend, op, dw, tuple(w.shape), "dw"), _returned(backend, op, db, (o,), "db")
+
+
+def _pool_args(backend: Backend, op: str, x, kernel, stride, ceil_mode):
+    """Validate a pooling's operands; ``(kernel, stride, ceil_mode, native output shape)`` with
+    ``ceil_mode`` True only where it changes the output size."""
     check_activation(backend, op, "x", x, 4)
     kernel = pair(kernel, "kernel", op, 1)
     stride = pair(stride, "stride", op, 1)
@@ -233,8 +281,39 @@ def max_pool2d(backend: Backend, x, kernel=3, stride=2, ceil_mode: bool = False)
     ceil_mode = ceil_mode and (ho, wo) != (pool_output_size(h, kernel[0], stride[0]), pool_output_size(w, kernel[1], stride[1]))
     if ceil_mode:
         _require(backend, "ceil_mode", op, f"ceil_mode=True where it differs from floor mode ({h}x{w} → {ho}x{wo})")
-    y = backend.max_pool2d(x, kernel, stride, ceil_mode)
-    return _returned(backend, op, y, _native_shape(backend.layout, n, c, ho, wo))
+    return kernel, stride, ceil_mode, _native_shape(backend.layout, n, c, ho, wo)
+
+
+def max_pool2d(backend: Backend, x, kernel=3, stride=2, ceil_mode: bool = False):
+    """Max pooling without padding, floor or ceil mode, on ``backend``: :func:`alexnet_aa.reference.max_pool2d`.
+
+    ``x`` ``(N, C, H, W)`` in the backend's layout; ``kernel`` and ``stride``
+    (≥ 1) ints or pairs. Returns ``(N, C, H_out, W_out)`` in the backend's layout.
+    Where both roundings give the same size the windows are the same, and the
+    backend is called with ``ceil_mode=False`` (so one without ceil mode runs it).
+    """
+    op = "max_pool2d"
+    kernel, stride, ceil_mode, out = _pool_args(backend, op, x, kernel, stride, ceil_mode)
+    return _returned(backend, op, backend.max_pool2d(x, kernel, stride, ceil_mode), out)
+
+
+def max_pool2d_backward(backend: Backend, x, y, dy, kernel=3, stride=2, ceil_mode: bool = False):
+    """Gradient of :func:`max_pool2d` on ``backend`` with respect to ``x``:
+    :func:`alexnet_aa.reference.max_pool2d_backward` (each window's gradient to its first maximum)."""
+    op = "max_pool2d_backward"
+    _require_backward(backend, op)
+    kernel, stride, ceil_mode, out = _pool_args(backend, op, x, kernel, stride, ceil_mode)
+    _check_output(backend, op, out, y=y, dy=dy)
+    return _dx(backend, op, backend.max_pool2d_backward(x, y, dy, kernel, stride, ceil_mode), x, True)
+
+
+def _lrn_args(backend: Backend, op: str, x, size, alpha, beta, k):
+    check_activation(backend, op, "x", x, 4)
+    size = _positive_int(size, "size", op)
+    alpha, beta, k = _finite(alpha, "alpha", op), _finite(beta, "beta", op), _finite(k, "k", op)
+    if size % 2 == 0:
+        _require(backend, "lrn_even_size", op, f"an even window size ({size})")
+    return size, alpha, beta, k
 
 
 def lrn(backend: Backend, x, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
@@ -245,13 +324,32 @@ def lrn(backend: Backend, x, size: int = 5, alpha: float = 1e-4, beta: float = 0
     ``alpha``, ``beta``, ``k`` finite. Returns an array of ``x``'s shape.
     """
     op = "lrn"
-    check_activation(backend, op, "x", x, 4)
-    size = _positive_int(size, "size", op)
-    alpha, beta, k = _finite(alpha, "alpha", op), _finite(beta, "beta", op), _finite(k, "k", op)
-    if size % 2 == 0:
-        _require(backend, "lrn_even_size", op, f"an even window size ({size})")
-    y = backend.lrn(x, size, alpha, beta, k)
-    return _returned(backend, op, y, tuple(x.shape))
+    args = _lrn_args(backend, op, x, size, alpha, beta, k)
+    return _returned(backend, op, backend.lrn(x, *args), tuple(x.shape))
+
+
+def lrn_backward(backend: Backend, x, y, dy, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+    """Gradient of :func:`lrn` on ``backend`` with respect to ``x``:
+    :func:`alexnet_aa.reference.lrn_backward` (the transposed window)."""
+    op = "lrn_backward"
+    _require_backward(backend, op)
+    args = _lrn_args(backend, op, x, size, alpha, beta, k)
+    _check_output(backend, op, tuple(x.shape), y=y, dy=dy)
+    return _dx(backend, op, backend.lrn_backward(x, y, dy, *args), x, True)
+
+
+def _linear_args(backend: Backend, op: str, x, w, b):
+    """Validate a fully connected layer's operands; its output shape."""
+    check_activation(backend, op, "x", x, 2)
+    layout = backend.linear_weight_layout
+    check_array(backend, op, "w", w, 2, f"{_axes(layout)} in the backend's {layout} linear weight layout", prepared=True)
+    f_out, f_in = layouts.linear_weight_dims(tuple(w.shape), layout)
+    if min(f_out, f_in) < 1:
+        raise ValueError(f"[{op}] w: expected sizes >= 1 (F_out, F_in), got {(f_out, f_in)}")
+    if x.shape[1] != f_in:
+        raise ValueError(f"[{op}] x: expected {f_in} features (w is {f_out}x{f_in}, out x in), got {x.shape[1]}")
+    _check_bias(backend, op, b, f_out)
+    return (int(x.shape[0]), f_out)
 
 
 def linear(backend: Backend, x, w, b=None, relu: bool = False):
@@ -261,18 +359,20 @@ def linear(backend: Backend, x, w, b=None, relu: bool = False):
     ``linear_weight_layout``; ``b`` ``(F_out,)`` or ``None``. Returns ``(N, F_out)``.
     """
     op = "linear"
-    check_activation(backend, op, "x", x, 2)
-    layout = backend.linear_weight_layout
-    check_array(backend, op, "w", w, 2, f"{_axes(layout)} in the backend's {layout} linear weight layout", prepared=True)
-    relu = _flag(relu, "relu", op)
-    f_out, f_in = layouts.linear_weight_dims(tuple(w.shape), layout)
-    if min(f_out, f_in) < 1:
-        raise ValueError(f"[{op}] w: expected sizes >= 1 (F_out, F_in), got {(f_out, f_in)}")
-    if x.shape[1] != f_in:
-        raise ValueError(f"[{op}] x: expected {f_in} features (w is {f_out}x{f_in}, out x in), got {x.shape[1]}")
-    _check_bias(backend, op, b, f_out)
-    y = backend.linear(x, w, b, relu)
-    return _returned(backend, op, y, (int(x.shape[0]), f_out))
+    out = _linear_args(backend, op, x, w, b)
+    return _returned(backend, op, backend.linear(x, w, b, _flag(relu, "relu", op)), out)
+
+
+def linear_backward(backend: Backend, x, w, y, dy, relu: bool = False, need_dx: bool = True):
+    """Gradients of :func:`linear` on ``backend``: ``(dx or None, dw, db)``,
+    :func:`alexnet_aa.reference.linear_backward`; ``dw`` in the backend's ``linear_weight_layout``."""
+    op = "linear_backward"
+    _require_backward(backend, op)
+    out = _linear_args(backend, op, x, w, None)
+    relu, need_dx = _flag(relu, "relu", op), _flag(need_dx, "need_dx", op)
+    _check_output(backend, op, out, y=y, dy=dy)
+    dx, dw, db = backend.linear_backward(x, w, y, dy, relu, need_dx)
+    return _dx(backend, op, dx, x, need_dx), _returned(backend, op, dw, tuple(w.shape), "dw"), _returned(backend, op, db, (out[1],), "db")
 
 
 # -- the light ops: Array API code on the backend's namespace --------------------------------
@@ -306,6 +406,27 @@ def adaptive_avg_pool2d(backend: Backend, x, output_size: int):
     return layouts.to_layout(pooled, layout, xp)
 
 
+def adaptive_avg_pool2d_backward(backend: Backend, x, dy, output_size: int):
+    r"""Gradient of :func:`adaptive_avg_pool2d` with respect to ``x``: each bin's gradient spread
+    evenly over the bin, :math:`\bar x_{h,w} = \sum_{(i,j) \ni (h,w)} \bar y_{i,j} / |\text{bin}_{i,j}|`
+    (overlapping bins add). The identity where the forward was."""
+    op = "adaptive_avg_pool2d_backward"
+    check_activation(backend, op, "x", x, 4)
+    size = _positive_int(output_size, "output_size", op)
+    n, c, h, w = _nchw(backend, x)
+    _check_output(backend, op, _native_shape(backend.layout, n, c, size, size), dy=dy)
+    if (h, w) == (size, size):
+        return dy
+    xp = backend.xp
+    dy = layouts.to_canonical(dy, backend.layout, xp)
+    dx = xp.zeros((n, c, h, w), dtype=dy.dtype)
+    for i, (h0, h1) in enumerate(adaptive_pool_bins(h, size)):
+        for j, (w0, w1) in enumerate(adaptive_pool_bins(w, size)):
+            share = dy[:, :, i : i + 1, j : j + 1] / float((h1 - h0) * (w1 - w0))
+            dx[:, :, h0:h1, w0:w1] = dx[:, :, h0:h1, w0:w1] + share
+    return layouts.to_layout(dx, backend.layout, xp)
+
+
 def flatten(backend: Backend, x):
     """``(N, C, H, W) → (N, C·H·W)``: the backend's layout order (NHWC flattens (H, W, C); fc6's
     weights are permuted once to match, :func:`alexnet_aa.layouts.fc6_to_flatten_order`)."""
@@ -313,11 +434,18 @@ def flatten(backend: Backend, x):
     return backend.xp.reshape(x, (x.shape[0], -1))
 
 
-def dropout(backend: Backend, x, p: float):
-    """Dropout with drop probability ``p``: the identity in evaluation, the only mode the model has now."""
+def dropout(backend: Backend, x, p: float, mask=None):
+    """Dropout with drop probability ``p``: ``x · mask`` in training, with ``mask`` the scaled keep
+    mask ``keep / (1 − p)`` drawn on the host (:func:`alexnet_aa.training.dropout_masks`, DESIGN.md §8:
+    every backend computes the same step); the identity in evaluation (``mask=None``)."""
     if not (isinstance(p, Real) and 0 <= p < 1):
         raise ValueError(f"[dropout] p: expected a probability in [0, 1), got {p!r}")
-    return x
+    if mask is None:
+        return x
+    check_array(backend, "dropout", "mask", mask, len(x.shape), f"{tuple(x.shape)} (x's)")
+    if tuple(mask.shape) != tuple(x.shape):
+        raise ValueError(f"[dropout] mask: expected x's shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+    return x * mask
 
 
 def softmax(backend: Backend, z):
@@ -329,12 +457,66 @@ def softmax(backend: Backend, z):
     return e / xp.sum(e, axis=1, keepdims=True)
 
 
+def flatten_backward(backend: Backend, x, dy):
+    """Gradient of :func:`flatten`: ``dy`` reshaped to ``x``'s shape."""
+    check_activation(backend, "flatten_backward", "dy", dy, 2)
+    return backend.xp.reshape(dy, tuple(x.shape))
+
+
+def dropout_backward(backend: Backend, dy, mask):
+    """Gradient of :func:`dropout`: ``dy · mask`` (``dy`` itself where the forward had no mask)."""
+    return dy if mask is None else dy * mask
+
+
+def check_labels(op: str, labels: Any, n: int, k: int) -> np.ndarray:
+    """``labels`` as a host int64 array of ``n`` class indices in ``[0, k)``; else a ``ValueError``."""
+    from .arrays import to_numpy
+
+    host = to_numpy(labels) if hasattr(labels, "shape") else np.asarray(labels)
+    got = f"{host.dtype} of shape {host.shape}"
+    if host.dtype.kind in "iu" and host.size:
+        got += f" with values {host.min()}..{host.max()}"
+    if host.shape != (n,) or host.dtype.kind not in "iu" or (n and (host.min() < 0 or host.max() >= k)):
+        raise ValueError(f"[{op}] labels: expected {n} integer class indices in [0, {k}), got {got}")
+    return host.astype(np.int64)
+
+
+def softmax_cross_entropy(backend: Backend, z, labels) -> tuple[float, Any]:
+    r"""The mean softmax cross-entropy of logits ``z`` ``(N, K)`` against integer ``labels``
+    ``(N,)`` (host), and its gradient with respect to ``z`` (DESIGN.md §8):
+
+    .. math::
+
+        L = -\frac{1}{N} \sum_n \log p_{n, t_n}, \qquad
+        \log p_{n,i} = z_{n,i} - \max_j z_{n,j} - \log \sum_k e^{z_{n,k} - \max_j z_{n,j}}, \qquad
+        \frac{\partial L}{\partial z} = \frac{p - \mathrm{onehot}(t)}{N}
+
+    computed stably (the max subtracted first). ``L`` comes back as a Python float.
+    """
+    from .arrays import to_numpy
+
+    op = "softmax_cross_entropy"
+    check_activation(backend, op, "z", z, 2)
+    n, k = int(z.shape[0]), int(z.shape[1])
+    host = check_labels(op, labels, n, k)
+    xp = backend.xp
+    t = xp.asarray(host)
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    total = xp.sum(e, axis=1, keepdims=True)
+    log_p = shifted - xp.log(total)
+    picked = xp.take_along_axis(log_p, xp.reshape(t, (n, 1)), axis=1)
+    loss = -float(to_numpy(xp.sum(picked))) / n
+    onehot = xp.astype(xp.reshape(xp.arange(k), (1, k)) == xp.reshape(t, (n, 1)), z.dtype)
+    return loss, (e / total - onehot) / float(n)
+
+
 class BackendOps:
     """The ops of this module with one backend bound: what a layer spec's ``apply`` calls.
 
     ``BackendOps(be).conv2d(x, …)`` is ``ops.conv2d(be, x, …)``; other
     interpreters of the layer table (the PyTorch oracle of the tests) provide
-    the same seven methods.
+    the same seven forward methods.
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -358,5 +540,27 @@ class BackendOps:
     def flatten(self, x):
         return flatten(self.backend, x)
 
-    def dropout(self, x, p):
-        return dropout(self.backend, x, p)
+    def dropout(self, x, p, mask=None):
+        return dropout(self.backend, x, p, mask)
+
+    # the backward twins, for the layer specs' backward
+    def conv2d_backward(self, x, w, y, dy, stride, padding, groups, relu, need_dx):
+        return conv2d_backward(self.backend, x, w, y, dy, stride, padding, groups, relu, need_dx)
+
+    def max_pool2d_backward(self, x, y, dy, kernel, stride, ceil_mode):
+        return max_pool2d_backward(self.backend, x, y, dy, kernel, stride, ceil_mode)
+
+    def lrn_backward(self, x, y, dy, size, alpha, beta, k):
+        return lrn_backward(self.backend, x, y, dy, size, alpha, beta, k)
+
+    def linear_backward(self, x, w, y, dy, relu, need_dx):
+        return linear_backward(self.backend, x, w, y, dy, relu, need_dx)
+
+    def adaptive_avg_pool2d_backward(self, x, dy, output_size):
+        return adaptive_avg_pool2d_backward(self.backend, x, dy, output_size)
+
+    def flatten_backward(self, x, dy):
+        return flatten_backward(self.backend, x, dy)
+
+    def dropout_backward(self, dy, mask):
+        return dropout_backward(self.backend, dy, mask)

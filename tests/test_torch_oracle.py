@@ -53,3 +53,23 @@ def test_lrn_window_odd_sizes_as_torch_even_sizes_as_onnx():
         assert relative_error(reference.lrn(x, size, 0.7, 0.75, 1.5), naive) < 1e-12
         torch_even = torch.nn.functional.local_response_norm(torch.from_numpy(x), size, alpha=0.7, beta=0.75, k=1.5).numpy()
         assert relative_error(torch_even, naive) > 1e-3, "PyTorch's even-size window now matches ONNX: update the docs"
+
+
+@pytest.mark.parametrize("backend", ["array-api", "numpy"])
+@pytest.mark.parametrize("variant, size", [("paper", 227), ("caffe", 227), ("torchvision", 224), ("torchvision", 100)])
+def test_gradients_agree_with_torch_autograd(variant, size, backend):
+    """``model.gradients`` against PyTorch autograd on the same weights, input, labels and dropout masks,
+    both sides in float64 (so no ReLU unit sits within rounding of zero); float32 is what comes back."""
+    from alexnet_aa.testing.torch_reference import torch_gradients
+    from alexnet_aa.training import dropout_masks
+
+    arch = get_architecture(variant)
+    weights = he_weights(arch, 3)
+    x = np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32)
+    labels = np.array([7, 512])
+    for seed in (None, 21):
+        loss, grads = AlexNet(variant, backend, weights=weights, dtype="float64").gradients(x, labels, seed)
+        want_loss, want = torch_gradients(torch, arch, weights, x, labels, dropout_masks(arch, 2, seed, size), torch.float64)
+        assert loss == pytest.approx(want_loss, rel=1e-10)
+        errors = {k: relative_error(grads[k], want[k]) for k in want}
+        assert max(errors.values()) < 1e-6, (seed, sorted(errors.items(), key=lambda kv: -kv[1])[:3])

@@ -47,8 +47,8 @@ class TorchOps:
     def flatten(self, x):
         return self.torch.flatten(x, 1)
 
-    def dropout(self, x, p):
-        return x
+    def dropout(self, x, p, mask=None):
+        return x if mask is None else x * mask
 
 
 def torch_layers(torch: Any, arch: Architecture, weights: Mapping[str, Any], x: Any) -> Iterator[tuple[str, Any]]:
@@ -65,3 +65,19 @@ def torch_forward(torch: Any, arch: Architecture, weights: Mapping[str, Any], x:
         for _, x in torch_layers(torch, arch, weights, x):
             pass
     return x
+
+
+def torch_gradients(torch: Any, arch: Architecture, weights: Mapping[str, Any], x: Any, labels: Any,
+                    masks: Mapping[str, Any] | None = None, dtype: Any = None) -> tuple[float, dict[str, Any]]:
+    """``(loss, grads)`` by PyTorch autograd: the mean ``F.cross_entropy`` of ``arch`` on ``x`` against
+    ``labels``, with the dropout ``masks`` (layer name → host mask, as
+    :func:`alexnet_aa.training.dropout_masks` draws them), in ``dtype`` (default float32); gradients
+    as NumPy arrays by canonical name."""
+    dtype = dtype or torch.float32
+    params = {name: torch.as_tensor(value, dtype=dtype).clone().requires_grad_(True) for name, value in weights.items()}
+    arrays = {**params, **{f"{name}.mask": torch.as_tensor(m, dtype=dtype) for name, m in (masks or {}).items()}}
+    for _, z in torch_layers(torch, arch, arrays, torch.as_tensor(x, dtype=dtype)):
+        pass
+    loss = torch.nn.functional.cross_entropy(z, torch.as_tensor(labels, dtype=torch.int64))
+    loss.backward()
+    return float(loss.detach()), {name: p.grad.numpy() for name, p in params.items()}

@@ -49,12 +49,14 @@ from alexnet_aa.architecture import conv_output_size, pool_output_size, pool_ove
 from alexnet_aa.arrays import to_numpy
 from alexnet_aa.backend import Backend
 
-__all__ = ["LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WORKERS"]
+__all__ = ["COL2IM_BYTES", "LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WORKERS"]
 
 #: Upper bound on one micro-batch's patch matrix in conv2d.
 SCRATCH_BYTES = 32 * 1024 * 1024
 #: LRN works on blocks of pixels this large, so its passes stay in the L2 cache.
 LRN_BLOCK_BYTES = 256 * 1024
+#: Upper bound on the tap gradients a conv's input gradient adds from at a time (at least one image's).
+COL2IM_BYTES = 4 * 1024 * 1024
 
 
 def _micro_batch(n: int, bytes_per_image: int) -> int:
@@ -133,6 +135,28 @@ def _parallel(fn: Callable[[int, int], None], n: int) -> None:
         future.result()
 
 
+def _ceil_padded(x: np.ndarray, kernel, stride, ceil_mode: bool) -> np.ndarray:
+    """NHWC ``x`` with the −∞ rows and columns a ceil-mode pool's last windows reach into (``x`` itself in floor mode)."""
+    n, h, w, c = x.shape
+    pad_h, pad_w = (pool_overhang(size, k, s, ceil_mode) for size, k, s in zip((h, w), kernel, stride))
+    if not (pad_h or pad_w):
+        return x
+    padded = np.full((n, h + pad_h, w + pad_w, c), -np.inf, dtype=x.dtype)
+    padded[:, :h, :w, :] = x
+    return padded
+
+
+def _window_sum(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``Σ a[:, c']`` over ``c' = c − lo … c + hi`` clipped to the channels (last axis), as shifted adds (a new array)."""
+    c = a.shape[-1]
+    t = a.copy()
+    for d in range(1, min(lo, c - 1) + 1):  # channels below c
+        t[:, d:] += a[:, :-d]
+    for d in range(1, min(hi, c - 1) + 1):  # channels above c
+        t[:, :-d] += a[:, d:]
+    return t
+
+
 class NumpyBackend(Backend):
     """NHWC float32 ops on NumPy arrays; GEMMs through NumPy's BLAS."""
 
@@ -169,15 +193,7 @@ class NumpyBackend(Backend):
         kh, kw, cg, o = w.shape
         ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
 
-        if ph or pw:
-            xpad = np.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=self._np_dtype)
-
-            def pad(a: int, b: int) -> None:
-                xpad[a:b, ph : ph + h, pw : pw + wd, :] = x[a:b]
-
-            _parallel(pad, n)
-        else:
-            xpad = np.ascontiguousarray(x, dtype=self._np_dtype)
+        xpad = self._zero_padded(x, ph, pw)
         s_n, s_h, s_w, s_c = xpad.strides
         og, rows = o // groups, kh * kw * cg
         wmat = w.reshape(rows, o)  # HWIO is already (K_h·K_w·C/g, O), rows ordered (p, q, c)
@@ -209,16 +225,25 @@ class NumpyBackend(Backend):
                 _parallel(functools.partial(rows_of_output, m, windows, out[n0 : n0 + m].reshape(m, ho * wo, o)), ho)
         return out
 
+    def _zero_padded(self, x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+        """NHWC ``x`` with ``ph`` rows and ``pw`` columns of zeros on each side (copied per image in parallel)."""
+        if not (ph or pw):
+            return np.ascontiguousarray(x, dtype=self._np_dtype)
+        n, h, wd, c = x.shape
+        xpad = np.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=self._np_dtype)
+
+        def pad(a: int, b: int) -> None:
+            xpad[a:b, ph : ph + h, pw : pw + wd, :] = x[a:b]
+
+        _parallel(pad, n)
+        return xpad
+
     def max_pool2d(self, x, kernel, stride, ceil_mode):
         """NHWC, separable: a running maximum over the ``K_w`` column views, then over the ``K_h`` row views."""
         (kh, kw), (sh, sw) = kernel, stride
         n, h, w, c = x.shape
         ho, wo = pool_output_size(h, kh, sh, ceil_mode), pool_output_size(w, kw, sw, ceil_mode)
-        pad_h, pad_w = pool_overhang(h, kh, sh, ceil_mode), pool_overhang(w, kw, sw, ceil_mode)
-        if pad_h or pad_w:
-            padded = np.full((n, h + pad_h, w + pad_w, c), -np.inf, dtype=x.dtype)
-            padded[:, :h, :w, :] = x
-            x = padded
+        x = _ceil_padded(x, kernel, stride, ceil_mode)
         out = np.empty((n, ho, wo, c), dtype=x.dtype)
 
         def pool_rows(a: int, b: int) -> None:  # output rows a..b-1 read input rows a·S_h .. (b-1)·S_h + K_h - 1
@@ -288,6 +313,156 @@ class NumpyBackend(Backend):
         with _blas_single_threaded():
             _parallel(features, w.shape[0])
         return y
+
+    # -- the backward twins -------------------------------------------------------------------
+
+    def _relu_masked(self, y: np.ndarray, dy: np.ndarray, relu: bool) -> np.ndarray:
+        """``dy`` where ``y > 0`` (a contiguous copy, per image in parallel) with ``relu``; ``dy`` without."""
+        if not relu:
+            return np.ascontiguousarray(dy, dtype=self._np_dtype)
+        g = np.empty(dy.shape, dtype=self._np_dtype)
+
+        def mask(a: int, b: int) -> None:
+            np.multiply(dy[a:b], y[a:b] > 0, out=g[a:b])
+
+        _parallel(mask, len(g))
+        return g
+
+    def conv2d_backward(self, x, w, y, dy, stride, padding, groups, relu, need_dx):
+        """NHWC, HWIO. ``dw``: the forward's im2col gather again, per micro-batch and slice of output
+        rows, and ``patchesᵀ · dy`` per group into one partial sum per slice, the partials added in
+        slice order (deterministic). ``dx``: col2im — per micro-batch of images and group, one GEMM
+        ``dy · wᵀ`` gives every tap's contribution, added into the padded input gradient at the tap's
+        strided view (``K_h·K_w`` adds; split over images, which never share a pixel), then cropped.
+        ``db``: summed in float64."""
+        (sh, sw), (ph, pw) = stride, padding
+        n, h, wd, c = x.shape
+        kh, kw, cg, o = w.shape
+        ho, wo = dy.shape[1], dy.shape[2]
+        g = self._relu_masked(y, dy, relu)
+        db = g.reshape(-1, o).sum(axis=0, dtype=np.float64).astype(self._np_dtype)
+        xpad = self._zero_padded(x, ph, pw)
+        s_n, s_h, s_w, s_c = xpad.strides
+        og, rows = o // groups, kh * kw * cg
+        nb = _micro_batch(n, ho * wo * rows * self._np_dtype.itemsize)
+        patches = np.empty(nb * ho * wo * rows, dtype=self._np_dtype)
+        dw = np.zeros((rows, o), dtype=self._np_dtype)
+
+        def rows_of_output(m: int, windows: np.ndarray, g3: np.ndarray, partials: dict, start: int, stop: int) -> None:
+            cols = patches[m * start * wo * rows : m * stop * wo * rows].reshape(m * (stop - start) * wo, rows)
+            dys = g3[:, start * wo : stop * wo].reshape(-1, o)
+            part = np.empty((rows, o), dtype=self._np_dtype)
+            for gi in range(groups):
+                np.copyto(cols.reshape(m, stop - start, wo, kh, kw, cg), windows[:, start:stop, ..., gi * cg : (gi + 1) * cg])
+                np.matmul(cols.T, dys[:, gi * og : (gi + 1) * og], out=part[:, gi * og : (gi + 1) * og])
+            partials[start] = part
+
+        with _blas_single_threaded():
+            for n0 in range(0, n, nb):
+                m = min(nb, n - n0)
+                windows = as_strided(xpad[n0:], shape=(m, ho, wo, kh, kw, c),
+                                     strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False)
+                partials: dict[int, np.ndarray] = {}
+                _parallel(functools.partial(rows_of_output, m, windows, g[n0 : n0 + m].reshape(m, ho * wo, o), partials), ho)
+                for start in sorted(partials):
+                    dw += partials[start]
+        dx = None
+        if need_dx:
+            dxpad = np.zeros(xpad.shape, dtype=self._np_dtype)
+            # the taps are re-read K_h·K_w times by the adds: a few MB of them at a time, in cache
+            mb = max(1, COL2IM_BYTES // (ho * wo * rows * self._np_dtype.itemsize))
+            wmat = w.reshape(rows, o)
+
+            def images(a: int, b: int) -> None:  # col2im: images a..b-1, mb at a time, each GEMM into its own columns
+                for i0 in range(a, b, mb):
+                    i1 = min(b, i0 + mb)
+                    gs = g[i0:i1].reshape(-1, o)
+                    for gi in range(groups):
+                        cols = np.matmul(gs[:, gi * og : (gi + 1) * og], wmat[:, gi * og : (gi + 1) * og].T)
+                        taps = cols.reshape(i1 - i0, ho, wo, kh, kw, cg)
+                        for p in range(kh):
+                            for q in range(kw):
+                                view = dxpad[i0:i1, p : p + sh * (ho - 1) + 1 : sh, q : q + sw * (wo - 1) + 1 : sw,
+                                             gi * cg : (gi + 1) * cg]
+                                view += taps[:, :, :, p, q, :]
+
+            with _blas_single_threaded():
+                _parallel(images, n)
+            dx = dxpad[:, ph : ph + h, pw : pw + wd]
+        return dx, dw.reshape(kh, kw, cg, o), db
+
+    def max_pool2d_backward(self, x, y, dy, kernel, stride, ceil_mode):
+        """NHWC. The forward's output ``y`` is each window's maximum, so the first tap (row-major)
+        whose strided view equals ``y`` there takes the window's gradient: per tap, one comparison,
+        the windows not yet taken, and one masked add into the tap's strided view of ``dx``; split
+        over images (windows overlap across rows, never across images)."""
+        (kh, kw), (sh, sw) = kernel, stride
+        n, h, w, c = x.shape
+        ho, wo = dy.shape[1], dy.shape[2]
+        xs_all = _ceil_padded(x, kernel, stride, ceil_mode)
+        dx = np.zeros(xs_all.shape, dtype=self._np_dtype)
+
+        def images(a: int, b: int) -> None:
+            xs, ys, dys = xs_all[a:b], y[a:b], dy[a:b]
+            open_ = np.ones(ys.shape, dtype=bool)  # windows whose maximum has not been found yet
+            hit = np.empty(ys.shape, dtype=bool)
+            share = np.empty(ys.shape, dtype=self._np_dtype)
+            for t in range(kh * kw):
+                i, j = divmod(t, kw)
+                rows, cols = slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw)
+                np.equal(xs[:, rows, cols], ys, out=hit)
+                np.logical_and(hit, open_, out=hit)
+                np.greater(open_, hit, out=open_)  # open and not hit
+                np.multiply(dys, hit, out=share)  # (a masked add, np.add(where=), is 4x slower on random masks)
+                target = dx[a:b, rows, cols]
+                target += share
+
+        _parallel(images, n)
+        return dx[:, :h, :w]
+
+    def lrn_backward(self, x, y, dy, size, alpha, beta, k):
+        """NHWC, in cache-sized blocks of pixels: ``s`` again by the forward's shifted adds, then
+        ``dx = dy·s^−β − (2αβ/n)·x·Σ_T(dy·y/s)`` with the transposed window ``T``."""
+        c = x.shape[-1]
+        lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+        flat = (np.ascontiguousarray(a, dtype=self._np_dtype).reshape(-1, c) for a in (x, y, dy))
+        xs_all, ys_all, dys_all = flat
+        out = np.empty_like(xs_all)
+        block = max(1, LRN_BLOCK_BYTES // (c * self._np_dtype.itemsize))
+
+        def blocks(first: int, last: int) -> None:
+            for r0 in range(first * block, min(last * block, len(xs_all)), block):
+                xs, ys, dys = xs_all[r0 : r0 + block], ys_all[r0 : r0 + block], dys_all[r0 : r0 + block]
+                s = _window_sum(np.square(xs), lo, hi)
+                s *= alpha / size
+                s += k
+                u = _window_sum(dys * ys / s, hi, lo)  # the transposed window
+                u *= (2.0 * alpha * beta / size) * xs
+                np.power(s, -beta, out=s)
+                np.multiply(dys, s, out=out[r0 : r0 + block])
+                out[r0 : r0 + block] -= u
+
+        _parallel(blocks, -(-len(xs_all) // block))
+        return out.reshape(x.shape)
+
+    def linear_backward(self, x, w, y, dy, relu, need_dx):
+        """``dw = dyᵀ·x`` split over output features, ``dx = dy·w`` over input features, through BLAS;
+        ``db`` summed in float64."""
+        g = self._relu_masked(y, dy, relu)
+        dw = np.empty(w.shape, dtype=self._np_dtype)
+        dx = np.empty(x.shape, dtype=self._np_dtype) if need_dx else None
+
+        def out_features(a: int, b: int) -> None:
+            np.matmul(g[:, a:b].T, x, out=dw[a:b])
+
+        def in_features(a: int, b: int) -> None:
+            np.matmul(g, w[:, a:b], out=dx[:, a:b])
+
+        with _blas_single_threaded():
+            _parallel(out_features, w.shape[0])
+            if need_dx:
+                _parallel(in_features, w.shape[1])
+        return dx, dw, g.sum(axis=0, dtype=np.float64).astype(self._np_dtype)
 
     def describe(self) -> dict[str, str]:
         blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
