@@ -145,20 +145,19 @@ class MLXBackend(Backend):
 
     def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
         """NHWC ``x``, OHWI ``w``: ``mx.conv2d`` per group + concatenate, then bias (+ ReLU)."""
+        return self._epilogue(self._conv(x, w, stride, padding, groups), b, relu)
+
+    def _conv(self, x, w, stride, padding, groups: int):
+        """The cross-correlation alone (no bias, no ReLU): ``mx.conv2d`` per group + concatenate."""
         mx = self._mx
-        o, cg = w.shape[0], w.shape[3]
         if groups == 1:
-            y = mx.conv2d(x, w, stride=stride, padding=padding)
-        else:
-            og = o // groups
-            y = mx.concatenate(
-                [
-                    mx.conv2d(x[..., g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], stride=stride, padding=padding)
-                    for g in range(groups)
-                ],
-                axis=-1,
-            )
-        return self._epilogue(y, b, relu)
+            return mx.conv2d(x, w, stride=stride, padding=padding)
+        og, cg = w.shape[0] // groups, w.shape[3]
+        return mx.concatenate(
+            [mx.conv2d(x[..., g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], stride=stride, padding=padding)
+             for g in range(groups)],
+            axis=-1,
+        )
 
     def max_pool2d(self, x, kernel, stride, ceil_mode: bool):
         """NHWC; separable strided slices + ``mx.maximum``; ceil mode pads bottom/right with ``-inf``."""
@@ -182,7 +181,7 @@ class MLXBackend(Backend):
     def lrn(self, x, size: int, alpha: float, beta: float, k: float):
         """NHWC, across the last axis: Metal kernel ``lrn_forward_nhwc_float32`` or composed ``mx`` ops."""
         if self._metal_lrn_active():
-            return self._lrn_metal.lrn(x, size, alpha, beta, k)
+            return self._lrn_metal.lrn_differentiable(x, size, alpha, beta, k)
         return self._lrn_metal.lrn_composed(x, size, alpha, beta, k)
 
     def linear(self, x, w, b, relu: bool):
@@ -192,6 +191,54 @@ class MLXBackend(Backend):
         if relu:
             y = mx.maximum(y, 0.0)
         return y
+
+    # -- the backward twins -----------------------------------------------------------------
+    def _masked(self, y, dy, relu: bool):
+        return self._mx.where(y > 0, dy, 0.0) if relu else dy
+
+    def conv2d_backward(self, x, w, y, dy, stride, padding, groups: int, relu: bool, need_dx: bool):
+        """``mx.vjp`` of the per-group ``mx.conv2d`` (w only when ``need_dx`` is False); ``db`` a sum."""
+        mx = self._mx
+        g = self._masked(y, dy, relu)
+        if need_dx:
+            _, (dx, dw) = mx.vjp(lambda x_, w_: self._conv(x_, w_, stride, padding, groups), [x, w], [g])
+        else:
+            dx = None
+            _, (dw,) = mx.vjp(lambda w_: self._conv(x, w_, stride, padding, groups), [w], [g])
+        return dx, dw, mx.sum(g, axis=(0, 1, 2))
+
+    def max_pool2d_backward(self, x, y, dy, kernel, stride, ceil_mode: bool):
+        """``mx.vjp`` of the pool written as a selection of each window's first maximum
+        (``mx.argmax`` of the stacked window views, held constant), so the gradient follows the tie rule."""
+        mx = self._mx
+        (kh, kw), (sh, sw) = kernel, stride
+        n, h, w, c = x.shape
+        ho, wo = dy.shape[1], dy.shape[2]
+        pad_h, pad_w = pool_overhang(h, kh, sh, ceil_mode), pool_overhang(w, kw, sw, ceil_mode)
+
+        def pooled(x_):
+            if pad_h or pad_w:
+                x_ = mx.pad(x_, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], constant_values=-float("inf"))
+            views = [x_[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
+                     for i in range(kh) for j in range(kw)]
+            first = mx.argmax(mx.stop_gradient(mx.stack(views, axis=0)), axis=0)
+            out = mx.zeros_like(views[0])
+            for t, view in enumerate(views):
+                out = out + mx.where(first == t, view, 0.0)
+            return out
+
+        _, (dx,) = mx.vjp(pooled, [x], [dy])
+        return dx
+
+    def lrn_backward(self, x, y, dy, size: int, alpha: float, beta: float, k: float):
+        """The explicit formula in plain ``mx`` ops (:func:`.lrn_metal.lrn_backward_composed`), on every device."""
+        return self._lrn_metal.lrn_backward_composed(x, y, dy, size, alpha, beta, k)
+
+    def linear_backward(self, x, w, y, dy, relu: bool, need_dx: bool):
+        """With ``w`` ``(F_in, F_out)``: ``dx = g·wᵀ``, ``dw = xᵀ·g``, ``db = Σ g``."""
+        mx = self._mx
+        g = self._masked(y, dy, relu)
+        return (mx.matmul(g, w.T) if need_dx else None), mx.matmul(x.T, g), mx.sum(g, axis=0)
 
     # -- optional -------------------------------------------------------------------
     def _metal_lrn_active(self) -> bool:

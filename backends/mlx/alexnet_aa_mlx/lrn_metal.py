@@ -34,7 +34,7 @@ import threading
 import warnings
 from typing import Any
 
-__all__ = ["lrn", "lrn_composed", "metal_lrn_status", "KERNEL_NAMES"]
+__all__ = ["lrn", "lrn_backward_composed", "lrn_composed", "lrn_differentiable", "metal_lrn_status", "KERNEL_NAMES"]
 
 #: One kernel per compute dtype: the names MLX caches libraries under.
 KERNEL_NAMES = {"float32": "lrn_forward_nhwc_float32"}
@@ -71,21 +71,58 @@ _kernels: dict[str, Any] = {}
 _status: tuple[bool, str] | None = None
 
 
+def _window_sum(a, lo: int, hi: int):
+    """``Σ a[..., c']`` over ``c' = c − lo … c + hi`` clipped to the last axis: zero-pad, then shifted adds."""
+    import mlx.core as mx
+
+    c = a.shape[-1]
+    if lo or hi:
+        a = mx.pad(a, [(0, 0)] * (a.ndim - 1) + [(lo, hi)])
+    window = a[..., 0:c]
+    for d in range(1, lo + hi + 1):
+        window = window + a[..., d : d + c]
+    return window
+
+
+def _base(x_nhwc, size: int, alpha: float, k: float):
+    """``s = k + α/n · Σ_{W(c)} x²`` over the forward window."""
+    lo = (size - 1) // 2
+    return k + (alpha / size) * _window_sum(x_nhwc * x_nhwc, lo, size - 1 - lo)
+
+
 def lrn_composed(x_nhwc, size: int, alpha: float, beta: float, k: float):
     """LRN across the last axis with plain ``mx`` ops (shifted adds). See :func:`alexnet_aa.reference.lrn`."""
     import mlx.core as mx
 
-    c = x_nhwc.shape[-1]
+    return x_nhwc * mx.power(_base(x_nhwc, size, alpha, k), -beta)
+
+
+def lrn_backward_composed(x_nhwc, y_nhwc, dy_nhwc, size: int, alpha: float, beta: float, k: float):
+    """The gradient of LRN with plain ``mx`` ops: ``dy·s^−β − (2αβ/n)·x·Σ_T(dy·y/s)`` over the
+    transposed window ``T``. See :func:`alexnet_aa.reference.lrn_backward`."""
+    import mlx.core as mx
+
     lo = (size - 1) // 2
-    hi = size - 1 - lo
-    sq = x_nhwc * x_nhwc
-    if lo or hi:
-        widths = [(0, 0)] * (x_nhwc.ndim - 1) + [(lo, hi)]
-        sq = mx.pad(sq, widths)
-    window = sq[..., 0:c]
-    for d in range(1, size):
-        window = window + sq[..., d : d + c]
-    return x_nhwc * mx.power(k + (alpha / size) * window, -beta)
+    s = _base(x_nhwc, size, alpha, k)
+    transposed = _window_sum(dy_nhwc * y_nhwc / s, size - 1 - lo, lo)
+    return dy_nhwc * mx.power(s, -beta) - (2.0 * alpha * beta / size) * x_nhwc * transposed
+
+
+def lrn_differentiable(x_nhwc, size: int, alpha: float, beta: float, k: float):
+    """The Metal kernel (:func:`lrn`) as an MLX function ``mx.grad`` and ``mx.vjp`` can differentiate:
+    a ``mx.fast.metal_kernel`` has no VJP of its own, so this ``mx.custom_function`` gives it
+    :func:`lrn_backward_composed`."""
+    import mlx.core as mx
+
+    @mx.custom_function
+    def forward(x):
+        return lrn(x, size, alpha, beta, k)
+
+    @forward.vjp
+    def backward(x, dy, y):  # one input: MLX passes the arrays themselves
+        return (lrn_backward_composed(x, y, dy, size, alpha, beta, k),)
+
+    return forward(x_nhwc)
 
 
 def _kernel(dtype_name: str):
