@@ -18,7 +18,11 @@
    error < 1e-5 against float64), which must also give bitwise the same image
    whatever batch it comes in; non-finite inputs: NaN stays NaN through the fused
    ReLU (conv, both algorithms, and the linear epilogue) at exactly the reference's
-   NaN, and the one known gap (Winograd turns ±inf into NaN) pinned as a strict xfail.
+   NaN, and the one known gap (Winograd turns ±inf into NaN) pinned as a strict xfail;
+   the backward kernels — the split-K weight gradient (every tile, 1 and 3 splits,
+   bitwise the same on a rerun), the input gradient through the forward kernel on the
+   dilated gradient, the pooling gather (ties to the first maximum), the one-pass LRN
+   backward (even sizes) — against alexnet_aa.reference's float64 backward ops.
 3. Plans without a device; the constructor's device and TF32 checks against a stand-in cupy.
 
 Skipped, with the reason, where ``nvcc`` or ``g++`` is absent.
@@ -513,6 +517,119 @@ def test_linear_epilogue_keeps_nan_on_cpu(emu):
         want = np.maximum(ref, 0) if relu else ref
         assert np.isnan(want).sum() == 4
         np.testing.assert_array_equal(y, want.astype(np.float32), err_msg=f"linear epilogue, relu={relu}")
+
+
+# -- the backward kernels ------------------------------------------------------------
+
+BACKWARD_CONVS = {
+    # name: (n, c, h, w, o, (kh, kw), stride, padding, groups)
+    "3x3-p1-g2": (2, 6, 9, 11, 10, (3, 3), (1, 1), (1, 1), 2),
+    "11x11-s4-p2": (1, 3, 31, 29, 8, (11, 11), (4, 4), (2, 2), 1),
+    "5x3-s2x3-p0x2": (2, 5, 8, 13, 7, (5, 3), (2, 3), (0, 2), 1),
+    "1x1-p1-wider-than-kernel": (1, 4, 5, 6, 6, (1, 1), (1, 1), (1, 1), 1),
+    "k-over-128-m-over-128": (1, 16, 5, 5, 130, (3, 3), (1, 1), (1, 1), 1),
+    "stride3-unread-rows": (2, 4, 7, 5, 4, (3, 3), (3, 3), (0, 0), 2),
+}
+
+
+def _conv_backward_ref(x, w_oihw, g, stride, padding, groups):
+    """(dx, dw_oihw) of the convolution in float64, by alexnet_aa.reference (checked against finite differences)."""
+    from alexnet_aa import reference
+
+    x64, w64, g64 = x.astype(np.float64), w_oihw.astype(np.float64), g.astype(np.float64)
+    dx, dw, _ = reference.conv2d_backward(x64, w64, None, g64, stride, padding, groups, False, True)
+    return dx, dw
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("tile", list(kernels.WEIGHT_GRAD_TILES))
+@pytest.mark.parametrize("case", list(BACKWARD_CONVS))
+def test_conv2d_backward_weight_kernel_on_cpu(emu, case, tile, splits):
+    """``conv2d_backward.cu``: the split-K weight gradient and its fixed-order reduction, every tile."""
+    n, c, h, w, o, k, stride, padding, groups = BACKWARD_CONVS[case]
+    rng = np.random.default_rng(len(case) + splits)
+    x, w_oihw, _ = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+    w_ihwo = np.ascontiguousarray(w_oihw.transpose(1, 2, 3, 0))
+    oshape = kernels.conv2d_output_shape(x.shape, w_ihwo.shape, stride, padding)
+    g = rng.standard_normal(oshape).astype(np.float32)
+    cg, kh, kw, _ = w_ihwo.shape
+    partial = np.full((splits, cg * kh * kw, o), np.nan, np.float32)  # every element must be written
+    _run(emu, kernels.plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups, tile=tile))
+    dw = np.full(w_ihwo.shape, np.nan, np.float32)
+    _run(emu, kernels.plan_weight_grad_reduce(partial, dw, sms=1))
+    _, ref = _conv_backward_ref(x, w_oihw, g, stride, padding, groups)
+    _assert_close(dw, ref.transpose(1, 2, 3, 0), f"conv2d_backward weight[{case}, {tile}, splits={splits}]", tol=2e-6)
+    again = np.empty_like(dw)
+    _run(emu, kernels.plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups, tile=tile))
+    _run(emu, kernels.plan_weight_grad_reduce(partial, again, sms=1))
+    assert np.array_equal(again, dw), "the weight gradient must be the same bits on a rerun"
+
+
+@pytest.mark.parametrize("case", list(BACKWARD_CONVS))
+def test_conv2d_backward_data_on_cpu(emu, case):
+    """The input gradient: conv2d.cu's forward kernel on the dilated, padded gradient with the flipped,
+    group-transposed weights — the very helpers ``kernels.conv2d_backward`` calls with cupy, here with NumPy."""
+    n, c, h, w, o, k, stride, padding, groups = BACKWARD_CONVS[case]
+    rng = np.random.default_rng(7 + len(case))
+    x, w_oihw, _ = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+    w_ihwo = np.ascontiguousarray(w_oihw.transpose(1, 2, 3, 0))
+    g = rng.standard_normal(kernels.conv2d_output_shape(x.shape, w_ihwo.shape, stride, padding)).astype(np.float32)
+    buf = kernels.dilated_output_grad(g, x.shape, w_ihwo.shape, stride, padding, np)
+    wt = kernels.transposed_conv_weight(w_ihwo, groups, np)
+    dx = np.full(kernels.conv2d_output_shape(buf.shape, wt.shape, (1, 1), (0, 0)), np.nan, np.float32)
+    assert dx.shape == x.shape
+    _run(emu, kernels.plan_conv2d(buf, wt, np.zeros(c, np.float32), dx, (1, 1), (0, 0), groups, False, sms=1))
+    ref, _ = _conv_backward_ref(x, w_oihw, g, stride, padding, groups)
+    _assert_close(dx, ref, f"conv2d_backward data[{case}]", tol=2e-6)
+
+
+@pytest.mark.parametrize("data", ["normal", "ties"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_max_pool2d_backward_kernel_on_cpu(emu, case, data):
+    """The gather: each window's gradient to its first maximum (row-major), ceil-mode windows clipped."""
+    from alexnet_aa import reference
+
+    shape, kernel, stride, ceil_mode, _ = POOL_CASES[case]
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) if data == "normal" else rng.integers(-1, 2, shape)).astype(np.float32)
+    y = max_pool2d_ref(x, kernel, stride, ceil_mode)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = np.full(x.shape, np.nan, np.float32)
+    _run(emu, kernels.plan_max_pool2d_backward(x, dy, dx, kernel, stride, sms=1))
+    ref = reference.max_pool2d_backward(x.astype(np.float64), y, dy.astype(np.float64), kernel, stride, ceil_mode)
+    _assert_close(dx, ref, f"max_pool2d_backward[{case}, {data}]", tol=1e-7)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5])
+def test_lrn_backward_kernel_on_cpu(emu, size):
+    """One pass over the transposed window (even sizes reach one channel further down), batch != channels."""
+    from alexnet_aa import reference
+
+    x = (np.random.default_rng(size).standard_normal((2, 7, 3, 4)) * 2).astype(np.float32)
+    args = (size, 0.5, 0.75, 1.5)
+    y = lrn_ref(x, *args).astype(np.float32)
+    dy = np.random.default_rng(size + 1).standard_normal(x.shape).astype(np.float32)
+    dx = np.full(x.shape, np.nan, np.float32)
+    _run(emu, kernels.plan_lrn_backward(x, y, dy, dx, *args, sms=1))
+    ref = reference.lrn_backward(x.astype(np.float64), y.astype(np.float64), dy.astype(np.float64), *args)
+    _assert_close(dx, ref, f"lrn_backward[size={size}]", tol=2e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 128])
+@pytest.mark.parametrize("layer", ["paper-conv1", "paper-conv2", "tv-conv3"])
+def test_weight_grad_plan_covers_alexnet_layers(layer, batch):
+    """Grid and splits for the real layers: every (k, m) tile of every group and split has a block."""
+    c, h, o, k, s, p, g = ALEXNET_CONVS[layer]
+    x = np.empty((batch, c, h, h), np.float32)
+    w_shape = (c // g, k, k, o)
+    oshape = kernels.conv2d_output_shape(x.shape, w_shape, (s, s), (p, p))
+    cfg = kernels.choose_weight_grad_tile(c // g * k * k, o // g)
+    blocks = -(-(o // g) // cfg.bn) * -(-(c // g * k * k) // cfg.bm) * g
+    splits = kernels.weight_grad_splits(blocks, batch * oshape[2] * oshape[3], 8, 132)
+    plan = kernels.plan_conv2d_backward_weight(x, np.empty(oshape, np.float32), np.empty((splits, c // g * k * k, o), np.float32),
+                                               w_shape, (s, s), (p, p), g)
+    assert plan.grid[0] * cfg.bn >= o // g and plan.grid[1] * cfg.bm >= c // g * k * k and plan.grid[2] == g * splits
+    assert splits == 1 or batch * oshape[2] * oshape[3] // splits >= 64 * 8
 
 
 # -- 3. plans without any device -----------------------------------------------------

@@ -264,6 +264,31 @@ class CupyBackend(Backend):
         with cp.cuda.Device(self._device):
             return kernels.linear(self._contiguous(x), self._contiguous(w), b, relu)
 
+    # -- the backward twins -------------------------------------------------------
+    def conv2d_backward(self, x, w, y, dy, stride, padding, groups: int, relu: bool, need_dx: bool):
+        """``dw`` by ``conv2d_backward.cu`` (split-K GEMM over the batch, partials summed in a fixed
+        order: deterministic); ``dx`` by the forward kernels on the dilated gradient with the flipped,
+        group-transposed weights; ``db`` a CuPy sum. ``dw`` comes back IHWO, a plain array."""
+        with self._cupy.cuda.Device(self._device):
+            return kernels.conv2d_backward(self._contiguous(x), w, self._contiguous(y), self._contiguous(dy),
+                                           stride, padding, groups, relu, need_dx)
+
+    def max_pool2d_backward(self, x, y, dy, kernel, stride, ceil_mode: bool):
+        """NCHW, one thread per input element gathering over the windows that cover it: ``max_pool2d.cu``."""
+        with self._cupy.cuda.Device(self._device):
+            return kernels.max_pool2d_backward(self._contiguous(x), self._contiguous(dy), kernel, stride)
+
+    def lrn_backward(self, x, y, dy, size: int, alpha: float, beta: float, k: float):
+        """NCHW, the transposed window in one pass: ``lrn.cu``."""
+        with self._cupy.cuda.Device(self._device):
+            return kernels.lrn_backward(self._contiguous(x), self._contiguous(y), self._contiguous(dy), size, alpha, beta, k)
+
+    def linear_backward(self, x, w, y, dy, relu: bool, need_dx: bool):
+        """cuBLAS GEMMs for ``dx`` and ``dw`` (TF32 only with ``tf32=True``); ``db`` a CuPy sum."""
+        with self._cupy.cuda.Device(self._device):
+            return kernels.linear_backward(self._contiguous(x), self._contiguous(w), self._contiguous(y),
+                                           self._contiguous(dy), relu, need_dx)
+
     # -- optional ---------------------------------------------------------------
     def warmup(self) -> float:
         """Compile (or load from ``CUPY_CACHE_DIR``) every kernel; return the seconds it took."""

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from alexnet_aa.architecture import conv_output_size, pool_output_size
+from alexnet_aa.architecture import conv_output_size, pool_output_size, transposed_conv_rows
 
 HERE = Path(__file__).resolve().parent
 
 #: The ``.cu`` files, in the order they are concatenated into the module.
-SOURCES = ("conv2d.cu", "conv2d_winograd.cu", "max_pool2d.cu", "lrn.cu", "linear.cu")
+SOURCES = ("conv2d.cu", "conv2d_winograd.cu", "conv2d_backward.cu", "max_pool2d.cu", "lrn.cu", "linear.cu")
 #: The headers beside them that they ``#include "..."``; :func:`source` inlines each once, first.
 HEADERS = ("gemm_tile.cuh",)
 
@@ -70,6 +70,12 @@ WINOGRAD_TILES = {
 #: The Winograd GEMM with scalar loads of U, for out/groups not a multiple of 4.
 WINOGRAD_SCALAR_TILE = ConvTile("conv2d_winograd_gemm_64x64_scalar", 64, 64, 256)
 
+#: Tile configurations of ``conv2d_backward.cu``'s weight gradient (BM along k = in/groups·kh·kw, BN along out/groups).
+WEIGHT_GRAD_TILES = {
+    "128x128": ConvTile("conv2d_backward_weight_128x128", 128, 128, 256),
+    "64x64": ConvTile("conv2d_backward_weight_64x64", 64, 64, 256),
+}
+
 #: The conv2d algorithms :func:`conv2d` can run (``algo=``); see :func:`choose_conv_algo`.
 CONV_ALGOS = ("gemm", "winograd")
 
@@ -83,8 +89,12 @@ NAME_EXPRESSIONS = (
     *(f"conv2d_winograd_{step}_{r}x{r}" for r in WINOGRAD_KERNELS for step in ("weight", "input", "output")),
     *(t.kernel for t in WINOGRAD_TILES.values()),
     WINOGRAD_SCALAR_TILE.kernel,
+    *(t.kernel for t in WEIGHT_GRAD_TILES.values()),
+    "conv2d_backward_weight_reduce",
     "max_pool2d_forward",
+    "max_pool2d_backward",
     "lrn_forward",
+    "lrn_backward",
     "linear_bias_act_forward",
 )
 
@@ -458,6 +468,105 @@ def winograd_weight(w_ihwo):
     return u_xco
 
 
+# -- conv2d backward --------------------------------------------------------------
+
+
+def choose_weight_grad_tile(k: int, m: int) -> ConvTile:
+    """The weight-gradient tile: 128x128 where both sides fill it (conv2–conv5), else 64x64."""
+    return WEIGHT_GRAD_TILES["128x128" if min(k, m) >= 128 else "64x64"]
+
+
+def weight_grad_splits(blocks: int, reduction: int, bk: int, sms: int) -> int:
+    """How many fixed ranges the weight gradient's reduction (N·OH·OW) is cut into: enough blocks for
+    two waves on ``sms`` multiprocessors, each range at least 64 slices of ``bk`` long. A function of
+    the shapes only, so a rerun gives the same bits."""
+    wanted = -(-2 * sms // max(1, blocks))
+    return max(1, min(wanted, reduction // (64 * bk)))
+
+
+def plan_conv2d_backward_weight(x, g, partial_sko, w_shape, stride, padding, groups: int, *,
+                                tile: str | None = None) -> Launch:
+    """Plan ``conv2d_backward_weight_<tile>``: NCHW ``x`` and ``g`` (dy masked by the ReLU) → the
+    partial sums ``partial_sko`` (splits, in/groups·kh·kw, out) for an IHWO weight of ``w_shape``,
+    summed by :func:`plan_weight_grad_reduce`."""
+    n, c, h, w_ = x.shape
+    _, o, oh, ow = g.shape
+    splits, k, _ = partial_sko.shape
+    cg, kh, kw, _ = w_shape
+    assert partial_sko.shape == (splits, cg * kh * kw, o), (partial_sko.shape, w_shape)
+    if max(c * h * w_, o * oh * ow) > _INT32_MAX:
+        raise ValueError(f"[conv2d_backward] maps too large for 32-bit offsets: C*H*W={c * h * w_}, O*OH*OW={o * oh * ow}")
+    cfg = WEIGHT_GRAD_TILES[tile] if tile is not None else choose_weight_grad_tile(k, o // groups)
+    chunk = -(-(n * oh * ow) // splits)
+    grid = (-(-(o // groups) // cfg.bn), -(-k // cfg.bm), groups * splits)
+    if grid[2] > 65535:
+        raise ValueError(f"[conv2d_backward] groups x splits = {grid[2]} exceeds the grid's 65535 z-blocks")
+    i32 = np.int32
+    args = (x, g, partial_sko, *(i32(v) for v in (n, c, h, w_, o, oh, ow, kh, kw, *stride, *padding, groups)), np.int64(chunk))
+    return Launch(cfg.kernel, grid, (cfg.threads, 1, 1), args)
+
+
+def plan_weight_grad_reduce(partial_sko, dw_ko, *, sms: int) -> Launch:
+    """Plan ``conv2d_backward_weight_reduce``: the partials summed, in split order, into ``dw_ko``."""
+    splits, k, o = partial_sko.shape
+    assert dw_ko.size == k * o, (dw_ko.shape, partial_sko.shape)
+    return Launch("conv2d_backward_weight_reduce", _elementwise_grid(k * o, sms), (_ELEMENTWISE_THREADS, 1, 1),
+                  (partial_sko, dw_ko, np.int64(k * o), np.int32(splits)))
+
+
+def transposed_conv_weight(w_ihwo, groups: int, xp):
+    """IHWO ``(C/g, kh, kw, O)`` → the transposed convolution's IHWO weights ``(O/g, kh, kw, C)``: the
+    kernel flipped in both axes and, group by group, input and output channels swapped (``xp``: cupy,
+    or NumPy for the CPU emulation)."""
+    cg, kh, kw, o = w_ihwo.shape
+    grouped = xp.reshape(w_ihwo[:, ::-1, ::-1, :], (cg, kh, kw, groups, o // groups))
+    return xp.ascontiguousarray(xp.reshape(xp.transpose(grouped, (4, 1, 2, 3, 0)), (o // groups, kh, kw, groups * cg)))
+
+
+def dilated_output_grad(g, x_shape, w_shape, stride, padding, xp):
+    """The input buffer of the transposed convolution: NCHW ``g`` (dy masked) dilated by the stride, in
+    ``(H + kh − 1) × (W + kw − 1)`` zeros (:func:`alexnet_aa.architecture.transposed_conv_rows`)."""
+    n, _, h, w_ = x_shape
+    _, kh, kw, o = w_shape
+    (i0, i1, r0), (j0, j1, c0) = (transposed_conv_rows(h, g.shape[2], kh, stride[0], padding[0]),
+                                  transposed_conv_rows(w_, g.shape[3], kw, stride[1], padding[1]))
+    buf = xp.zeros((n, o, h + kh - 1, w_ + kw - 1), dtype=xp.float32)
+    buf[:, :, r0 : r0 + stride[0] * (i1 - i0) : stride[0], c0 : c0 + stride[1] * (j1 - j0) : stride[1]] = g[:, :, i0:i1, j0:j1]
+    return buf
+
+
+def conv2d_backward(x, w, y, dy, stride, padding, groups: int, relu: bool, need_dx: bool):
+    """Gradients of :func:`conv2d` on contiguous float32 cupy arrays: ``(dx or None, dw_ihwo, db)``.
+
+    ``g = dy`` masked by ``y > 0`` (with ``relu``); ``db = Σ g`` (CuPy's reduction); ``dw`` by
+    ``conv2d_backward.cu`` (split-K partials, then their fixed-order sum); ``dx`` = :func:`conv2d`
+    of :func:`dilated_output_grad` with :func:`transposed_conv_weight` — the forward's implicit-GEMM
+    (or Winograd) kernels, stride 1, no padding.
+    """
+    import cupy
+
+    w_ihwo = w.ihwo if isinstance(w, ConvWeight) else w
+    g = cupy.ascontiguousarray(cupy.where(y > 0, dy, cupy.float32(0)) if relu else dy)
+    n, c, h, w_ = x.shape
+    cg, kh, kw, o = w_ihwo.shape
+    db = cupy.sum(g, axis=(0, 2, 3), dtype=cupy.float32)
+    sms = device_facts()["sms"]
+    k = cg * kh * kw
+    cfg = choose_weight_grad_tile(k, o // groups)
+    blocks = -(-(o // groups) // cfg.bn) * -(-k // cfg.bm) * groups
+    splits = weight_grad_splits(blocks, n * g.shape[2] * g.shape[3], 8, sms)
+    partial = cupy.empty((splits, k, o), dtype=cupy.float32)
+    dw = cupy.empty(w_ihwo.shape, dtype=cupy.float32)
+    _run(plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups))
+    _run(plan_weight_grad_reduce(partial, dw, sms=sms))
+    dx = None
+    if need_dx:
+        buf = dilated_output_grad(g, x.shape, w_ihwo.shape, stride, padding, cupy)
+        dx = conv2d(buf, transposed_conv_weight(w_ihwo, groups, cupy), cupy.zeros((c,), cupy.float32),
+                    (1, 1), (0, 0), groups, False)
+    return dx, dw, db
+
+
 # -- max_pool2d -----------------------------------------------------------------
 
 
@@ -486,6 +595,23 @@ def max_pool2d(x, kernel, stride, ceil_mode: bool):
     return y
 
 
+def plan_max_pool2d_backward(x, dy, dx, kernel, stride, *, sms: int) -> Launch:
+    n, c, h, w = x.shape
+    _, _, oh, ow = dy.shape
+    args = (x, dy, dx, np.int64(n * c), *(np.int32(v) for v in (h, w, oh, ow, kernel[0], kernel[1], stride[0], stride[1])))
+    return Launch("max_pool2d_backward", _elementwise_grid(x.size, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
+
+
+def max_pool2d_backward(x, dy, kernel, stride):
+    """``max_pool2d.cu: max_pool2d_backward`` (a gather, each window's first maximum) on NCHW cupy arrays."""
+    import cupy
+
+    dx = cupy.empty_like(x)
+    if dx.size:
+        _run(plan_max_pool2d_backward(x, dy, dx, kernel, stride, sms=device_facts()["sms"]))
+    return dx
+
+
 # -- lrn --------------------------------------------------------------------------
 
 
@@ -508,6 +634,25 @@ def lrn(x, size: int, alpha: float, beta: float, k: float):
     return y
 
 
+def plan_lrn_backward(x, y, dy, dx, size: int, alpha: float, beta: float, k: float, *, sms: int) -> Launch:
+    n, c, h, w = x.shape
+    args = (
+        x, y, dy, dx, np.int64(n), np.int32(c), np.int64(h * w), np.int32(size),
+        np.float32(float(alpha) / int(size)), np.float32(beta), np.float32(k),
+    )
+    return Launch("lrn_backward", _elementwise_grid(x.size, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
+
+
+def lrn_backward(x, y, dy, size: int, alpha: float, beta: float, k: float):
+    """``lrn.cu: lrn_backward`` (the transposed window, one pass) on contiguous float32 NCHW cupy arrays."""
+    import cupy
+
+    dx = cupy.empty_like(x)
+    if dx.size:
+        _run(plan_lrn_backward(x, y, dy, dx, size, alpha, beta, k, sms=device_facts()["sms"]))
+    return dx
+
+
 # -- linear -----------------------------------------------------------------------
 
 
@@ -527,3 +672,13 @@ def linear(x, w_oi, b_f, relu: bool):
     if y.size:
         _run(plan_linear_bias_act(y, b_f, relu, sms=device_facts()["sms"]))
     return y
+
+
+def linear_backward(x, w_oi, y, dy, relu: bool, need_dx: bool):
+    """``g = dy`` masked by ``y > 0``; ``dx = g·w``, ``dw = gᵀ·x`` by cuBLAS (true float32 unless TF32 was
+    opted in); ``db = Σ g`` (CuPy's reduction)."""
+    import cupy
+
+    g = cupy.where(y > 0, dy, cupy.float32(0)) if relu else dy
+    dx = cupy.matmul(g, w_oi) if need_dx else None
+    return dx, cupy.matmul(g.T, x), cupy.sum(g, axis=0, dtype=cupy.float32)

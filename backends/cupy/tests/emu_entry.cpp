@@ -8,6 +8,7 @@
 
 #include "../alexnet_aa_cupy/conv2d.cu"
 #include "../alexnet_aa_cupy/conv2d_winograd.cu"
+#include "../alexnet_aa_cupy/conv2d_backward.cu"
 #include "../alexnet_aa_cupy/max_pool2d.cu"
 #include "../alexnet_aa_cupy/lrn.cu"
 #include "../alexnet_aa_cupy/linear.cu"
@@ -51,6 +52,33 @@ WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_128x128)
 WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_64x128)
 WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_64x64)
 WINOGRAD_GEMM_ENTRY(conv2d_winograd_gemm_64x64_scalar)
+
+#define WEIGHT_GRAD_ENTRY(name)                                                                     \
+    extern "C" void emu_##name(GRID_BLOCK, const float* x, const float* g, float* partial, int N, int C, int H, \
+                               int W, int O, int OH, int OW, int KH, int KW, int SH, int SW, int PH, int PW,     \
+                               int G, long long chunk) {                                                    \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, x, g, partial, N, C, H, W, O, OH, OW, KH, KW, SH, \
+                   SW, PH, PW, G, chunk);                                                                   \
+    }
+WEIGHT_GRAD_ENTRY(conv2d_backward_weight_128x128)
+WEIGHT_GRAD_ENTRY(conv2d_backward_weight_64x64)
+
+extern "C" void emu_conv2d_backward_weight_reduce(GRID_BLOCK, const float* partial, float* dw, long long KO,
+                                                  int splits) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_backward_weight_reduce, partial, dw, KO, splits);
+}
+
+extern "C" void emu_max_pool2d_backward(GRID_BLOCK, const float* x, const float* dy, float* dx, long long NC,
+                                        int H, int W, int OH, int OW, int KH, int KW, int SH, int SW) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), max_pool2d_backward, x, dy, dx, NC, H, W, OH, OW, KH, KW, SH, SW);
+}
+
+extern "C" void emu_lrn_backward(GRID_BLOCK, const float* x, const float* y, const float* dy, float* dx,
+                                 long long N, int C, long long HW, int size, float alpha_over_size, float beta,
+                                 float k) {
+    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), lrn_backward, x, y, dy, dx, N, C, HW, size, alpha_over_size,
+               beta, k);
+}
 
 extern "C" void emu_max_pool2d_forward(GRID_BLOCK, const float* x, float* y, long long NC, int H, int W,
                                        int OH, int OW, int KH, int KW, int SH, int SW) {
