@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _pytest(tmp_path, source: str, *args: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_case.py").write_text(textwrap.dedent(source))
@@ -84,7 +86,7 @@ def test_shipped_xfails_apply_to_their_backend_only(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "pkg"), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "alexnet_aa.testing.conformance",
-         "--alexnet-backend", "shipped,numpy", "-k", "test_lrn", "--alexnet-report", str(report), "-rx"],
+         "--alexnet-backend", "shipped,numpy", "-k", "test_lrn and not backward", "--alexnet-report", str(report), "-rx"],
         capture_output=True, text=True, cwd=tmp_path, env=env,
     )
     assert out.returncode == 0, out.stdout[-3000:]
@@ -115,14 +117,14 @@ NAN_POOL = """
     from alexnet_aa_numpy import NumpyBackend
 
     class NaNPool(NumpyBackend):
-        '''A NaN in every pool output; convolutions with 3 or more groups off by 1e-3.'''
+        '''A NaN in every pool output; every convolution off by 1e-3.'''
         def max_pool2d(self, x, kernel, stride, ceil_mode):
             y = super().max_pool2d(x, kernel, stride, ceil_mode)
             y[0, 0, 0, 0] = np.nan
             return y
 
         def conv2d(self, x, w, b, stride, padding, groups, relu):
-            return super().conv2d(x, w, b, stride, padding, groups, relu) * np.float32(1 + 1e-3 * (groups > 2))
+            return super().conv2d(x, w, b, stride, padding, groups, relu) * np.float32(1 + 1e-3)
 
     @pytest.fixture(scope="session")
     def alexnet_backend(request):

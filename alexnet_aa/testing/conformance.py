@@ -18,6 +18,7 @@ Import them into a test module to run them::
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import numpy as np
 import pytest
@@ -27,8 +28,9 @@ from hypothesis import strategies as st
 
 from .. import layouts, ops
 from ..architecture import get_architecture
-from ..backend import Backend, protocol_problems
+from ..backend import BACKWARD_OPS, Backend, inference_only, missing_backward_ops, protocol_problems
 from ..model import AlexNet
+from ..training import dropout_masks
 from ..weights import he_weights
 from .compare import ConformanceError, assert_conforms, oracle, relative_error, tolerance
 
@@ -47,6 +49,13 @@ __all__ = [
     "test_network_float64",
     "test_predict",
     "test_batch_independence",
+    "test_conv2d_backward",
+    "test_conv2d_backward_shape_space",
+    "test_max_pool2d_backward",
+    "test_lrn_backward",
+    "test_linear_backward",
+    "test_network_gradients",
+    "test_network_gradients_float64",
 ]
 
 # -- running one op on a backend from canonical host data --------------------------
@@ -105,7 +114,8 @@ def _against_oracle(backend, record, check, op, x, params, *args, context, nonco
 
 # -- the protocol ----------------------------------------------------------------------
 
-_PROTOCOL = ("available", "asarray", "to_host", "prepare", "conv2d", "max_pool2d", "lrn", "linear", "warmup", "describe")
+_PROTOCOL = ("available", "asarray", "to_host", "prepare", "conv2d", "max_pool2d", "lrn", "linear", *BACKWARD_OPS,
+             "warmup", "describe")
 
 
 def test_backend_protocol(alexnet_backend_class):
@@ -423,3 +433,183 @@ def test_batch_independence(alexnet_backend, case_rng, conformance_record):
     err, tol = relative_error(parts, whole), tolerance(alexnet_backend, "network")
     conformance_record("batch-split", f"x={x.shape} split (0:1, 1:3) against the whole batch", err, tol)
     assert err <= tol, f"[network] backend={alexnet_backend.name}: batch split changes the logits by {err:.2e} > {tol:.0e}"
+
+
+# -- the backward twins ------------------------------------------------------------------------------
+#
+# Each backward case runs the forward on the float64 reference, then the backward twin on both sides
+# with the reference's output y (so both see the same ReLU masks and pooling maxima) and the same
+# random dy, and compares dx, dw and db in the canonical layouts.
+
+
+def run_backward(backend: Backend, op: str, x, params: dict, args: tuple, y, dy, need_dx: bool = True,
+                 noncontiguous: bool = False) -> tuple:
+    """``ops.<op>_backward`` on host NCHW data; ``(dx, dw, db)`` as canonical host arrays (``dw``/``db``
+    ``None`` for the ops without weights, ``dx`` ``None`` when not asked for)."""
+    native = list(backend.prepare(params).values())
+    x_n, y_n = _to_native(backend, x, noncontiguous), _to_native(backend, y, False)
+    dy_n = _to_native(backend, dy, noncontiguous)
+    if op == "conv2d":
+        grads = ops.conv2d_backward(backend, x_n, native[0], y_n, dy_n, *args, need_dx)
+    elif op == "linear":
+        grads = ops.linear_backward(backend, x_n, native[0], y_n, dy_n, *args, need_dx)
+    else:
+        grads = (getattr(ops, f"{op}_backward")(backend, x_n, y_n, dy_n, *args), None, None)
+    dx, dw, db = (None if g is None else np.asarray(backend.to_host(g)) for g in grads)
+    if dx is not None and dx.ndim == 4:
+        dx = dx.transpose(layouts.permutation(backend.layout, layouts.CANONICAL))
+    if dw is not None:
+        dw = layouts.weights_from({"w": dw}, backend.conv_weight_layout, backend.linear_weight_layout)["w"]
+    return dx, dw, db
+
+
+def _trains(backend: Backend, what: str) -> None:
+    """An inference-only backend's gradient case stops here, before any work: a skip naming the missing ops."""
+    if missing_backward_ops(type(backend)):
+        raise inference_only(backend, what)
+
+
+def _backward_against_oracle(backend, record, rng, op, x, params, args, *, context, need_dx=True, noncontiguous=False):
+    __tracebackhide__ = True
+    _trains(backend, f"{op}_backward")
+    y = run_op(oracle(), op, x.astype(np.float64), _f64(params), *args)  # the forward takes the same arguments
+    dy = rng.standard_normal(y.shape)
+    want = run_backward(oracle(), op, x.astype(np.float64), _f64(params), args, y, dy, need_dx)
+    got = run_backward(backend, op, x, params, args, _f32(y), _f32(dy), need_dx, noncontiguous)
+    for what, g, w in zip(("dx", "dw", "db"), got, want):
+        if w is not None or g is not None:
+            _check(backend, record, f"{op}_backward", g, w, f"{what} of {context}")
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
+@pytest.mark.parametrize("case", list(CONV_CASES), ids=list(CONV_CASES))
+def test_conv2d_backward(alexnet_backend, case_rng, conformance_record, case, relu):
+    """dx, dw and db of every conv case, on strided dy too (the first layer's ``need_dx=False`` path on paper-conv1)."""
+    n, c, h, w, o, k, s, p, g = CONV_CASES[case]
+    x, params = _conv_data(case_rng, n, c, h, w, o, k, g)
+    _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "conv2d", x, params, (s, p, g, relu),
+                             need_dx=case != "paper-conv1", noncontiguous=relu,
+                             context=f"case={case} x={x.shape} w={params['w.weight'].shape} stride={s} padding={p} "
+                             f"groups={g} relu={relu}")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(1, 3), cg=st.integers(1, 4), og=st.integers(1, 4), groups=st.integers(1, 3),
+    h=st.integers(1, 10), w=st.integers(1, 10), kh=st.integers(1, 5), kw=st.integers(1, 5),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)), p=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_conv2d_backward_shape_space(alexnet_backend, conformance_record, n, cg, og, groups, h, w, kh, kw, s, p, seed):
+    """Hypothesis over the backward's shape space: strides that leave rows unread, padding wider than the kernel."""
+    if missing_backward_ops(type(alexnet_backend)):  # a skip, not an error for Hypothesis to shrink
+        pytest.skip(str(inference_only(alexnet_backend, "conv2d_backward")))
+    if h + 2 * p[0] < kh or w + 2 * p[1] < kw:
+        return
+    if "groups" in alexnet_backend.unsupported:
+        groups = 1
+    rng = np.random.default_rng(seed)
+    x, params = _conv_data(rng, n, cg * groups, h, w, og * groups, kh, groups, kw)
+    _backward_against_oracle(alexnet_backend, conformance_record, rng, "conv2d", x, params, (s, p, groups, True),
+                             context=f"x={x.shape} w={params['w.weight'].shape} stride={s} padding={p} groups={groups} seed={seed}")
+
+
+@pytest.mark.parametrize("data", ["normal", "ties"])
+@pytest.mark.parametrize("ceil_mode", [False, True], ids=["floor", "ceil"])
+@pytest.mark.parametrize("case", list(POOL_CASES), ids=list(POOL_CASES))
+def test_max_pool2d_backward(alexnet_backend, case_rng, conformance_record, case, ceil_mode, data):
+    """Each window's gradient goes to its first maximum (row-major): ``ties`` draws from {-1, 0, 1},
+    so most windows hold several."""
+    n, c, h, w, k, s = POOL_CASES[case]
+    x = case_rng.standard_normal((n, c, h, w)) if data == "normal" else case_rng.integers(-1, 2, (n, c, h, w))
+    _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "max_pool2d", _f32(x), {}, (k, s, ceil_mode),
+                             context=f"case={case} x={x.shape} kernel={k} stride={s} ceil_mode={ceil_mode} data={data}")
+
+
+@pytest.mark.parametrize("case", list(LRN_CASES), ids=list(LRN_CASES))
+def test_lrn_backward(alexnet_backend, case_rng, conformance_record, case):
+    """The transposed window (odd and even sizes, batch != channels, windows wider than the channels)."""
+    n, c, h, w, size, alpha, beta, k = LRN_CASES[case]
+    x = _f32(3.0 * case_rng.standard_normal((n, c, h, w)))
+    _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "lrn", x, {}, (size, alpha, beta, k),
+                             context=f"case={case} x={x.shape} size={size} alpha={alpha} beta={beta} k={k}")
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
+@pytest.mark.parametrize("case", list(LINEAR_CASES), ids=list(LINEAR_CASES))
+def test_linear_backward(alexnet_backend, case_rng, conformance_record, case, relu):
+    n, fi, fo = LINEAR_CASES[case]
+    x = _f32(case_rng.standard_normal((n, fi)))
+    params = {"w.weight": _f32(case_rng.standard_normal((fo, fi)) / np.sqrt(fi)), "w.bias": _f32(case_rng.standard_normal(fo))}
+    _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "linear", x, params, (relu,),
+                             context=f"case={case} x={x.shape} w={(fo, fi)} relu={relu}")
+
+
+def _gradient_case(rng, case: str, batch: int):
+    variant, size = NETWORK_CASES[case]
+    weights = he_weights(get_architecture(variant), rng)
+    return variant, weights, _f32(rng.standard_normal((batch, 3, size, size))), rng.integers(0, 1000, batch)
+
+
+#: (network case, dropout): every variant with dropout off and on, and torchvision where its adaptive
+#: average pool has a backward to do.
+GRADIENT_CASES = [(case, dropout) for case in ("paper", "caffe", "torchvision") for dropout in (False, True)]
+GRADIENT_CASES.append(("torchvision-100", True))
+
+
+@pytest.mark.parametrize("case, dropout", GRADIENT_CASES,
+                         ids=[f"{case}-{'dropout' if dropout else 'no-dropout'}" for case, dropout in GRADIENT_CASES])
+def test_network_gradients(alexnet_backend, case_rng, conformance_record, case, dropout):
+    """Training the whole network: every layer's backward inside it — on the activations and output
+    gradients the backend itself saved (so a ReLU unit within float32 rounding of zero, whose
+    gradient is discontinuous, cannot make a right backend look wrong), against the float64
+    reference's backward of the same layer: ``dx`` and the weights' gradients, in the canonical
+    layouts, with the host-drawn dropout masks — and the loss and its gradient on the backend's own
+    logits (the logits themselves are ``test_network``'s)."""
+    _trains(alexnet_backend, "gradients")
+    variant, weights, x, labels = _gradient_case(case_rng, case, 2)
+    seed = int(case_rng.integers(2**31)) if dropout else None
+    model, ref = AlexNet(variant, alexnet_backend, weights=weights), AlexNet(variant, oracle(), weights=weights)
+    loss, steps = model.backward_steps(x, labels, seed)
+    o = oracle()
+    first = next(steps)  # the last layer: its y are the logits, its dy the loss's gradient
+    logits = o.asarray(np.asarray(alexnet_backend.to_host(first.y)))
+    ref_loss, ref_dz = ops.softmax_cross_entropy(o, logits, labels)
+    _check(alexnet_backend, conformance_record, "network_gradients", np.float64(loss), np.float64(ref_loss),
+           f"case={case} loss", tol_check="network")
+    _check(alexnet_backend, conformance_record, "network_gradients", np.asarray(alexnet_backend.to_host(first.dy)),
+           np.asarray(ref_dz), f"case={case} the loss's gradient")
+    arrays = {**ref.native_params, **{f"{name}.mask": o.asarray(mask) for name, mask in
+                                     dropout_masks(ref.arch, len(labels), seed, x.shape[2]).items()}}
+    names = [layer.name for layer in model.arch.layers]
+    for step in itertools.chain([first], steps):
+        index = names.index(step.layer.name)
+        before = names[index - 1] if index else None
+
+        def host(name, a):
+            return x if name is None else np.asarray(alexnet_backend.to_host(model.canonical(name, a)))
+
+        want_dx, want = step.layer.backward(ops.BackendOps(o), arrays, o.asarray(host(before, step.x)),
+                                            o.asarray(host(step.layer.name, step.y)),
+                                            o.asarray(host(step.layer.name, step.dy)), index > 0)
+        context = f"case={case} dropout={dropout} layer={step.layer.name}"
+        if index:
+            _check(alexnet_backend, conformance_record, "network_gradients", host(before, step.dx), np.asarray(want_dx),
+                   f"{context} dx")
+        for name, grad in model.canonical_grads(step.grads).items():
+            _check(alexnet_backend, conformance_record, "network_gradients", grad, np.asarray(want[name]), f"{context} {name}")
+
+
+@pytest.mark.parametrize("case", ["paper", "torchvision-100"])
+def test_network_gradients_float64(alexnet_backend_float64, case_rng, conformance_record, case):
+    """End to end in float64, where no ReLU unit sits within rounding of zero: ``model.gradients``
+    against the reference's, every tensor, dropout on."""
+    _trains(alexnet_backend_float64, "gradients")
+    variant, weights, x, labels = _gradient_case(case_rng, case, 2)
+    seed = int(case_rng.integers(2**31))
+    loss, grads = AlexNet(variant, alexnet_backend_float64, weights=weights).gradients(x, labels, seed)
+    ref_loss, ref_grads = AlexNet(variant, oracle(), weights=weights).gradients(x, labels, seed)
+    _check(alexnet_backend_float64, conformance_record, "network_gradients", np.float64(loss), np.float64(ref_loss),
+           f"case={case} loss", tol_check="network")
+    for name, grad in grads.items():
+        _check(alexnet_backend_float64, conformance_record, "network_gradients", grad, ref_grads[name], f"case={case} {name}")
