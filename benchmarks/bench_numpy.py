@@ -23,16 +23,7 @@ from alexnet_aa.architecture import VARIANTS, get_architecture
 from alexnet_aa.testing import relative_error
 from alexnet_aa.testing.torch_reference import torch_forward, torch_weights
 from alexnet_aa.weights import he_weights
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up: allocations, oneDNN primitive creation
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from report import best_of, emit, layer_table
 
 
 def per_layer_ms(model: AlexNet, x) -> dict[str, float]:
@@ -83,16 +74,8 @@ def main(argv=None) -> int:
             layer_tables.append((variant, batch, layers))
     lines.append("")
     for variant, batch, layers in layer_tables:
-        lines += [f"## numpy backend per layer: {variant}, batch {batch} (ms, one forward)", "",
-                  "| layer | ms |", "|---|---:|"]
-        lines += [f"| {name} | {ms:.2f} |" for name, ms in layers.items()]
-        lines += [f"| **total** | {sum(layers.values()):.2f} |", ""]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(report + "\n")
-    return 0
+        lines += layer_table(f"numpy backend per layer: {variant}, batch {batch} (ms, one forward)", layers, 2)
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session for the cupy backend: install, smoke-test the kernels,
-# run the conformance suite on cupy, benchmark against PyTorch + cuDNN.
+# run the conformance suite on cupy (gradients included), benchmark inference and one training
+# step against PyTorch + cuDNN.
 #
 #   bash benchmarks/gpu_session.sh        # from the repository root; results in $OUT
 #
@@ -156,6 +157,10 @@ step conformance 150 $PY -m pytest -q tests/test_conformance.py --alexnet-backen
 
 # The tile sweep (batch 128) times gemm and winograd on every 3x3 and 5x5 layer: the '*' cell is the default.
 step bench 180 $PY benchmarks/bench_cupy.py --seconds 0.5 --out "$OUT/bench.md"
+
+# One training step (forward + backward + SGD) against PyTorch + cuDNN, TF32 off on both sides.
+step train 90 $PY benchmarks/bench_train.py --backend cupy --device cuda --variants paper,torchvision --batch 128 \
+    --repeats 5 --out "$OUT/train.md"
 
 echo "== total ${SECONDS}s, status $STATUS" | tee -a "$OUT/summary.txt"
 exit $STATUS

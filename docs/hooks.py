@@ -220,6 +220,16 @@ def gen_math(dotted: str, *which: str) -> str:
     return "\n\n".join(f"$$\n{textwrap.dedent(b).strip()}\n$$" for b in chosen)
 
 
+def gen_lrn_windows(size: str) -> str:
+    """For one LRN size, each channel's forward window and its transposed window (the backward's)."""
+    n = int(size)
+    lo, hi, channels = (n - 1) // 2, n - 1 - (n - 1) // 2, 6
+    rows = [[f"`{c}`", f"{max(0, c - lo)} … {min(channels - 1, c + hi)}", f"{max(0, c - hi)} … {min(channels - 1, c + lo)}"]
+            for c in range(channels)]
+    return (f"size {n}, {channels} channels:\n\n"
+            + _table(["channel c", "forward window W(c)", "transposed window {j : c ∈ W(j)}"], rows))
+
+
 def gen_tolerances() -> str:
     """``alexnet_aa.testing.TOLERANCES`` as a table."""
     from alexnet_aa.testing import TOLERANCES

@@ -1,0 +1,139 @@
+"""Benchmark one training step of a backend against PyTorch, in one run: forward + backward + update.
+
+Both sides run the same canonical weights, input, labels and dropout masks (drawn on the host,
+DESIGN.md §8) in float32: ours through ``model.backward_steps`` (the training forward, the loss, every
+layer's backward twin; gradients left on the backend), PyTorch through ``torch.nn.functional`` with
+autograd. The update is plain SGD, ``w ← w − lr·∂L/∂w``, on both sides: PyTorch's ``torch.optim.SGD``
+on its parameters, ours in place on a copy of the backend's weights (the model's own optimizer and
+``train_step`` are the training issue's). Times are the best of ``--repeats`` after a warm-up step;
+the ratio is our images/s over PyTorch's (> 1: ours is faster). Per-layer backward times follow.
+
+    python benchmarks/bench_train.py [--backend numpy] [--variants paper,torchvision] [--batch 32] [--out FILE]
+    python benchmarks/bench_train.py --backend cupy --device cuda      # on a GPU machine, against cuDNN
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from alexnet_aa import AlexNet, get_architecture
+from alexnet_aa.testing.torch_reference import torch_layers
+from alexnet_aa.training import dropout_masks
+from alexnet_aa.weights import he_weights
+from report import best_of, emit, layer_table
+
+LR = 0.01
+
+
+def ours(model: AlexNet, x, labels, seed: int):
+    """One step: forward, backward (every layer's twin), SGD in place on a copy of the backend's weights."""
+    xp = model.backend.xp
+    # a copy of each weight (the cupy backend's conv weights carry their Winograd transform: the array is .ihwo)
+    weights = {name: xp.add(getattr(w, "ihwo", w), 0.0) for name, w in model.native_params.items()}
+
+    def step(layer_ms: dict | None = None):
+        loss, steps = model.backward_steps(x, labels, seed)
+        start = time.perf_counter()
+        for s in steps:
+            for name, g in s.grads.items():  # NumPy and CuPy in place, no temporary (as torch.optim.SGD); MLX rebinds
+                g *= LR
+                weights[name] -= g
+            if layer_ms is not None:
+                now = time.perf_counter()
+                layer_ms[s.layer.name] = (now - start) * 1e3
+                start = now
+        return loss
+
+    step.weights = weights
+    return step
+
+
+def weights_of(step) -> dict:
+    """The weights a step of ours updates (reading one forces lazy and asynchronous backends to finish)."""
+    return step.weights
+
+
+def theirs(torch, arch, weights, x, labels, masks, device: str):
+    params = {name: torch.tensor(w, device=device, requires_grad=True) for name, w in weights.items()}
+    arrays = {**params, **{f"{name}.mask": torch.tensor(m, device=device) for name, m in masks.items()}}
+    opt = torch.optim.SGD(params.values(), lr=LR)
+    tx, tl = torch.tensor(x, device=device), torch.tensor(labels, device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        for _, z in torch_layers(torch, arch, arrays, tx):
+            pass
+        loss = torch.nn.functional.cross_entropy(z, tl)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--device", default="cpu", help="PyTorch's device (cpu, cuda)")
+    p.add_argument("--variants", default="paper,torchvision")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", help="also write the Markdown report here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    if args.device == "cuda":
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    lines = [
+        f"# one training step: {args.backend} backend vs PyTorch ({args.device}), batch {args.batch}",
+        "",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores ({platform.processor() or platform.platform()})",
+        f"- numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}",
+        f"- step = forward + backward + SGD update (lr {LR}), dropout on (host masks, the same on both sides); "
+        f"best of {args.repeats} after one warm-up step; float32",
+        f"- command: `python benchmarks/bench_train.py --backend {args.backend} --device {args.device} "
+        f"--variants {args.variants} --batch {args.batch} --repeats {args.repeats}`",
+        "",
+        f"| variant | batch | {args.backend} img/s | torch img/s | {args.backend}/torch speed | first loss {args.backend} | first loss torch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    layer_tables = []
+    rng = np.random.default_rng(0)
+    for variant in args.variants.split(","):
+        arch = get_architecture(variant)
+        weights = he_weights(arch, 0)
+        size = arch.input_size
+        x = rng.standard_normal((args.batch, 3, size, size), dtype=np.float32)
+        labels = rng.integers(0, 1000, args.batch)
+        masks = dropout_masks(arch, args.batch, 1, size)
+        model = AlexNet(variant, args.backend, weights=weights)
+        mine, peer = ours(model, x, labels, 1), theirs(torch, arch, weights, x, labels, masks, args.device)
+        l_ours, l_torch = float(mine()), float(peer())  # the first step's loss: the same weights on both sides
+        t_ours = best_of(mine, args.repeats, lambda: model.backend.to_host(weights_of(mine)["fc8.bias"]))
+        t_torch = best_of(peer, args.repeats, sync)
+        lines.append(f"| {variant} | {args.batch} | {args.batch / t_ours:,.1f} | {args.batch / t_torch:,.1f} | "
+                     f"{t_torch / t_ours:.2f} | {l_ours:.4f} | {l_torch:.4f} |")
+        print(lines[-1], flush=True)
+        layer_ms: dict[str, float] = {}
+        mine(layer_ms)
+        layer_tables.append((variant, layer_ms))
+    lines.append("")
+    for variant, layer_ms in layer_tables:
+        lines += layer_table(f"{args.backend} backward per layer: {variant}, batch {args.batch} "
+                             "(ms, with the update of its weights)", layer_ms, 1)
+    return emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
