@@ -488,8 +488,11 @@ def softmax_cross_entropy(backend: Backend, z, labels) -> tuple[float, Any]:
     .. math::
 
         L = -\frac{1}{N} \sum_n \log p_{n, t_n}, \qquad
-        \log p_{n,i} = z_{n,i} - \max_j z_{n,j} - \log \sum_k e^{z_{n,k} - \max_j z_{n,j}}, \qquad
         \frac{\partial L}{\partial z} = \frac{p - \mathrm{onehot}(t)}{N}
+
+    .. math::
+
+        \log p_{n,i} = z_{n,i} - \max_j z_{n,j} - \log \sum_k e^{z_{n,k} - \max_j z_{n,j}}
 
     computed stably (the max subtracted first). ``L`` comes back as a Python float.
     """
