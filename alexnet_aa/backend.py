@@ -175,6 +175,10 @@ class Backend(abc.ABC):
         ``b`` may be ``None``."""
 
     # -- the backward twins: optional (a backend without them is inference only) -----
+    # ``y`` is the forward's output for the same ``x`` and arguments: the backend's own in
+    # ``AlexNet.backward_steps``, the reference's rounded to the backend's dtype in the suite's
+    # per-op cases (so both sides mask the same ReLU units; a window's maximum rounds to itself).
+    # A twin may rely on it: as the ReLU mask, or as the window maxima to match.
     def conv2d_backward(self, x, w, y, dy, stride: tuple[int, int], padding: tuple[int, int], groups: int,
                         relu: bool, need_dx: bool):
         """Gradients of ``conv2d``: ``(dx or None, dw, db)``, ``dw`` in ``conv_weight_layout``.
@@ -224,6 +228,12 @@ def inference_only(backend: Backend | type, op: str) -> UnsupportedError:
         f"[{op}] the {cls.name!r} backend cannot train (inference only): it has no {', '.join(missing)} "
         f"(training needs all of {', '.join(BACKWARD_OPS)})",
     )
+
+
+def require_training(backend: Backend, op: str) -> None:
+    """Raise :func:`inference_only` for ``op`` where ``backend`` lacks any backward op; nothing where it trains."""
+    if missing_backward_ops(type(backend)):
+        raise inference_only(backend, op)
 
 
 def protocol_problems(cls: type) -> list[str]:

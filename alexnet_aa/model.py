@@ -28,7 +28,7 @@ from array_api_compat import array_namespace
 from . import layouts, ops
 from .architecture import count_macs, count_params, flat_feature_layers, flattened_map_shape, get_architecture
 from .arrays import to_numpy
-from .backend import Backend, get_backend, inference_only, missing_backward_ops
+from .backend import Backend, get_backend, require_training
 from .bundles import AlexNetWeights
 from .categories import class_names
 from .preprocess import Preprocess, default_preprocess
@@ -255,8 +255,7 @@ class AlexNet:
         last layer first, one :class:`BackwardStep` per layer (what :meth:`gradients` sums up; the
         conformance suite checks each step). The forward keeps each layer's input and output, which
         the backward twins need; conv1 computes no input gradient."""
-        if missing_backward_ops(type(self.backend)):
-            raise inference_only(self.backend, "gradients")
+        require_training(self.backend, "gradients")
         h = self._native_input(x)
         n = int(x.shape[0])
         host_labels = ops.check_labels("gradients", labels, n, self.arch.num_classes)

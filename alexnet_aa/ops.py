@@ -54,7 +54,7 @@ from array_api_compat import array_namespace
 
 from . import layouts
 from .architecture import adaptive_pool_bins, conv_output_size, pool_output_size
-from .backend import Backend, BackendError, UnsupportedError, inference_only, missing_backward_ops
+from .backend import Backend, BackendError, UnsupportedError, require_training
 
 # -- validation helpers (each check lives here once) ----------------------------------------
 
@@ -188,11 +188,6 @@ def _check_output(backend: Backend, op: str, shape: tuple[int, ...], **arrays: A
             raise ValueError(f"[{op}] {what}: expected shape {shape} (the forward's output for this x), got {tuple(a.shape)}")
 
 
-def _require_backward(backend: Backend, op: str) -> None:
-    if missing_backward_ops(type(backend)):
-        raise inference_only(backend, op)
-
-
 def _native_shape(layout: str, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
     sizes = {"N": n, "C": c, "H": h, "W": w}
     return tuple(sizes[axis] for axis in layout)
@@ -257,7 +252,7 @@ def conv2d_backward(backend: Backend, x, w, y, dy, stride=1, padding=0, groups: 
     layout (``None`` with ``need_dx=False``: a first layer's input needs none).
     """
     op = "conv2d_backward"
-    _require_backward(backend, op)
+    require_training(backend, op)
     stride, padding, groups, out = _conv_args(backend, op, x, w, None, stride, padding, groups)
     relu, need_dx = _flag(relu, "relu", op), _flag(need_dx, "need_dx", op)
     _check_output(backend, op, out, y=y, dy=dy)
@@ -301,7 +296,7 @@ def max_pool2d_backward(backend: Backend, x, y, dy, kernel=3, stride=2, ceil_mod
     """Gradient of :func:`max_pool2d` on ``backend`` with respect to ``x``:
     :func:`alexnet_aa.reference.max_pool2d_backward` (each window's gradient to its first maximum)."""
     op = "max_pool2d_backward"
-    _require_backward(backend, op)
+    require_training(backend, op)
     kernel, stride, ceil_mode, out = _pool_args(backend, op, x, kernel, stride, ceil_mode)
     _check_output(backend, op, out, y=y, dy=dy)
     return _dx(backend, op, backend.max_pool2d_backward(x, y, dy, kernel, stride, ceil_mode), x, True)
@@ -332,7 +327,7 @@ def lrn_backward(backend: Backend, x, y, dy, size: int = 5, alpha: float = 1e-4,
     """Gradient of :func:`lrn` on ``backend`` with respect to ``x``:
     :func:`alexnet_aa.reference.lrn_backward` (the transposed window)."""
     op = "lrn_backward"
-    _require_backward(backend, op)
+    require_training(backend, op)
     args = _lrn_args(backend, op, x, size, alpha, beta, k)
     _check_output(backend, op, tuple(x.shape), y=y, dy=dy)
     return _dx(backend, op, backend.lrn_backward(x, y, dy, *args), x, True)
@@ -367,7 +362,7 @@ def linear_backward(backend: Backend, x, w, y, dy, relu: bool = False, need_dx: 
     """Gradients of :func:`linear` on ``backend``: ``(dx or None, dw, db)``,
     :func:`alexnet_aa.reference.linear_backward`; ``dw`` in the backend's ``linear_weight_layout``."""
     op = "linear_backward"
-    _require_backward(backend, op)
+    require_training(backend, op)
     out = _linear_args(backend, op, x, w, None)
     relu, need_dx = _flag(relu, "relu", op), _flag(need_dx, "need_dx", op)
     _check_output(backend, op, out, y=y, dy=dy)
@@ -442,10 +437,17 @@ def dropout(backend: Backend, x, p: float, mask=None):
         raise ValueError(f"[dropout] p: expected a probability in [0, 1), got {p!r}")
     if mask is None:
         return x
-    check_array(backend, "dropout", "mask", mask, len(x.shape), f"{tuple(x.shape)} (x's)")
-    if tuple(mask.shape) != tuple(x.shape):
-        raise ValueError(f"[dropout] mask: expected x's shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+    _check_mask(backend, "dropout", mask, "x", x)
     return x * mask
+
+
+def _check_mask(backend: Backend, op: str, mask: Any, what: str, like: Any) -> None:
+    """``like`` (``x`` or ``dy``) and ``mask`` are arrays of the backend, and ``mask`` has ``like``'s shape."""
+    shape = tuple(getattr(like, "shape", ()))
+    check_array(backend, op, what, like, len(shape), f"{shape}")
+    check_array(backend, op, "mask", mask, len(shape), f"{shape} ({what}'s)")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"[{op}] mask: expected {what}'s shape {shape}, got {tuple(mask.shape)}")
 
 
 def softmax(backend: Backend, z):
@@ -458,14 +460,19 @@ def softmax(backend: Backend, z):
 
 
 def flatten_backward(backend: Backend, x, dy):
-    """Gradient of :func:`flatten`: ``dy`` reshaped to ``x``'s shape."""
-    check_activation(backend, "flatten_backward", "dy", dy, 2)
+    """Gradient of :func:`flatten`: ``dy`` ``(N, C·H·W)`` reshaped to ``x``'s shape."""
+    op = "flatten_backward"
+    check_activation(backend, op, "x", x, 4)
+    _check_output(backend, op, (int(x.shape[0]), math.prod(int(d) for d in x.shape[1:])), dy=dy)
     return backend.xp.reshape(dy, tuple(x.shape))
 
 
 def dropout_backward(backend: Backend, dy, mask):
     """Gradient of :func:`dropout`: ``dy · mask`` (``dy`` itself where the forward had no mask)."""
-    return dy if mask is None else dy * mask
+    if mask is None:
+        return dy
+    _check_mask(backend, "dropout_backward", mask, "dy", dy)
+    return dy * mask
 
 
 def check_labels(op: str, labels: Any, n: int, k: int) -> np.ndarray:

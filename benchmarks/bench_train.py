@@ -30,32 +30,45 @@ from report import best_of, emit, layer_table
 LR = 0.01
 
 
+def settle(backend):
+    """A function that returns once the arrays it is given are computed: MLX is lazy (``mx.eval``),
+    CuPy asynchronous (its stream), NumPy done already."""
+    if backend.name == "mlx":
+        import mlx.core as mx
+
+        return lambda arrays: mx.eval(*arrays)
+    if backend.name == "cupy":
+        import cupy
+
+        return lambda arrays: cupy.cuda.get_current_stream().synchronize()
+    return lambda arrays: None
+
+
 def ours(model: AlexNet, x, labels, seed: int):
-    """One step: forward, backward (every layer's twin), SGD in place on a copy of the backend's weights."""
+    """One step: forward, backward (every layer's twin), SGD in place on a copy of the backend's
+    weights. ``step.wait()`` returns once every updated weight is computed; with ``layer_ms`` each
+    layer's backward and update is waited for before its time is taken."""
     xp = model.backend.xp
+    wait = settle(model.backend)
     # a copy of each weight (the cupy backend's conv weights carry their Winograd transform: the array is .ihwo)
     weights = {name: xp.add(getattr(w, "ihwo", w), 0.0) for name, w in model.native_params.items()}
 
     def step(layer_ms: dict | None = None):
-        loss, steps = model.backward_steps(x, labels, seed)
+        loss, steps = model.backward_steps(x, labels, seed)  # the loss is a float: the forward has run
         start = time.perf_counter()
         for s in steps:
             for name, g in s.grads.items():  # NumPy and CuPy in place, no temporary (as torch.optim.SGD); MLX rebinds
                 g *= LR
                 weights[name] -= g
             if layer_ms is not None:
+                wait([weights[name] for name in s.grads] + ([s.dx] if s.dx is not None else []))
                 now = time.perf_counter()
                 layer_ms[s.layer.name] = (now - start) * 1e3
                 start = now
         return loss
 
-    step.weights = weights
+    step.wait = lambda: wait(list(weights.values()))
     return step
-
-
-def weights_of(step) -> dict:
-    """The weights a step of ours updates (reading one forces lazy and asynchronous backends to finish)."""
-    return step.weights
 
 
 def theirs(torch, arch, weights, x, labels, masks, device: str):
@@ -120,14 +133,14 @@ def main(argv=None) -> int:
         model = AlexNet(variant, args.backend, weights=weights)
         mine, peer = ours(model, x, labels, 1), theirs(torch, arch, weights, x, labels, masks, args.device)
         l_ours, l_torch = float(mine()), float(peer())  # the first step's loss: the same weights on both sides
-        t_ours = best_of(mine, args.repeats, lambda: model.backend.to_host(weights_of(mine)["fc8.bias"]))
+        t_ours = best_of(mine, args.repeats, mine.wait)
+        layer_ms: dict[str, float] = {}
+        mine(layer_ms)  # before PyTorch's timing: its threads spin for a while after each step
+        layer_tables.append((variant, layer_ms))
         t_torch = best_of(peer, args.repeats, sync)
         lines.append(f"| {variant} | {args.batch} | {args.batch / t_ours:,.1f} | {args.batch / t_torch:,.1f} | "
                      f"{t_torch / t_ours:.2f} | {l_ours:.4f} | {l_torch:.4f} |")
         print(lines[-1], flush=True)
-        layer_ms: dict[str, float] = {}
-        mine(layer_ms)
-        layer_tables.append((variant, layer_ms))
     lines.append("")
     for variant, layer_ms in layer_tables:
         lines += layer_table(f"{args.backend} backward per layer: {variant}, batch {args.batch} "

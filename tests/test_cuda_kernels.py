@@ -131,6 +131,20 @@ def test_every_name_expression_is_an_entry_point(nvcc_results, arch):
     assert per_file == entries
 
 
+def test_tile_tables_match_the_kernels_they_name():
+    """Every ConvTile's bm, bn, bk and thread count are the template arguments and launch bounds of the
+    entry point it names (the plans size grids and splits from the table, the kernels from the .cu)."""
+    entry = re.compile(r"__launch_bounds__\((\d+)[^)]*\)\s*(\w+)\([^)]*\)\s*\{\s*\w+<(\d+), (\d+), (\d+), (\d+), (\d+)")
+    found = {m.group(2): tuple(int(v) for v in m.group(1, 3, 4, 5, 6, 7))
+             for f in kernels.SOURCES for m in entry.finditer((PKG / f).read_text())}
+    tiles = [*kernels.CONV_TILES.values(), *kernels.WINOGRAD_TILES.values(), kernels.WINOGRAD_SCALAR_TILE,
+             *kernels.WEIGHT_GRAD_TILES.values()]
+    for t in tiles:
+        threads, bm, bn, bk, tm, tn = found[t.kernel]
+        assert (t.threads, t.bm, t.bn, t.bk) == (threads, bm, bn, bk), f"{t} disagrees with the .cu: {found[t.kernel]}"
+        assert (bm // tm) * (bn // tn) == threads, f"{t.kernel}: the micro-tiles do not make {threads} threads"
+
+
 def test_sources_have_no_system_headers():
     """The .cu files include only the package's own headers, and the module NVRTC gets includes nothing."""
     for f in (*kernels.SOURCES, *kernels.HEADERS):
@@ -554,44 +568,64 @@ def test_conv2d_backward_weight_kernel_on_cpu(emu, case, tile, splits):
     g = rng.standard_normal(oshape).astype(np.float32)
     cg, kh, kw, _ = w_ihwo.shape
     partial = np.full((splits, cg * kh * kw, o), np.nan, np.float32)  # every element must be written
-    _run(emu, kernels.plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups, tile=tile))
+    _run(emu, kernels.plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups,
+                                                  tile=kernels.WEIGHT_GRAD_TILES[tile]))
     dw = np.full(w_ihwo.shape, np.nan, np.float32)
     _run(emu, kernels.plan_weight_grad_reduce(partial, dw, sms=1))
     _, ref = _conv_backward_ref(x, w_oihw, g, stride, padding, groups)
     _assert_close(dw, ref.transpose(1, 2, 3, 0), f"conv2d_backward weight[{case}, {tile}, splits={splits}]", tol=2e-6)
     again = np.empty_like(dw)
-    _run(emu, kernels.plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups, tile=tile))
+    _run(emu, kernels.plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups,
+                                                  tile=kernels.WEIGHT_GRAD_TILES[tile]))
     _run(emu, kernels.plan_weight_grad_reduce(partial, again, sms=1))
     assert np.array_equal(again, dw), "the weight gradient must be the same bits on a rerun"
 
 
-@pytest.mark.parametrize("case", list(BACKWARD_CONVS))
-def test_conv2d_backward_data_on_cpu(emu, case):
-    """The input gradient: conv2d.cu's forward kernel on the dilated, padded gradient with the flipped,
-    group-transposed weights — the very helpers ``kernels.conv2d_backward`` calls with cupy, here with NumPy."""
-    n, c, h, w, o, k, stride, padding, groups = BACKWARD_CONVS[case]
-    rng = np.random.default_rng(7 + len(case))
-    x, w_oihw, _ = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
-    w_ihwo = np.ascontiguousarray(w_oihw.transpose(1, 2, 3, 0))
-    g = rng.standard_normal(kernels.conv2d_output_shape(x.shape, w_ihwo.shape, stride, padding)).astype(np.float32)
-    buf = kernels.dilated_output_grad(g, x.shape, w_ihwo.shape, stride, padding, np)
-    wt = kernels.transposed_conv_weight(w_ihwo, groups, np)
-    dx = np.full(kernels.conv2d_output_shape(buf.shape, wt.shape, (1, 1), (0, 0)), np.nan, np.float32)
-    assert dx.shape == x.shape
-    _run(emu, kernels.plan_conv2d(buf, wt, np.zeros(c, np.float32), dx, (1, 1), (0, 0), groups, False, sms=1))
-    ref, _ = _conv_backward_ref(x, w_oihw, g, stride, padding, groups)
-    _assert_close(dx, ref, f"conv2d_backward data[{case}]", tol=2e-6)
+@pytest.fixture
+def emulated_cupy(emu, monkeypatch):
+    """``kernels`` with NumPy standing in for cupy and the emulation for the launches (132 SMs, an H100's
+    count, so the weight gradient splits its reduction): the launch wrappers run as they do on a GPU."""
+    monkeypatch.setitem(sys.modules, "cupy", np)
+    monkeypatch.setattr(kernels, "device_facts", lambda device_id=None: {"sms": 132})
+    monkeypatch.setattr(kernels, "_run", lambda plan: _run(emu, plan))
+    return kernels
 
 
-@pytest.mark.parametrize("data", ["normal", "ties"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_backward_wrapper_on_cpu(emulated_cupy, relu):
+    """``kernels.conv2d_backward`` end to end: the ReLU mask, ``db``, the split-K weight gradient and its
+    reduction, and ``dx`` through :func:`kernels.conv2d` on the dilated gradient — Winograd for the 3x3
+    and 5x5 cases at stride 1, implicit GEMM otherwise, as on the GPU."""
+    from alexnet_aa import reference
+
+    algos = set()
+    for case, (n, c, h, w, o, k, stride, padding, groups) in BACKWARD_CONVS.items():
+        rng = np.random.default_rng(len(case) + relu)
+        x, w_oihw, _ = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+        w_ihwo = np.ascontiguousarray(w_oihw.transpose(1, 2, 3, 0))
+        x64, w64 = x.astype(np.float64), w_oihw.astype(np.float64)
+        y = reference.conv2d(x64, w64, None, stride, padding, groups, relu).astype(np.float32)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx, dw, db = emulated_cupy.conv2d_backward(x, w_ihwo, y, dy, stride, padding, groups, relu, True)
+        want = reference.conv2d_backward(x64, w64, y.astype(np.float64), dy.astype(np.float64), stride, padding, groups, relu, True)
+        for name, got, ref in (("dx", dx, want[0]), ("dw", dw, want[1].transpose(1, 2, 3, 0)), ("db", db, want[2])):
+            _assert_close(got, ref, f"conv2d_backward {name}[{case}, relu={relu}]", tol=2e-6)
+        algos.add(kernels.choose_conv_algo(kernels.transposed_conv_weight(w_ihwo, groups, np).shape, (1, 1)))
+    assert algos == {"gemm", "winograd"}, f"the cases must reach both dx paths, reached {algos}"
+
+
+@pytest.mark.parametrize("data", ["normal", "ties", "nan"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_max_pool2d_backward_kernel_on_cpu(emu, case, data):
-    """The gather: each window's gradient to its first maximum (row-major), ceil-mode windows clipped."""
+    """The gather: each window's gradient to its first maximum (row-major) — to its first NaN in a
+    window holding NaN — ceil-mode windows clipped."""
     from alexnet_aa import reference
 
     shape, kernel, stride, ceil_mode, _ = POOL_CASES[case]
     rng = np.random.default_rng(11)
-    x = (rng.standard_normal(shape) if data == "normal" else rng.integers(-1, 2, shape)).astype(np.float32)
+    x = (rng.integers(-1, 2, shape) if data == "ties" else rng.standard_normal(shape)).astype(np.float32)
+    if data == "nan":
+        x.flat[rng.choice(x.size, max(2, x.size // 50), replace=False)] = np.nan
     y = max_pool2d_ref(x, kernel, stride, ceil_mode)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = np.full(x.shape, np.nan, np.float32)
@@ -618,18 +652,26 @@ def test_lrn_backward_kernel_on_cpu(emu, size):
 @pytest.mark.parametrize("batch", [1, 128])
 @pytest.mark.parametrize("layer", ["paper-conv1", "paper-conv2", "tv-conv3"])
 def test_weight_grad_plan_covers_alexnet_layers(layer, batch):
-    """Grid and splits for the real layers: every (k, m) tile of every group and split has a block."""
+    """The real layers' weight-gradient launch: every (k, m) tile of every group has a block in every
+    split, the splits cover the reduction without an empty range, and a split pays off (two waves on an
+    H100's 132 SMs wanted, each range at least 64 slices)."""
     c, h, o, k, s, p, g = ALEXNET_CONVS[layer]
     x = np.empty((batch, c, h, h), np.float32)
     w_shape = (c // g, k, k, o)
     oshape = kernels.conv2d_output_shape(x.shape, w_shape, (s, s), (p, p))
-    cfg = kernels.choose_weight_grad_tile(c // g * k * k, o // g)
-    blocks = -(-(o // g) // cfg.bn) * -(-(c // g * k * k) // cfg.bm) * g
-    splits = kernels.weight_grad_splits(blocks, batch * oshape[2] * oshape[3], 8, 132)
-    plan = kernels.plan_conv2d_backward_weight(x, np.empty(oshape, np.float32), np.empty((splits, c // g * k * k, o), np.float32),
-                                               w_shape, (s, s), (p, p), g)
-    assert plan.grid[0] * cfg.bn >= o // g and plan.grid[1] * cfg.bm >= c // g * k * k and plan.grid[2] == g * splits
-    assert splits == 1 or batch * oshape[2] * oshape[3] // splits >= 64 * 8
+    kk, m, reduction = c // g * k * k, o // g, batch * oshape[2] * oshape[3]
+    tile, splits = kernels.weight_grad_split(kk, m, g, reduction, 132)
+    plan = kernels.plan_conv2d_backward_weight(x, np.empty(oshape, np.float32), np.empty((splits, kk, o), np.float32),
+                                               w_shape, (s, s), (p, p), g, tile=tile)
+    assert plan.kernel == tile.kernel and plan.block == (tile.threads, 1, 1)
+    assert plan.grid[0] * tile.bn >= m > (plan.grid[0] - 1) * tile.bn
+    assert plan.grid[1] * tile.bm >= kk > (plan.grid[1] - 1) * tile.bm
+    assert plan.grid[2] == g * splits
+    chunk = int(plan.args[-1])
+    assert chunk * splits >= reduction > chunk * (splits - 1), "a split with nothing to reduce, or rows left out"
+    assert splits == 1 or chunk >= 64 * tile.bk
+    if reduction >= 2 * 64 * tile.bk and plan.grid[0] * plan.grid[1] * g < 132:
+        assert splits > 1, "an under-filled GPU must split the reduction"
 
 
 # -- 3. plans without any device -----------------------------------------------------

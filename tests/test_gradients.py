@@ -231,14 +231,35 @@ def test_a_backward_with_the_wrong_shapes_is_refused():
         ops.conv2d_backward(be, x, w, y[:, :, :6], y, 1, 1)
 
 
+def test_the_light_backward_ops_check_their_arguments():
+    """flatten's and dropout's twins refuse what their forwards would: rows of another batch, another
+    feature count, a mask that would broadcast or of another dtype."""
+    be = ArrayAPIBackend()
+    x = be.asarray(np.ones((2, 3, 2, 2)))
+    with pytest.raises(ValueError, match=r"^\[flatten_backward\] dy: expected shape \(2, 12\) \(the forward's output "
+                                         r"for this x\), got \(4, 6\)$"):
+        ops.flatten_backward(be, x, be.asarray(np.ones((4, 6))))
+    with pytest.raises(ValueError, match=r"^\[flatten_backward\] dy: expected shape \(2, 12\).*got \(2, 11\)$"):
+        ops.flatten_backward(be, x, be.asarray(np.ones((2, 11))))
+    dy = be.asarray(np.ones((2, 8)))
+    for mask in (np.ones((1, 8)), np.ones(8)):
+        with pytest.raises(ValueError, match=r"^\[dropout_backward\] mask: expected (a rank-2 array \(2, 8\) \(dy's\)"
+                                             r"|dy's shape \(2, 8\)), got shape|got \(1, 8\)"):
+            ops.dropout_backward(be, dy, be.asarray(mask))
+    with pytest.raises(TypeError, match=r"^\[dropout_backward\] mask: expected dtype float32 \(the backend's\), got float64$"):
+        ops.dropout_backward(be, dy, be.xp.asarray(np.ones((2, 8))))
+    assert ops.dropout_backward(be, dy, None) is dy
+
+
 def test_the_metal_lrn_kernel_has_a_vjp(monkeypatch):
     """A ``mx.fast.metal_kernel`` has no VJP of its own: ``lrn_differentiable`` gives it the explicit
-    backward through ``mx.custom_function``. Metal is absent here, so the kernel's plain-``mx``
-    reference stands in for it; the wrapper and its VJP are what is checked."""
+    backward through ``mx.custom_function``. Metal is absent here, so a stand-in MLX cannot
+    differentiate either (the plain-``mx`` forward behind ``stop_gradient``) takes the kernel's
+    place; the gradient can only come from the wrapper's VJP."""
     mx = pytest.importorskip("mlx.core")
     from alexnet_aa_mlx import lrn_metal
 
-    monkeypatch.setattr(lrn_metal, "lrn", lrn_metal.lrn_composed)
+    monkeypatch.setattr(lrn_metal, "lrn", lambda x, *args: mx.stop_gradient(lrn_metal.lrn_composed(x, *args)))
     rng = np.random.default_rng(9)
     x, dy = rng.standard_normal((2, 3, 4, 6)) * 2, rng.standard_normal((2, 3, 4, 6))
     args = (4, 0.5, 0.75, 1.0)

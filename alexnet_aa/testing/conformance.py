@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from .. import layouts, ops
 from ..architecture import get_architecture
-from ..backend import BACKWARD_OPS, Backend, inference_only, missing_backward_ops, protocol_problems
+from ..backend import BACKWARD_OPS, Backend, UnsupportedError, protocol_problems, require_training
 from ..model import AlexNet
 from ..training import dropout_masks
 from ..weights import he_weights
@@ -52,6 +52,7 @@ __all__ = [
     "test_conv2d_backward",
     "test_conv2d_backward_shape_space",
     "test_max_pool2d_backward",
+    "test_max_pool2d_backward_nonfinite",
     "test_lrn_backward",
     "test_linear_backward",
     "test_network_gradients",
@@ -463,15 +464,9 @@ def run_backward(backend: Backend, op: str, x, params: dict, args: tuple, y, dy,
     return dx, dw, db
 
 
-def _trains(backend: Backend, what: str) -> None:
-    """An inference-only backend's gradient case stops here, before any work: a skip naming the missing ops."""
-    if missing_backward_ops(type(backend)):
-        raise inference_only(backend, what)
-
-
 def _backward_against_oracle(backend, record, rng, op, x, params, args, *, context, need_dx=True, noncontiguous=False):
     __tracebackhide__ = True
-    _trains(backend, f"{op}_backward")
+    require_training(backend, f"{op}_backward")
     y = run_op(oracle(), op, x.astype(np.float64), _f64(params), *args)  # the forward takes the same arguments
     dy = rng.standard_normal(y.shape)
     want = run_backward(oracle(), op, x.astype(np.float64), _f64(params), args, y, dy, need_dx)
@@ -502,8 +497,10 @@ def test_conv2d_backward(alexnet_backend, case_rng, conformance_record, case, re
 )
 def test_conv2d_backward_shape_space(alexnet_backend, conformance_record, n, cg, og, groups, h, w, kh, kw, s, p, seed):
     """Hypothesis over the backward's shape space: strides that leave rows unread, padding wider than the kernel."""
-    if missing_backward_ops(type(alexnet_backend)):  # a skip, not an error for Hypothesis to shrink
-        pytest.skip(str(inference_only(alexnet_backend, "conv2d_backward")))
+    try:
+        require_training(alexnet_backend, "conv2d_backward")
+    except UnsupportedError as exc:  # a skip, not an error for Hypothesis to shrink
+        pytest.skip(str(exc))
     if h + 2 * p[0] < kh or w + 2 * p[1] < kw:
         return
     if "groups" in alexnet_backend.unsupported:
@@ -519,20 +516,36 @@ def test_conv2d_backward_shape_space(alexnet_backend, conformance_record, n, cg,
 @pytest.mark.parametrize("case", list(POOL_CASES), ids=list(POOL_CASES))
 def test_max_pool2d_backward(alexnet_backend, case_rng, conformance_record, case, ceil_mode, data):
     """Each window's gradient goes to its first maximum (row-major): ``ties`` draws from {-1, 0, 1},
-    so most windows hold several."""
+    so most windows hold several (and comes as strided ``x`` and ``dy``)."""
     n, c, h, w, k, s = POOL_CASES[case]
     x = case_rng.standard_normal((n, c, h, w)) if data == "normal" else case_rng.integers(-1, 2, (n, c, h, w))
     _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "max_pool2d", _f32(x), {}, (k, s, ceil_mode),
+                             noncontiguous=data == "ties",
                              context=f"case={case} x={x.shape} kernel={k} stride={s} ceil_mode={ceil_mode} data={data}")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_max_pool2d_backward_nonfinite(alexnet_backend, case_rng, conformance_record, value):
+    """A window holding NaN has NaN as its maximum, and its gradient goes to the first NaN (the
+    first-occurrence argmax's rule, as for ties); ±inf is an ordinary maximum. Ceil-mode windows."""
+    x = case_rng.standard_normal((2, 3, 9, 9))
+    x.flat[[x.size // 2, (x.size // 2 + 1 + case_rng.integers(x.size - 1)) % x.size]] = value
+    x[1, 2, 4:6, 4:6] = value  # several in one window: only the first takes the gradient
+    _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "max_pool2d", _f32(x), {}, ((3, 3), (2, 2), True),
+                             context=f"x={x.shape} with elements {value}, kernel=3 stride=2 ceil_mode=True")
+
+
+@pytest.mark.parametrize("noncontiguous", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("case", list(LRN_CASES), ids=list(LRN_CASES))
-def test_lrn_backward(alexnet_backend, case_rng, conformance_record, case):
+def test_lrn_backward(alexnet_backend, case_rng, conformance_record, case, noncontiguous):
     """The transposed window (odd and even sizes, batch != channels, windows wider than the channels)."""
     n, c, h, w, size, alpha, beta, k = LRN_CASES[case]
     x = _f32(3.0 * case_rng.standard_normal((n, c, h, w)))
     _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "lrn", x, {}, (size, alpha, beta, k),
-                             context=f"case={case} x={x.shape} size={size} alpha={alpha} beta={beta} k={k}")
+                             noncontiguous=noncontiguous,
+                             context=f"case={case} x={x.shape} size={size} alpha={alpha} beta={beta} k={k} "
+                             f"noncontiguous={noncontiguous}")
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
@@ -542,7 +555,7 @@ def test_linear_backward(alexnet_backend, case_rng, conformance_record, case, re
     x = _f32(case_rng.standard_normal((n, fi)))
     params = {"w.weight": _f32(case_rng.standard_normal((fo, fi)) / np.sqrt(fi)), "w.bias": _f32(case_rng.standard_normal(fo))}
     _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "linear", x, params, (relu,),
-                             context=f"case={case} x={x.shape} w={(fo, fi)} relu={relu}")
+                             noncontiguous=relu, context=f"case={case} x={x.shape} w={(fo, fi)} relu={relu}")
 
 
 def _gradient_case(rng, case: str, batch: int):
@@ -566,7 +579,7 @@ def test_network_gradients(alexnet_backend, case_rng, conformance_record, case, 
     reference's backward of the same layer: ``dx`` and the weights' gradients, in the canonical
     layouts, with the host-drawn dropout masks — and the loss and its gradient on the backend's own
     logits (the logits themselves are ``test_network``'s)."""
-    _trains(alexnet_backend, "gradients")
+    require_training(alexnet_backend, "gradients")
     variant, weights, x, labels = _gradient_case(case_rng, case, 2)
     seed = int(case_rng.integers(2**31)) if dropout else None
     model, ref = AlexNet(variant, alexnet_backend, weights=weights), AlexNet(variant, oracle(), weights=weights)
@@ -604,7 +617,7 @@ def test_network_gradients(alexnet_backend, case_rng, conformance_record, case, 
 def test_network_gradients_float64(alexnet_backend_float64, case_rng, conformance_record, case):
     """End to end in float64, where no ReLU unit sits within rounding of zero: ``model.gradients``
     against the reference's, every tensor, dropout on."""
-    _trains(alexnet_backend_float64, "gradients")
+    require_training(alexnet_backend_float64, "gradients")
     variant, weights, x, labels = _gradient_case(case_rng, case, 2)
     seed = int(case_rng.integers(2**31))
     loss, grads = AlexNet(variant, alexnet_backend_float64, weights=weights).gradients(x, labels, seed)

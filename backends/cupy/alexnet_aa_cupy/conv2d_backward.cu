@@ -16,11 +16,12 @@
 //   determinism  no atomics: the reduction is cut into `splits` fixed, contiguous ranges of n (blockIdx.z =
 //                split * G + group); each block writes its own partial tile to partial_sko (splits, K, O), and
 //                conv2d_backward_weight_reduce adds the partials in split order. The same shapes give the same
-//                bits on every run.
+//                bits on every run on one GPU model (the split count depends on the SM count).
 //   tiling       gemm_tile.cuh's main loop (double-buffered shared memory, register micro-tiles); the loads
 //                here gather along the reduction: each warp row is one n, decomposed once per row and slice.
-//   index types  long long for image bases and the reduction index; int for offsets inside one image plane
-//                group (the launch wrapper checks C*H*W and O*OH*OW < 2^31).
+//   index types  long long for image bases and the reduction index n; int for offsets inside one image plane
+//                group and for positions inside one split's range (the launch wrapper checks C*H*W, O*OH*OW
+//                and the range length `chunk` < 2^31).
 //   accumulator  float32 (fused multiply-add) within a split; the partials added in float32, in split order.
 //   entry points extern "C", one per tile configuration plus the reduction (names in kernels.py:
 //                NAME_EXPRESSIONS); no system headers (NVRTC).

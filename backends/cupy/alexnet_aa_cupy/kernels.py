@@ -46,34 +46,36 @@ OPTIONS = ("-std=c++17",)
 
 @dataclass(frozen=True)
 class ConvTile:
-    """A compile-time tile configuration of ``conv2d.cu`` (one entry point each)."""
+    """A compile-time tile configuration of a GEMM kernel (one entry point each): ``gemm_tile.cuh``'s
+    block of ``bm × bn`` results, accumulated over slices of ``bk`` of the reduction."""
 
     kernel: str
-    bm: int  # output channels per block (GEMM M)
-    bn: int  # output pixels per block (GEMM N = batch*OH*OW)
+    bm: int  # the block's rows: output channels (conv2d, Winograd), k = in/groups·kh·kw (weight gradient)
+    bn: int  # the block's columns: output pixels N·OH·OW (conv2d), tiles (Winograd), out/groups (weight gradient)
     threads: int
+    bk: int  # the reduction slice per shared-memory stage (the template's BK)
 
 
 #: Tile configurations, largest first; see :func:`choose_conv_tile`.
 CONV_TILES = {
-    "128x128": ConvTile("conv2d_forward_128x128", 128, 128, 256),
-    "64x128": ConvTile("conv2d_forward_64x128", 64, 128, 128),
-    "64x64": ConvTile("conv2d_forward_64x64", 64, 64, 256),
+    "128x128": ConvTile("conv2d_forward_128x128", 128, 128, 256, 8),
+    "64x128": ConvTile("conv2d_forward_64x128", 64, 128, 128, 8),
+    "64x64": ConvTile("conv2d_forward_64x64", 64, 64, 256, 8),
 }
 
 #: Tile configurations of ``conv2d_winograd.cu``'s batched GEMM (same keys as :data:`CONV_TILES`).
 WINOGRAD_TILES = {
-    "128x128": ConvTile("conv2d_winograd_gemm_128x128", 128, 128, 256),
-    "64x128": ConvTile("conv2d_winograd_gemm_64x128", 64, 128, 128),
-    "64x64": ConvTile("conv2d_winograd_gemm_64x64", 64, 64, 256),
+    "128x128": ConvTile("conv2d_winograd_gemm_128x128", 128, 128, 256, 16),
+    "64x128": ConvTile("conv2d_winograd_gemm_64x128", 64, 128, 128, 16),
+    "64x64": ConvTile("conv2d_winograd_gemm_64x64", 64, 64, 256, 16),
 }
 #: The Winograd GEMM with scalar loads of U, for out/groups not a multiple of 4.
-WINOGRAD_SCALAR_TILE = ConvTile("conv2d_winograd_gemm_64x64_scalar", 64, 64, 256)
+WINOGRAD_SCALAR_TILE = ConvTile("conv2d_winograd_gemm_64x64_scalar", 64, 64, 256, 16)
 
 #: Tile configurations of ``conv2d_backward.cu``'s weight gradient (BM along k = in/groups·kh·kw, BN along out/groups).
 WEIGHT_GRAD_TILES = {
-    "128x128": ConvTile("conv2d_backward_weight_128x128", 128, 128, 256),
-    "64x64": ConvTile("conv2d_backward_weight_64x64", 64, 64, 256),
+    "128x128": ConvTile("conv2d_backward_weight_128x128", 128, 128, 256, 8),
+    "64x64": ConvTile("conv2d_backward_weight_64x64", 64, 64, 256, 8),
 }
 
 #: The conv2d algorithms :func:`conv2d` can run (``algo=``); see :func:`choose_conv_algo`.
@@ -476,34 +478,37 @@ def choose_weight_grad_tile(k: int, m: int) -> ConvTile:
     return WEIGHT_GRAD_TILES["128x128" if min(k, m) >= 128 else "64x64"]
 
 
-def weight_grad_splits(blocks: int, reduction: int, bk: int, sms: int) -> int:
-    """How many fixed ranges the weight gradient's reduction (N·OH·OW) is cut into: enough blocks for
-    two waves on ``sms`` multiprocessors, each range at least 64 slices of ``bk`` long. A function of
-    the shapes only, so a rerun gives the same bits."""
-    wanted = -(-2 * sms // max(1, blocks))
-    return max(1, min(wanted, reduction // (64 * bk)))
+def weight_grad_split(k: int, m: int, groups: int, reduction: int, sms: int,
+                      tile: str | None = None) -> tuple[ConvTile, int]:
+    """The weight gradient's tile (``tile``, a key of :data:`WEIGHT_GRAD_TILES`, or
+    :func:`choose_weight_grad_tile`) and how many fixed ranges its reduction (``N·OH·OW``) is cut into:
+    enough blocks for two waves on ``sms`` multiprocessors, each range at least 64 slices long. The
+    split depends on the shapes and the SM count only, so the same shapes give the same bits on every
+    run on one GPU model (another SM count may split, and so round, differently)."""
+    cfg = WEIGHT_GRAD_TILES[tile] if tile is not None else choose_weight_grad_tile(k, m)
+    blocks = -(-m // cfg.bn) * -(-k // cfg.bm) * groups
+    return cfg, max(1, min(-(-2 * sms // blocks), reduction // (64 * cfg.bk)))
 
 
-def plan_conv2d_backward_weight(x, g, partial_sko, w_shape, stride, padding, groups: int, *,
-                                tile: str | None = None) -> Launch:
-    """Plan ``conv2d_backward_weight_<tile>``: NCHW ``x`` and ``g`` (dy masked by the ReLU) → the
-    partial sums ``partial_sko`` (splits, in/groups·kh·kw, out) for an IHWO weight of ``w_shape``,
-    summed by :func:`plan_weight_grad_reduce`."""
+def plan_conv2d_backward_weight(x, g, partial_sko, w_shape, stride, padding, groups: int, *, tile: ConvTile) -> Launch:
+    """Plan ``tile``'s kernel (``conv2d_backward_weight_<tile>``): NCHW ``x`` and ``g`` (dy masked by
+    the ReLU) → the partial sums ``partial_sko`` (splits, in/groups·kh·kw, out) for an IHWO weight of
+    ``w_shape``, one range of the reduction per split, summed by :func:`plan_weight_grad_reduce`."""
     n, c, h, w_ = x.shape
     _, o, oh, ow = g.shape
     splits, k, _ = partial_sko.shape
     cg, kh, kw, _ = w_shape
     assert partial_sko.shape == (splits, cg * kh * kw, o), (partial_sko.shape, w_shape)
-    if max(c * h * w_, o * oh * ow) > _INT32_MAX:
-        raise ValueError(f"[conv2d_backward] maps too large for 32-bit offsets: C*H*W={c * h * w_}, O*OH*OW={o * oh * ow}")
-    cfg = WEIGHT_GRAD_TILES[tile] if tile is not None else choose_weight_grad_tile(k, o // groups)
     chunk = -(-(n * oh * ow) // splits)
-    grid = (-(-(o // groups) // cfg.bn), -(-k // cfg.bm), groups * splits)
+    if max(c * h * w_, o * oh * ow, chunk) > _INT32_MAX:
+        raise ValueError(f"[conv2d_backward] too large for 32-bit offsets: C*H*W={c * h * w_}, O*OH*OW={o * oh * ow}, "
+                         f"reduction range {chunk} (each must be < 2^31)")
+    grid = (-(-(o // groups) // tile.bn), -(-k // tile.bm), groups * splits)
     if grid[2] > 65535:
         raise ValueError(f"[conv2d_backward] groups x splits = {grid[2]} exceeds the grid's 65535 z-blocks")
     i32 = np.int32
     args = (x, g, partial_sko, *(i32(v) for v in (n, c, h, w_, o, oh, ow, kh, kw, *stride, *padding, groups)), np.int64(chunk))
-    return Launch(cfg.kernel, grid, (cfg.threads, 1, 1), args)
+    return Launch(tile.kernel, grid, (tile.threads, 1, 1), args)
 
 
 def plan_weight_grad_reduce(partial_sko, dw_ko, *, sms: int) -> Launch:
@@ -552,12 +557,10 @@ def conv2d_backward(x, w, y, dy, stride, padding, groups: int, relu: bool, need_
     db = cupy.sum(g, axis=(0, 2, 3), dtype=cupy.float32)
     sms = device_facts()["sms"]
     k = cg * kh * kw
-    cfg = choose_weight_grad_tile(k, o // groups)
-    blocks = -(-(o // groups) // cfg.bn) * -(-k // cfg.bm) * groups
-    splits = weight_grad_splits(blocks, n * g.shape[2] * g.shape[3], 8, sms)
+    tile, splits = weight_grad_split(k, o // groups, groups, n * g.shape[2] * g.shape[3], sms)
     partial = cupy.empty((splits, k, o), dtype=cupy.float32)
     dw = cupy.empty(w_ihwo.shape, dtype=cupy.float32)
-    _run(plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups))
+    _run(plan_conv2d_backward_weight(x, g, partial, w_ihwo.shape, stride, padding, groups, tile=tile))
     _run(plan_weight_grad_reduce(partial, dw, sms=sms))
     dx = None
     if need_dx:

@@ -31,6 +31,7 @@ fall back to :func:`lrn_composed` with a warning.
 from __future__ import annotations
 
 import threading
+import functools
 import warnings
 from typing import Any
 
@@ -109,9 +110,15 @@ def lrn_backward_composed(x_nhwc, y_nhwc, dy_nhwc, size: int, alpha: float, beta
 
 
 def lrn_differentiable(x_nhwc, size: int, alpha: float, beta: float, k: float):
-    """The Metal kernel (:func:`lrn`) as an MLX function ``mx.grad`` and ``mx.vjp`` can differentiate:
-    a ``mx.fast.metal_kernel`` has no VJP of its own, so this ``mx.custom_function`` gives it
-    :func:`lrn_backward_composed`."""
+    """The Metal kernel (:func:`lrn`) as an MLX function ``mx.grad`` and ``mx.vjp`` can differentiate
+    (what the backend's forward ``lrn`` runs under Metal, so a model built on it stays
+    differentiable by MLX's own autodiff): a ``mx.fast.metal_kernel`` has no VJP of its own, so an
+    ``mx.custom_function`` gives it :func:`lrn_backward_composed`; built once per set of arguments."""
+    return _differentiable_lrn(size, alpha, beta, k)(x_nhwc)
+
+
+@functools.lru_cache(maxsize=None)
+def _differentiable_lrn(size: int, alpha: float, beta: float, k: float):
     import mlx.core as mx
 
     @mx.custom_function
@@ -122,7 +129,7 @@ def lrn_differentiable(x_nhwc, size: int, alpha: float, beta: float, k: float):
     def backward(x, dy, y):  # one input: MLX passes the arrays themselves
         return (lrn_backward_composed(x, y, dy, size, alpha, beta, k),)
 
-    return forward(x_nhwc)
+    return forward
 
 
 def _kernel(dtype_name: str):

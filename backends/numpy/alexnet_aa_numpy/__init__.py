@@ -146,10 +146,13 @@ def _ceil_padded(x: np.ndarray, kernel, stride, ceil_mode: bool) -> np.ndarray:
     return padded
 
 
-def _window_sum(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``Σ a[:, c']`` over ``c' = c − lo … c + hi`` clipped to the channels (last axis), as shifted adds (a new array)."""
+def _window_sum(a: np.ndarray, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``Σ a[:, c']`` over ``c' = c − lo … c + hi`` clipped to the channels (last axis), as shifted
+    adds, into ``out`` (a new array without it)."""
     c = a.shape[-1]
-    t = a.copy()
+    t = a.copy() if out is None else out
+    if out is not None:
+        t[...] = a
     for d in range(1, min(lo, c - 1) + 1):  # channels below c
         t[:, d:] += a[:, :-d]
     for d in range(1, min(hi, c - 1) + 1):  # channels above c
@@ -274,11 +277,7 @@ class NumpyBackend(Backend):
                 xs = rows[r0 : r0 + block]
                 q, t = sq[: len(xs)], s[: len(xs)]
                 np.square(xs, out=q)
-                t[...] = q
-                for d in range(1, min(lo, c - 1) + 1):  # channels below c
-                    t[:, d:] += q[:, :-d]
-                for d in range(1, min(hi, c - 1) + 1):  # channels above c
-                    t[:, :-d] += q[:, d:]
+                _window_sum(q, lo, hi, out=t)
                 t *= alpha / size
                 t += k
                 if beta == 0.75:
@@ -393,9 +392,10 @@ class NumpyBackend(Backend):
 
     def max_pool2d_backward(self, x, y, dy, kernel, stride, ceil_mode):
         """NHWC. The forward's output ``y`` is each window's maximum, so the first tap (row-major)
-        whose strided view equals ``y`` there takes the window's gradient: per tap, one comparison,
-        the windows not yet taken, and one masked add into the tap's strided view of ``dx``; split
-        over images (windows overlap across rows, never across images)."""
+        whose strided view equals ``y`` there — or is NaN where ``y`` is, the maximum of a window
+        holding NaN — takes the window's gradient: per tap, one comparison, the windows not yet
+        taken, and one masked add into the tap's strided view of ``dx``; split over images (windows
+        overlap across rows, never across images)."""
         (kh, kw), (sh, sw) = kernel, stride
         n, h, w, c = x.shape
         ho, wo = dy.shape[1], dy.shape[2]
@@ -404,6 +404,8 @@ class NumpyBackend(Backend):
 
         def images(a: int, b: int) -> None:
             xs, ys, dys = xs_all[a:b], y[a:b], dy[a:b]
+            nan_max = np.isnan(ys)
+            nan_max = nan_max if nan_max.any() else None  # NaN never equals NaN: matched apart
             open_ = np.ones(ys.shape, dtype=bool)  # windows whose maximum has not been found yet
             hit = np.empty(ys.shape, dtype=bool)
             share = np.empty(ys.shape, dtype=self._np_dtype)
@@ -411,6 +413,8 @@ class NumpyBackend(Backend):
                 i, j = divmod(t, kw)
                 rows, cols = slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw)
                 np.equal(xs[:, rows, cols], ys, out=hit)
+                if nan_max is not None:
+                    hit |= np.isnan(xs[:, rows, cols]) & nan_max
                 np.logical_and(hit, open_, out=hit)
                 np.greater(open_, hit, out=open_)  # open and not hit
                 np.multiply(dys, hit, out=share)  # (a masked add, np.add(where=), is 4x slower on random masks)
