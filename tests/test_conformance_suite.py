@@ -111,6 +111,28 @@ def test_xfails_patterns_take_brackets_literally(tmp_path):
     assert re.findall(r"XFAIL \S*::test_lrn\[(\S+?)\]", out.stdout) == ["numpy-size4-even-strided"], out.stdout[-2000:]
 
 
+SEEDED = """
+    def test_draw(case_rng):
+        print("drawn", case_rng.standard_normal(3).tolist())
+"""
+
+
+def test_a_seed_reproduces_a_case_wherever_the_suite_lies(tmp_path):
+    """The per-case generator and the xfails patterns see the test id without the file's path: the same
+    ``--alexnet-seed`` draws the same data from another folder, and the file's name matches no pattern."""
+    draws = []
+    for folder in ("here", "elsewhere/deeper"):
+        where = tmp_path / folder
+        where.mkdir(parents=True)
+        xfails = where / "xfails.txt"
+        xfails.write_text("test_case.py  # the file's path is not part of the test id\n")
+        out = _pytest(where, SEEDED, "-s", "--alexnet-seed", "7", "--alexnet-xfails", str(xfails))
+        assert out.returncode == 0 and out.stdout.splitlines()[-1].startswith("1 passed"), out.stdout[-2000:]
+        assert "matches no test" in out.stdout + out.stderr
+        draws.append(re.search(r"drawn (\[.*?\])", out.stdout).group(1))
+    assert draws[0] == draws[1]
+
+
 NAN_POOL = """
     import numpy as np
     import pytest

@@ -102,19 +102,25 @@ def test_only_the_core_and_the_example_are_there(core_only_env, tmp_path):
     assert example.startswith("alexnet_aa_example NCHW")
 
 
+#: The run's seed: this test counts outcomes exactly, and a fresh seed can hide the example's known LRN gap
+#: (about one run in a hundred puts the second NaN of ``test_nonfinite[example-lrn-nan]`` in the window of
+#: every channel the first one's running sum spoils, so the case passes). Fresh data is the other runs' job.
+SEED = 20261202
+
+
 def test_example_backend_passes_the_conformance_suite(core_only_env, tmp_path):
     """The documented CI command, run from outside the repository (no project ini, no conftest)."""
     report = tmp_path / "conformance.json"
     result = _run(
         ["-m", "pytest", "--pyargs", "alexnet_aa.testing.conformance", "--alexnet-backend", "example",
          "--alexnet-report", str(report), "--junitxml", str(tmp_path / "junit.xml"), "-q", "-p", "no:cacheprovider",
-         "-rsx"],
+         "-rsxX", "--alexnet-seed", str(SEED)],
         core_only_env, tmp_path,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|xfailed|xpassed|skipped|errors?)\b", out.splitlines()[-1])}
-    assert counts.get("passed", 0) > 100 and set(counts) <= {"passed", "xfailed", "skipped"}, out.splitlines()[-1]
+    assert counts.get("passed", 0) > 100 and set(counts) <= {"passed", "xfailed", "skipped"}, out[-3000:]
     skips = Counter()
     for n, reason in re.findall(r"SKIPPED \[(\d+)\] \S+: (.*)", out):
         skips["even LRN" if "does not support an even window size" in reason else
@@ -128,7 +134,7 @@ def test_example_backend_passes_the_conformance_suite(core_only_env, tmp_path):
     assert "example lrn" in out and "example network" in out, "the suite's error table is missing"
 
     data = json.loads(report.read_text(encoding="utf-8"))
-    assert data["format"] == "alexnet_aa.conformance-report/1" and isinstance(data["seed"], int)
+    assert data["format"] == "alexnet_aa.conformance-report/1" and data["seed"] == SEED
     entry = data["backends"]["example"]
     assert entry["class"] == "alexnet_aa_example.ExampleBackend" and entry["linear_weight_layout"] == "IO"
     assert entry["unsupported"] == {"lrn_even_size": "its LRN window is symmetric (radius size // 2): odd sizes only"}

@@ -12,9 +12,10 @@ Options:
     the run's seed (default: drawn fresh, printed in the header).
 ``--alexnet-xfails FILE``
     expected failures, one per line: a pattern found anywhere in a test id
-    (``*`` matches anything; every other character, brackets included, only
-    itself), then ``#`` and the reason, which is required. Patterns that match
-    no test are reported as stale.
+    without its file's path, such as ``test_nonfinite[numpy-lrn-nan]`` (``*``
+    matches anything; every other character, brackets included, only itself),
+    then ``#`` and the reason, which is required. Patterns that match no test
+    are reported as stale.
 ``--alexnet-report PATH``
     write a JSON report: per backend and check, the cases run, the cases
     failed, the largest measured error and the tolerance; per backend, the
@@ -220,10 +221,17 @@ def alexnet_backend_float64(request):
     return _instance(request.param, float64=True)
 
 
+def case_id(item) -> str:
+    """A test's id without the path of its file (``test_lrn[numpy-size5]``): the same wherever the suite
+    is installed and whichever folder pytest runs from, so a seed reproduces a case on another machine
+    and an xfails pattern cannot match a folder's name."""
+    return item.nodeid.split("::", 1)[-1]
+
+
 @pytest.fixture
 def case_rng(request):
-    """A generator seeded by the run's seed and this test's id."""
-    return np.random.default_rng([_seed(request.config), zlib.crc32(request.node.nodeid.encode())])
+    """A generator seeded by the run's seed and this test's :func:`case_id`."""
+    return np.random.default_rng([_seed(request.config), zlib.crc32(case_id(request.node).encode())])
 
 
 @pytest.fixture
@@ -287,7 +295,7 @@ def pytest_collection_modifyitems(config, items):
             if scope is not None and scope != spec:
                 continue
             for entry in entries:
-                if xfail_pattern(entry[0]).search(item.nodeid):
+                if xfail_pattern(entry[0]).search(case_id(item)):
                     item.add_marker(pytest.mark.xfail(reason=entry[1], strict=False))
                     entry[2] += 1
     for file, scope, entries in files:
