@@ -5,7 +5,8 @@ Subcommands: ``summary`` (the layer table and its formulas), ``backends``
 timed), ``compare`` (every available backend against the float64
 reference, layer by layer), ``weights import`` / ``weights download``
 (other formats and published weights → canonical ``.safetensors``),
-``classify`` (top-k ImageNet classes of image files) and ``visualize``
+``classify`` (top-k ImageNet classes of image files), ``train`` (train or
+fine-tune on an image folder, :mod:`alexnet_aa.trainer`) and ``visualize``
 (conv1 filters and per-layer activation maps as PNG).
 """
 
@@ -290,6 +291,88 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """``alexnet-aa train``: :func:`alexnet_aa.trainer.train` with a progress bar on a terminal and one
+    line per epoch otherwise; Ctrl-C stops it with the last whole checkpoint in place."""
+    from .trainer import TrainConfig, format_record, train
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    bar = None
+    tty = sys.stderr.isatty() and not args.no_progress
+
+    def on_step(epoch, done, total, loss, acc, speed):
+        nonlocal bar
+        if not tty:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="img", desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"loss {loss:.4f} acc {acc:6.2%} {speed:.1f} img/s")
+
+    def on_epoch(record):
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(format_record(record, cfg.epochs), flush=True)
+
+    try:
+        history = train(cfg, resume=args.resume, on_step=on_step, on_epoch=on_epoch,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print(f"alexnet-aa train: interrupted; {cfg.out} holds the last whole epoch "
+              f"(continue with --resume {cfg.out})" if os.path.exists(cfg.out) else
+              "alexnet-aa train: interrupted before the first checkpoint", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    last = history[-1]
+    print(f"wrote {cfg.out} (epoch {last.epoch}), {cfg.metrics_path}, {cfg.plot_path}")
+    return 0
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune on a folder of images, one subfolder per class")
+    p.add_argument("data", metavar="DATA_DIR", help="folder with one subfolder of images per class (sorted names = classes)")
+    _add_variant(p)
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="train up to this epoch (default: 10)")
+    p.add_argument("--batch", type=_positive_int, default=32, help="images per step (default: 32; the paper: 128)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate ε (default: the paper's 0.01)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--bias-lr-mult", type=float, default=1.0, help="biases' lr multiplier (Caffe's AlexNet: 2)")
+    p.add_argument("--bias-decay-mult", type=float, default=1.0, help="biases' weight-decay multiplier (Caffe's AlexNet: 0)")
+    p.add_argument("--schedule", default="none",
+                   help="none, step:N (lr ÷10 every N epochs) or plateau[:P] (÷10 after P epochs without a lower "
+                   "validation error, at most 3 times: the paper's)")
+    p.add_argument("--weights", default=None, help="start from this weights file (any format `weights import` reads)")
+    p.add_argument("--init", choices=("paper", "he"), default="paper",
+                   help="without --weights: the paper's N(0, 0.01²) (default) or He's N(0, 2/fan_in)")
+    p.add_argument("--fresh-head", action="store_true", help="a new fc8 with one output per class folder")
+    p.add_argument("--freeze", metavar="LAYER", default=None, help="keep every tensor up to and including LAYER (e.g. fc7, conv5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the order, the augmentation, dropout and the init")
+    p.add_argument("--val-split", type=float, default=0.1, help="fraction of each class held out for validation (default: 0.1)")
+    p.add_argument("--augment", choices=("paper", "none"), default="paper",
+                   help="paper: random crops, flips, PCA colour noise (default); none: center crops")
+    p.add_argument("--lighting", choices=("data", "imagenet"), default=None,
+                   help="principal components of the colour noise (default: imagenet with --weights, else the data's)")
+    p.add_argument("--ten-crop", action="store_true", help="validate on the average of 10 crops, as the paper tests")
+    p.add_argument("--input-size", type=_positive_int, default=None, help="torchvision variant only: crop side (any >= 63)")
+    p.add_argument("--no-dropout", dest="dropout", action="store_false", help="train without dropout")
+    p.add_argument("--workers", type=_positive_int, default=2, help="image-decoding threads (default: 2)")
+    p.add_argument("--out", required=True, metavar="CKPT.safetensors", help="the checkpoint, rewritten after every epoch")
+    p.add_argument("--resume", metavar="CKPT", default=None, help="continue the run this checkpoint recorded up to --epochs")
+    p.add_argument("--metrics", default=None, help="JSON lines, one per epoch (default: beside --out, .metrics.jsonl)")
+    p.add_argument("--plot", default=None, help="PNG of loss and accuracy per epoch (default: beside --out, .png)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when stderr is not a TTY)")
+    p.set_defaults(func=cmd_train)
+
+
 def _add_weights_parsers(sub) -> None:
     p = sub.add_parser("weights", help="import other formats and download published weights (to .safetensors)")
     wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
@@ -357,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     _add_weights_parsers(sub)
+    _add_train_parser(sub)
 
     p = sub.add_parser("visualize", help="PNGs of conv1's filters and of every layer's activation maps")
     p.add_argument("--weights", help=".safetensors or .npz file (default: seeded random weights)")

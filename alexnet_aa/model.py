@@ -46,6 +46,10 @@ from .weights import (
 )
 
 
+class NonFiniteLossError(ValueError):
+    """The training forward's loss is NaN or infinite: no gradient is computed, no weight changed."""
+
+
 class BackwardStep(NamedTuple):
     """One layer of the backward pass, native arrays: its input ``x`` and output ``y`` as the training
     forward saw them, the loss's gradient ``dy`` with respect to ``y``, and what the layer's backward
@@ -86,7 +90,8 @@ class AlexNet:
         arrays. Checked against the variant: every missing, extra or
         misshapen tensor is reported in one :class:`~alexnet_aa.weights.WeightsError`.
     num_classes
-        fc8's width: by default the bundle's number of categories, else 1000.
+        fc8's width: by default the bundle's number of categories, else the
+        width of the weights' fc8 (a fine-tuned checkpoint's classes), else 1000.
     fresh_head
         Replace fc8 (whatever the weights hold there, if anything) by a fresh
         ``num_classes``-wide head with the paper's initialisation, seeded by
@@ -115,7 +120,9 @@ class AlexNet:
         given, metadata, source = _weights_source(weights, variant)
         if num_classes is None:
             bundle = weights if isinstance(weights, AlexNetWeights) and not fresh_head else None
-            num_classes = len(bundle.meta["categories"]) if bundle is not None else 1000
+            head = None if given is None or fresh_head else np.shape(given.get("fc8.bias", ()))
+            num_classes = (len(bundle.meta["categories"]) if bundle is not None
+                           else head[0] if head is not None and len(head) == 1 and head[0] >= 1 else 1000)
         self.arch = get_architecture(variant, num_classes)
         self.variant = variant
         self._state = self._checked(given, source, seed, fresh_head)
@@ -133,6 +140,10 @@ class AlexNet:
         self._native = self.backend.prepare(layouts.fc6_to_flatten_order(self._state, self.arch, self.backend.layout))
         self._flat_map = flattened_map_shape(self.arch)
         self._flat_layers = frozenset(flat_feature_layers(self.arch))
+        self._trained = False  # True once train_step has changed the native weights: _state is then stale
+        self._owns_native = False  # True once the native weights are the model's own plain arrays (native_tensors)
+        self.frozen: frozenset[str] = frozenset()
+        self._train_from = 0
 
     def _checked(self, given: dict[str, Any] | None, source: str, seed: int, fresh_head: bool) -> dict[str, Any]:
         if given is None:
@@ -163,7 +174,10 @@ class AlexNet:
         return dict(self._native)
 
     def state_dict(self) -> dict[str, Any]:
-        """Canonical float32 host arrays (copies), by canonical name."""
+        """Canonical float32 host arrays (copies), by canonical name: the trained weights after
+        :meth:`train_step` (brought back from the backend here, not after every step)."""
+        if self._trained:
+            self._state, self._trained = self.canonical_params(self._native), False
         return {name: value.copy() for name, value in self._state.items()}
 
     def __repr__(self) -> str:
@@ -248,13 +262,15 @@ class AlexNet:
         grads: dict[str, Any] = {}
         for step in steps:
             grads.update(step.grads)
-        return loss, self.canonical_grads(grads)
+        return loss, self.canonical_params(grads)
 
-    def backward_steps(self, x, labels, dropout_seed: int | None = None) -> tuple[float, Iterator[BackwardStep]]:
+    def backward_steps(self, x, labels, dropout_seed: int | None = None, *, down_to: int = 0) -> tuple[float, Iterator[BackwardStep]]:
         """``(loss, steps)``: the training forward, its loss, and an iterator over the backward pass,
         last layer first, one :class:`BackwardStep` per layer (what :meth:`gradients` sums up; the
         conformance suite checks each step). The forward keeps each layer's input and output, which
-        the backward twins need; conv1 computes no input gradient."""
+        the backward twins need; conv1 computes no input gradient. With ``down_to=i`` the backward
+        stops at layer ``i`` of the table, which computes no input gradient either (what a model
+        frozen below layer ``i`` needs)."""
         require_training(self.backend, "gradients")
         h = self._native_input(x)
         n = int(x.shape[0])
@@ -269,12 +285,12 @@ class AlexNet:
             h = y
         loss, dz = ops.softmax_cross_entropy(self.backend, h, host_labels)
         if not math.isfinite(loss):
-            raise ValueError(f"[gradients] loss: expected a finite value, got {loss} (NaN or infinite inputs or weights?)")
+            raise NonFiniteLossError(f"[gradients] loss: expected a finite value, got {loss} (NaN or infinite inputs or weights?)")
 
         def steps(d) -> Iterator[BackwardStep]:
-            for index in reversed(range(len(saved))):
+            for index in reversed(range(down_to, len(saved))):
                 layer, layer_in, layer_out = saved[index]
-                dx, grads = layer.backward(self.ops, arrays, layer_in, layer_out, d, need_dx=index > 0)
+                dx, grads = layer.backward(self.ops, arrays, layer_in, layer_out, d, need_dx=index > down_to)
                 yield BackwardStep(layer, layer_in, layer_out, d, dx, grads)
                 d = dx
 
@@ -286,14 +302,61 @@ class AlexNet:
             mask = np.ascontiguousarray(layouts.flat_to_layout(mask, self._flat_map, self.backend.layout, compat_numpy))
         return self.backend.asarray(mask)
 
-    def canonical_grads(self, grads: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Native weight gradients (some or all, by canonical name) → canonical float32 host arrays:
-        the inverse of how the weights were prepared (:mod:`alexnet_aa.layouts`)."""
+    def canonical_params(self, tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Native tensors shaped as the weights (the weights themselves, their gradients, the
+        optimizer's velocity; some or all, by canonical name) → canonical float32 host arrays: the
+        inverse of how the weights were prepared (:mod:`alexnet_aa.layouts`)."""
         be = self.backend
-        host = {name: np.asarray(be.to_host(g)) for name, g in grads.items()}
+        host = {name: np.asarray(be.to_host(t)) for name, t in tensors.items()}
         host = layouts.weights_from(host, be.conv_weight_layout, be.linear_weight_layout)
         host = layouts.fc6_from_flatten_order(host, self.arch, be.layout)
         return {name: host[name].astype(np.float32) for name in self._state if name in host}
+
+    def native_tensors(self, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Canonical host tensors shaped as the weights → plain native arrays in the backend's
+        layouts (the base :meth:`Backend.prepare <alexnet_aa.backend.Backend.prepare>` conversion,
+        without what a backend's own ``prepare`` adds for inference): what :class:`~alexnet_aa.training.SGD`
+        updates."""
+        return Backend.prepare(self.backend, layouts.fc6_to_flatten_order(dict(tensors), self.arch, self.backend.layout))
+
+    # -- training steps ---------------------------------------------------------------------
+
+    def freeze(self, up_to: str | None) -> None:
+        """Keep every weight of the layers up to and including ``up_to`` (a layer of the table with
+        weights: ``conv5``, ``fc7``, …) unchanged by :meth:`train_step`, whose backward pass then
+        stops above them; ``None`` trains every layer again."""
+        names = [layer.name for layer in self.arch.layers]
+        weighted = [layer.name for layer in self.arch.weighted_layers]
+        if up_to is None:
+            self.frozen, self._train_from = frozenset(), 0
+            return
+        if up_to not in weighted:
+            raise ValueError(f"[freeze] layer: expected one of {', '.join(weighted)} (the {self.variant} "
+                             f"variant's layers with weights), got {up_to!r}")
+        if up_to == weighted[-1]:
+            raise ValueError(f"[freeze] layer: freezing {up_to} leaves nothing to train (freeze {weighted[-2]} at most)")
+        upto = names.index(up_to)
+        self.frozen = frozenset(n for layer in self.arch.layers[: upto + 1] for n in layer.param_shapes())
+        self._train_from = upto + 1
+
+    def train_step(self, x, labels, opt, dropout_seed: int | None = None, *, outputs: bool = False):
+        """One training step in place: the gradients of :meth:`gradients`, then ``opt.step``
+        (:class:`~alexnet_aa.training.SGD`) on the backend's own arrays for every weight not
+        :meth:`frozen <freeze>`. Returns the batch's loss (a float) before the step; with
+        ``outputs=True``, ``(loss, logits)``, the training forward's logits on the backend.
+        :meth:`state_dict` then gives the trained weights."""
+        if not self._owns_native:  # copies: the update writes into them
+            self._native = self.native_tensors({name: value.copy() for name, value in self._state.items()})
+            self._owns_native = True
+        loss, steps = self.backward_steps(x, labels, dropout_seed, down_to=self._train_from)
+        grads: dict[str, Any] = {}
+        logits = None
+        for step in steps:
+            logits = step.y if logits is None else logits
+            grads.update((name, g) for name, g in step.grads.items() if name not in self.frozen)
+        self._native.update(opt.step(self._native, grads))
+        self._trained = True
+        return (loss, logits) if outputs else loss
 
     def predict(self, x, top: int = 5) -> Prediction:
         """Top-``top`` classes and their softmax probabilities (:func:`alexnet_aa.ops.softmax`), as NumPy arrays."""

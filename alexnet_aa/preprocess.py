@@ -119,10 +119,12 @@ class Preprocess:
 
     # -- applying it --------------------------------------------------------------------
 
-    def resized(self, img):
-        """The image after steps 1–2 (resize and center crop), still a ``PIL.Image``."""
+    def scaled(self, img):
+        """The image after step 1 (resize), still a ``PIL.Image``: what training crops at random."""
         from PIL import Image
 
+        if getattr(img, "mode", None) != "RGB":
+            raise TypeError(f"[Preprocess] expected an RGB PIL image (use load_image), got {getattr(img, 'mode', type(img).__name__)!r}")
         resample = getattr(Image.Resampling, self.interpolation.upper())
         w, h = img.size
         if self.resize == "square":
@@ -131,17 +133,22 @@ class Preprocess:
             size = (self.resize_size, int(self.resize_size * h / w))
         else:
             size = (int(self.resize_size * w / h), self.resize_size)
-        if size != (w, h):
-            img = img.resize(size, resample)
+        return img.resize(size, resample) if size != (w, h) else img
+
+    def resized(self, img):
+        """The image after steps 1–2 (resize and center crop), still a ``PIL.Image``."""
+        img = self.scaled(img)
         w, h = img.size
         top, left = int(round((h - self.crop_size) / 2.0)), int(round((w - self.crop_size) / 2.0))
         return img.crop((left, top, left + self.crop_size, top + self.crop_size))
 
     def __call__(self, img) -> np.ndarray:
         """``(3, crop_size, crop_size)`` float32 for an RGB ``PIL.Image`` (see :func:`load_image`)."""
-        if getattr(img, "mode", None) != "RGB":
-            raise TypeError(f"[Preprocess] expected an RGB PIL image (use load_image), got {getattr(img, 'mode', type(img).__name__)!r}")
-        x = np.asarray(self.resized(img), dtype=np.float32)  # (H, W, 3) RGB, 0..255
+        return self.normalize(np.asarray(self.resized(img), dtype=np.float32))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Steps 3–4 on an ``(H, W, 3)`` RGB array of 0..255 values: ``(3, H, W)`` float32."""
+        x = np.asarray(x, dtype=np.float32)
         if self.channels == "BGR":
             x = x[..., ::-1]
         if self.value_range != 255:

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import ops
 from .architecture import Architecture, get_architecture, layer_infos
+from .files import atomic_write
 from .model import AlexNet
 
 #: The colour of the gaps between tiles.
@@ -188,3 +189,33 @@ def visualize(out_dir: str | Path, *, variant: str = "paper", weights=None, imag
             written[name] = save_png(activation_grid(maps), out / f"activations_{name}.png")
     probs = np.asarray(model.backend.to_host(ops.softmax(model.backend, outputs[arch.layers[-1].name])))[0]
     return Pictures(written, [(int(i), float(probs[i])) for i in np.argsort(-probs, kind="stable")[:5]])
+
+
+def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> Path:
+    """A PNG of a training run: loss (left) and accuracy (right) per epoch, training and validation
+    (the records of :mod:`alexnet_aa.trainer`'s metrics file). Needs matplotlib (``alexnet-aa[train]``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(9, 3.6), dpi=110, layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for ax, key, label in ((loss_ax, "loss", "cross-entropy"), (acc_ax, "accuracy", "top-1 accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="training")
+        val = [(e, r[f"val_{key}"]) for e, r in zip(epochs, history) if r[f"val_{key}"] is not None]
+        if val:
+            ax.plot(*zip(*val), "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    acc_ax.set_ylim(0, 1)
+    if title:
+        fig.suptitle(title)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
+    return Path(path)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .architecture import VARIANTS, Architecture, get_architecture, param_shapes
 from .arrays import to_numpy
+from .files import atomic_write
 
 #: safetensors ``__metadata__`` key holding the variant the weights were made for.
 VARIANT_KEY = "alexnet_aa.variant"
@@ -35,6 +36,9 @@ PREPROCESS_KEY = "alexnet_aa.preprocess"
 CATEGORIES_KEY = "alexnet_aa.categories"
 #: ... holding the SHA-256 of the file the weights were imported from.
 SOURCE_SHA256_KEY = "alexnet_aa.source_sha256"
+#: Tensor names of a training checkpoint's optimizer state (``velocity.conv1.weight``, …): a
+#: checkpoint is a weights file whose readers skip these (:func:`read_weights_file`).
+VELOCITY_PREFIX = "velocity."
 
 
 class WeightsError(ValueError):
@@ -167,9 +171,9 @@ _MAX_HEADER = 100 * 1024 * 1024
 def save_weights(path: str | os.PathLike, params: Mapping[str, object], metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``params`` to ``path``: ``.safetensors`` (with string ``metadata``) or ``.npz``.
 
-    The file is written to ``<path>.partial`` and renamed, so a crash never
-    leaves a half-written file under ``path``; a failed write removes the
-    partial file.
+    Written through :func:`~alexnet_aa.files.atomic_write`: a crash never leaves
+    a half-written file under ``path``, two writers never share one temporary
+    file, and a failed write removes its own.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -178,17 +182,11 @@ def save_weights(path: str | os.PathLike, params: Mapping[str, object], metadata
     if metadata and suffix == ".npz":
         raise ValueError("metadata can only be stored in .safetensors files")
     arrays = {name: np.ascontiguousarray(to_numpy(v)) for name, v in params.items()}
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with open(tmp, "wb") as f:
-            if suffix == ".npz":
-                np.savez(f, **arrays)
-            else:
-                _write_safetensors(f, arrays, metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        if suffix == ".npz":
+            np.savez(f, **arrays)
+        else:
+            _write_safetensors(f, arrays, metadata)
     return path
 
 
@@ -266,14 +264,19 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise WeightsFileError(f"{path}: not a readable .npz file: {exc}") from exc
 
 
-def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """``(tensors, metadata)`` of a ``.safetensors`` or ``.npz`` file, not yet validated."""
+def read_weights_file(path: str | os.PathLike, *, optimizer_state: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(tensors, metadata)`` of a ``.safetensors`` or ``.npz`` file, not yet validated. A training
+    checkpoint's optimizer state (names starting :data:`VELOCITY_PREFIX`) is left out unless
+    ``optimizer_state``."""
     path = Path(path)
     if not path.is_file():
         raise WeightsFileError(f"weights file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return _read_safetensors(path)
+        tensors, metadata = _read_safetensors(path)
+        if not optimizer_state:
+            tensors = {name: t for name, t in tensors.items() if not name.startswith(VELOCITY_PREFIX)}
+        return tensors, metadata
     if suffix == ".npz":
         return _read_npz(path), {}
     raise WeightsFileError(

@@ -159,11 +159,11 @@ def test_nan_weights_refused():
         AlexNet("torchvision", "numpy", weights=w)
 
 
-def test_other_head_needs_num_classes_or_fresh_head():
+def test_the_head_width_comes_from_the_weights_unless_given():
     w = he_weights(get_architecture("torchvision", num_classes=10), 0)
+    assert AlexNet("torchvision", "numpy", weights=w).arch.num_classes == 10  # a fine-tuned checkpoint's classes
     with pytest.raises(WeightsError, match="num_classes=10"):
-        AlexNet("torchvision", "numpy", weights=w)
-    assert AlexNet("torchvision", "numpy", weights=w, num_classes=10).arch.num_classes == 10
+        AlexNet("torchvision", "numpy", weights=w, num_classes=1000)
     fresh = AlexNet("torchvision", "numpy", weights=w, fresh_head=True)
     assert fresh.state_dict()["fc8.weight"].shape == (1000, 4096)
     assert np.array_equal(fresh.state_dict()["fc7.weight"], w["fc7.weight"])

@@ -30,7 +30,7 @@ from .. import layouts, ops
 from ..architecture import get_architecture
 from ..backend import BACKWARD_OPS, Backend, UnsupportedError, protocol_problems, require_training
 from ..model import AlexNet
-from ..training import dropout_masks
+from ..training import SGD, dropout_masks
 from ..weights import he_weights
 from .compare import ConformanceError, assert_conforms, oracle, relative_error, tolerance
 
@@ -57,6 +57,7 @@ __all__ = [
     "test_linear_backward",
     "test_network_gradients",
     "test_network_gradients_float64",
+    "test_sgd_steps",
 ]
 
 # -- running one op on a backend from canonical host data --------------------------
@@ -609,7 +610,7 @@ def test_network_gradients(alexnet_backend, case_rng, conformance_record, case, 
         if index:
             _check(alexnet_backend, conformance_record, "network_gradients", host(before, step.dx), np.asarray(want_dx),
                    f"{context} dx")
-        for name, grad in model.canonical_grads(step.grads).items():
+        for name, grad in model.canonical_params(step.grads).items():
             _check(alexnet_backend, conformance_record, "network_gradients", grad, np.asarray(want[name]), f"{context} {name}")
 
 
@@ -626,3 +627,35 @@ def test_network_gradients_float64(alexnet_backend_float64, case_rng, conformanc
            f"case={case} loss", tol_check="network")
     for name, grad in grads.items():
         _check(alexnet_backend_float64, conformance_record, "network_gradients", grad, ref_grads[name], f"case={case} {name}")
+
+
+def test_sgd_steps(alexnet_backend, case_rng, conformance_record):
+    """Two ``model.train_step`` calls against the paper's rule computed on the host in float64 from
+    the gradients the backend gives (``model.gradients`` at the weights before each step):
+    :math:`v \\leftarrow \\mu v - \\lambda\\varepsilon w - \\varepsilon g,\\ w \\leftarrow w + v`,
+    with Caffe's bias multipliers (lr ×2, no decay) and a weight decay large enough to matter; the
+    update runs on the backend's own arrays. The second step checks the momentum. Frozen layers
+    (``model.freeze``) keep their bits."""
+    require_training(alexnet_backend, "gradients")
+    variant, weights, x, labels = _gradient_case(case_rng, "torchvision-100", 2)
+    lr, momentum, decay = 1e-3, 0.9, 0.05
+    model = AlexNet(variant, alexnet_backend, weights=weights)
+    model.freeze("conv1")
+    opt = SGD(lr, momentum, decay, bias_lr_mult=2.0, bias_decay_mult=0.0)
+    before = {name: w.astype(np.float64) for name, w in weights.items()}
+    velocity = dict.fromkeys(weights, 0.0)
+    for step in (1, 2):
+        seed = int(case_rng.integers(2**31))
+        _, grads = model.gradients(x, labels, seed)
+        model.train_step(x, labels, opt, seed)
+        after = model.state_dict()
+        for name in weights:
+            if name.startswith("conv1."):
+                assert np.array_equal(after[name], weights[name]), f"{name} is frozen but changed in step {step}"
+                continue
+            bias = name.endswith(".bias")
+            rate, rate_decay = lr * (2.0 if bias else 1.0), 0.0 if bias else decay
+            velocity[name] = momentum * velocity[name] - rate_decay * rate * before[name] - rate * grads[name]
+            _check(alexnet_backend, conformance_record, "sgd", after[name] - before[name], velocity[name],
+                   f"step={step} {name} (lr={lr}, momentum={momentum}, weight_decay={decay}, bias multipliers 2 and 0)")
+        before = {name: w.astype(np.float64) for name, w in after.items()}

@@ -1,0 +1,337 @@
+"""Whole training runs: an image folder in, a checkpoint per epoch out (what ``alexnet-aa train`` runs).
+
+:func:`train` puts together :mod:`alexnet_aa.data` (the folder, the split, the
+augmentation, the background loader), :meth:`AlexNet.train_step
+<alexnet_aa.model.AlexNet.train_step>` with :class:`~alexnet_aa.training.SGD`
+and a :class:`~alexnet_aa.training.Schedule`, and after every epoch writes the
+checkpoint (atomically), the metrics (JSON lines) and the plot. Every random
+draw is keyed by the run's seed and its place (epoch, step, image), so a run
+resumed from the checkpoint of epoch *k* computes what the uninterrupted run
+computed after epoch *k*: on a deterministic backend, the same bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .architecture import VARIANTS, get_architecture
+from .files import atomic_write
+from .data import IMAGENET_EIGVAL, IMAGENET_EIGVEC, Augment, ImageFolder, batches, pca_lighting
+from .model import AlexNet, NonFiniteLossError
+from .preprocess import Preprocess, default_preprocess
+from .training import SGD, NonFiniteWeightsError, Schedule, load_checkpoint, save_checkpoint, step_seed
+from .weights import CATEGORIES_KEY, PREPROCESS_KEY, he_weights
+
+
+class TrainingError(ValueError):
+    """A run that cannot start or go on: the message says why, and where the last good checkpoint is."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on (the CLI's options). ``weights``: a file to start from (any format
+    :func:`alexnet_aa.importers.read_any` reads); ``None`` starts from ``init`` (``"paper"``: N(0, 0.01²)
+    and the paper's biases; ``"he"``: N(0, 2/fan_in)). ``freeze``: keep the layers up to and including
+    this one. ``lighting``: the colour noise's principal components, ``"data"`` (of the training set)
+    or ``"imagenet"``; ``None`` picks ``"imagenet"`` when fine-tuning from ``weights``, else ``"data"``.
+    ``input_size``: the crop side for the torchvision variant (any ≥ 63; resized to 8/7 of it first)."""
+
+    data: str
+    out: str
+    variant: str = "paper"
+    backend: str = "numpy"
+    epochs: int = 1
+    batch: int = 32
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    bias_lr_mult: float = 1.0
+    bias_decay_mult: float = 1.0
+    schedule: str = "none"
+    weights: str | None = None
+    init: str = "paper"
+    fresh_head: bool = False
+    freeze: str | None = None
+    seed: int = 0
+    val_split: float = 0.1
+    augment: str = "paper"
+    lighting: str | None = None
+    ten_crop: bool = False
+    input_size: int | None = None
+    dropout: bool = True
+    workers: int = 2
+    metrics: str | None = None
+    plot: str | None = None
+
+    #: What a resumed run takes from its checkpoint rather than from the command line.
+    RESUMED = ("variant", "batch", "momentum", "weight_decay", "bias_lr_mult", "bias_decay_mult", "freeze", "seed",
+               "val_split", "augment", "ten_crop", "dropout")
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.metrics) if self.metrics else Path(self.out).with_suffix(".metrics.jsonl")
+
+    @property
+    def plot_path(self) -> Path:
+        return Path(self.plot) if self.plot else Path(self.out).with_suffix(".png")
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's line of the metrics file."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    images: int
+    skipped: int
+    seconds: float
+    images_per_second: float
+
+
+#: ``on_step(epoch, images_done, images_total, mean_loss, accuracy, images_per_second)``
+StepCallback = Callable[[int, int, int, float, float, float], None]
+
+
+def train(cfg: TrainConfig, *, resume: str | None = None, on_step: StepCallback | None = None,
+          on_epoch: Callable[[EpochRecord], None] | None = None, log: Callable[[str], None] = print) -> list[EpochRecord]:
+    """Run ``cfg`` (from ``resume``'s checkpoint, if given) to ``cfg.epochs``; return every epoch's record.
+
+    Errors before the first step (the data, the weights, the options) and a non-finite loss are a
+    :class:`TrainingError`; ``KeyboardInterrupt`` propagates with the last checkpoint intact."""
+    run = _Run(cfg, resume, log)
+    for epoch in range(run.epoch + 1, cfg.epochs + 1):
+        record = run.epoch_pass(epoch, on_step)
+        run.history.append(record)
+        run.save(epoch)
+        if on_epoch is not None:
+            on_epoch(record)
+    return run.history
+
+
+class _Run:
+    """The state of one run between epochs: model, optimizer, schedule, data, history."""
+
+    def __init__(self, cfg: TrainConfig, resume: str | None, log: Callable[[str], None]) -> None:
+        self.log = log
+        folder = ImageFolder(Path(cfg.data))
+        ckpt = load_checkpoint(resume) if resume else None
+        if ckpt is not None:
+            recorded = ckpt.state["config"]
+            if recorded["variant"] != cfg.variant:
+                raise TrainingError(f"--resume {resume}: the checkpoint holds a {recorded['variant']!r} model, "
+                                    f"not {cfg.variant!r}")
+            cfg = dataclasses.replace(cfg, **{k: recorded[k] for k in TrainConfig.RESUMED})
+            recorded_classes = json.loads(ckpt.metadata.get(CATEGORIES_KEY, "[]"))
+            if recorded_classes != list(folder.classes):
+                raise TrainingError(f"--resume {resume}: its classes {recorded_classes} are not the classes of "
+                                    f"{cfg.data} {list(folder.classes)}")
+        self.cfg = cfg
+        if Path(cfg.out).suffix.lower() != ".safetensors":
+            raise TrainingError(f"--out: expected a .safetensors path (the checkpoint), got {cfg.out}")
+        for path in (Path(cfg.out), cfg.metrics_path, cfg.plot_path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if cfg.epochs < 1 or cfg.batch < 1:
+            raise TrainingError(f"epochs and batch must be positive, got {cfg.epochs} and {cfg.batch}")
+        if cfg.variant not in VARIANTS:
+            raise TrainingError(f"unknown variant {cfg.variant!r}: expected one of {', '.join(VARIANTS)}")
+        self.classes = folder.classes
+        self.train_set, self.val_set = folder.split(cfg.val_split, cfg.seed)
+        self.schedule = Schedule.from_json(ckpt.state["schedule"]) if ckpt else Schedule.parse(cfg.schedule)
+        if self.schedule.kind == "plateau" and not self.val_set:
+            raise TrainingError("--schedule plateau drops the learning rate when the validation error stops "
+                                "improving: it needs --val-split > 0")
+        self.model, metadata = self._model(cfg, ckpt, len(folder.classes))
+        self.model.categories = list(folder.classes)
+        self.preprocess = self.model.preprocess = self._preprocess(cfg, ckpt, metadata)
+        self.model.freeze(cfg.freeze)
+        self.opt = SGD(ckpt.state["lr"] if ckpt else cfg.lr, cfg.momentum, cfg.weight_decay,
+                       bias_lr_mult=cfg.bias_lr_mult, bias_decay_mult=cfg.bias_decay_mult)
+        if ckpt is not None:
+            self.opt.velocity = self.model.native_tensors(ckpt.velocity)
+        self.lighting = self._lighting(cfg, ckpt)
+        self.augment = Augment(cfg.augment, self.lighting)
+        self.epoch = ckpt.state["epoch"] if ckpt else 0
+        if ckpt is not None and self.epoch >= cfg.epochs:
+            raise TrainingError(f"--resume {resume} holds epoch {self.epoch} already: ask for --epochs > {self.epoch}")
+        self.history = [EpochRecord(**r) for r in ckpt.state["history"]] if ckpt else []
+        self.saved_epoch = self.epoch if ckpt else None
+        self._check_plot()
+        log(self._describe(resume))
+
+    # -- setting up ------------------------------------------------------------------------
+
+    def _model(self, cfg: TrainConfig, ckpt, num_classes: int) -> tuple[AlexNet, dict[str, str]]:
+        if ckpt is not None:
+            heads = ckpt.weights["fc8.bias"].shape[0]
+            if heads != num_classes:
+                raise TrainingError(f"the checkpoint's head has {heads} classes, the data {num_classes}")
+            return AlexNet(cfg.variant, cfg.backend, weights=ckpt.weights, num_classes=num_classes), ckpt.metadata
+        if cfg.weights is None:
+            if cfg.init not in ("paper", "he"):
+                raise TrainingError(f"--init: expected 'paper' or 'he', got {cfg.init!r}")
+            weights = None if cfg.init == "paper" else he_weights(get_architecture(cfg.variant, num_classes), cfg.seed)
+            return AlexNet(cfg.variant, cfg.backend, weights=weights, seed=cfg.seed, num_classes=num_classes), {}
+        from .importers import read_any
+
+        imported = read_any(cfg.weights, cfg.variant)
+        heads = imported.params["fc8.bias"].shape[0]
+        if heads != num_classes and not cfg.fresh_head:
+            raise TrainingError(f"{cfg.weights} has a {heads}-class head and {cfg.data} {num_classes} classes: "
+                                "add --fresh-head to start fc8 afresh")
+        model = AlexNet(cfg.variant, cfg.backend, weights=imported.params, seed=cfg.seed, num_classes=num_classes,
+                        fresh_head=cfg.fresh_head)
+        return model, imported.metadata
+
+    def _preprocess(self, cfg: TrainConfig, ckpt, metadata: dict[str, str]) -> Preprocess:
+        if ckpt is not None or PREPROCESS_KEY in metadata:
+            return Preprocess.from_json(metadata[PREPROCESS_KEY])
+        pre = default_preprocess(cfg.variant)
+        if cfg.input_size is None or cfg.input_size == pre.crop_size:
+            return pre
+        if cfg.variant != "torchvision":
+            raise TrainingError(f"--input-size: the {cfg.variant} variant takes {pre.crop_size}x{pre.crop_size} "
+                                "input only (the torchvision variant takes any size >= 63)")
+        if cfg.input_size < self.model.arch.min_input_size:
+            raise TrainingError(f"--input-size: expected at least {self.model.arch.min_input_size}, got {cfg.input_size}")
+        return dataclasses.replace(pre, crop_size=cfg.input_size, resize_size=round(cfg.input_size * 8 / 7),
+                                   source=f"{pre.source}, scaled to {cfg.input_size}")
+
+    def _lighting(self, cfg: TrainConfig, ckpt) -> tuple[np.ndarray, np.ndarray] | None:
+        if cfg.augment != "paper":
+            return None
+        self.lighting_source = "the checkpoint's"
+        if ckpt is not None:
+            eig = ckpt.state["lighting"]
+            return np.asarray(eig["eigval"]), np.asarray(eig["eigvec"])
+        source = cfg.lighting or ("imagenet" if cfg.weights else "data")
+        self.lighting_source = {"imagenet": "ImageNet's", "data": "the training images'"}.get(source, source)
+        if source == "imagenet":
+            return np.asarray(IMAGENET_EIGVAL), np.asarray(IMAGENET_EIGVEC)
+        if source != "data":
+            raise TrainingError(f"--lighting: expected 'data' or 'imagenet', got {source!r}")
+        return pca_lighting(self.train_set, self.preprocess, seed=cfg.seed)
+
+    def _check_plot(self) -> None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise TrainingError("the training plot needs matplotlib: pip install 'alexnet-aa[train]'") from None
+
+    def _describe(self, resume: str | None) -> str:
+        cfg = self.cfg
+        start = (f"resuming {resume} after epoch {self.epoch}" if resume
+                 else f"from {cfg.weights}" + (" (fresh fc8)" if cfg.fresh_head else "") if cfg.weights
+                 else f"from the {cfg.init} initialisation (seed {cfg.seed})")
+        frozen = f"; frozen up to {cfg.freeze}" if cfg.freeze else ""
+        colour = f" along {self.lighting_source} principal components" if self.lighting is not None else ""
+        return "\n  ".join([
+            f"training AlexNet({cfg.variant!r}) on {self.model.backend.name}, {start}{frozen}",
+            f"data: {cfg.data}: {len(self.classes)} classes, {len(self.train_set)} training and "
+            f"{len(self.val_set)} validation images; batch {cfg.batch}",
+            f"input: {self.preprocess.summary()}; augmentation {self.augment.describe()}{colour}",
+            f"SGD lr {self.opt.lr:g}, momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}; "
+            f"schedule {self.schedule.kind}; checkpoint {cfg.out}",
+        ])
+
+    # -- one epoch ----------------------------------------------------------------------------
+
+    def epoch_pass(self, epoch: int, on_step: StepCallback | None) -> EpochRecord:
+        cfg, model = self.cfg, self.model
+        lr, start = self.opt.lr, time.perf_counter()
+        seen = correct = skipped = 0
+        loss_sum = 0.0
+        for step, b in enumerate(batches(self.train_set, cfg.batch, self.preprocess, augment=self.augment,
+                                         seed=cfg.seed, epoch=epoch, shuffle=True, workers=cfg.workers)):
+            skipped += self._report_skipped(b.skipped)
+            if not len(b.labels):
+                continue
+            try:
+                loss, logits = model.train_step(b.x, b.labels, self.opt, step_seed(cfg.seed, epoch, step) if cfg.dropout else None,
+                                                outputs=True)
+            except NonFiniteLossError as exc:
+                raise TrainingError(f"epoch {epoch}, step {step + 1} (lr {lr:g}): {exc}; stopped. "
+                                    + self._last_good()) from None
+            n = len(b.labels)
+            seen, loss_sum = seen + n, loss_sum + loss * n
+            correct += int((np.argmax(np.asarray(model.backend.to_host(logits)), axis=1) == b.labels).sum())
+            if on_step is not None:
+                on_step(epoch, seen, len(self.train_set), loss_sum / seen, correct / seen, seen / (time.perf_counter() - start))
+        if not seen:
+            raise TrainingError(f"epoch {epoch}: no training image could be read ({skipped} skipped)")
+        seconds = time.perf_counter() - start
+        val_loss, val_acc, val_skipped = self.evaluate(epoch) if self.val_set else (None, None, 0)
+        self.opt.lr = self.schedule.after_epoch(epoch, lr, None if val_acc is None else 1.0 - val_acc)
+        return EpochRecord(epoch, lr, loss_sum / seen, correct / seen, val_loss, val_acc, seen, skipped + val_skipped,
+                           seconds, seen / seconds)
+
+    def evaluate(self, epoch: int) -> tuple[float, float, int]:
+        """Mean cross-entropy and accuracy on the validation images (ten-crop averages with ``ten_crop``)."""
+        loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
+        for b in batches(self.val_set, self.cfg.batch, self.preprocess, ten_crop=self.cfg.ten_crop, workers=self.cfg.workers):
+            skipped += self._report_skipped(b.skipped)
+            if not len(b.labels):
+                continue
+            x = b.x.reshape(-1, *b.x.shape[-3:])
+            logits = np.asarray(self.model.backend.to_host(self.model(x)), dtype=np.float64)
+            z = logits - logits.max(axis=1, keepdims=True)
+            probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+            probs = probs.reshape(len(b.labels), -1, probs.shape[-1]).mean(axis=1)  # 1 or 10 crops
+            loss_sum -= float(np.log(np.maximum(probs[np.arange(len(b.labels)), b.labels], 1e-300)).sum())
+            correct += int((probs.argmax(axis=1) == b.labels).sum())
+            seen += len(b.labels)
+        if not seen:
+            raise TrainingError(f"epoch {epoch}: no validation image could be read ({skipped} skipped)")
+        return loss_sum / seen, correct / seen, skipped
+
+    def _report_skipped(self, skipped: list[tuple[str, str]]) -> int:
+        for path, reason in skipped:
+            self.log(f"skipped {path}: {reason}")
+        return len(skipped)
+
+    # -- after each epoch --------------------------------------------------------------------
+
+    def _last_good(self) -> str:
+        if self.saved_epoch is None:
+            return f"No checkpoint was written ({self.cfg.out} is as it was)."
+        return f"The last good checkpoint, of epoch {self.saved_epoch}, is {self.cfg.out}."
+
+    def save(self, epoch: int) -> None:
+        cfg = self.cfg
+        state = {
+            "epoch": epoch, "lr": self.opt.lr, "seed": cfg.seed, "schedule": self.schedule.to_json(),
+            "config": {k: getattr(cfg, k) for k in TrainConfig.RESUMED},
+            "lighting": None if self.lighting is None else {"eigval": self.lighting[0].tolist(), "eigvec": self.lighting[1].tolist()},
+            "history": [dataclasses.asdict(r) for r in self.history],
+        }
+        try:
+            save_checkpoint(cfg.out, self.model, self.opt, state)
+        except NonFiniteWeightsError as exc:
+            raise TrainingError(f"epoch {epoch} (lr {self.opt.lr:g}): {exc}; stopped. {self._last_good()}") from None
+        self.saved_epoch = epoch
+        with atomic_write(cfg.metrics_path, "w") as f:
+            f.writelines(json.dumps(dataclasses.asdict(r)) + "\n" for r in self.history)
+        from .visualize import plot_history
+
+        plot_history([dataclasses.asdict(r) for r in self.history], cfg.plot_path,
+                     title=f"AlexNet({cfg.variant!r}) on {Path(cfg.data).name}")
+
+
+def format_record(r: EpochRecord, epochs: int) -> str:
+    """One plain line per epoch (what the CLI prints when not on a terminal)."""
+    val = "" if r.val_loss is None else f"  val loss {r.val_loss:.4f} acc {r.val_accuracy:6.2%}"
+    skipped = f"  ({r.skipped} skipped)" if r.skipped else ""
+    return (f"epoch {r.epoch}/{epochs}  lr {r.lr:g}  train loss {r.train_loss:.4f} acc {r.train_accuracy:6.2%}{val}"
+            f"  {r.images_per_second:.1f} img/s  {r.seconds:.1f} s{skipped}")
+
