@@ -19,6 +19,7 @@ from .backend import (
 )
 from .bundles import AlexNetWeights
 from .model import AlexNet, Prediction
+from .training import SGD, Schedule
 from .weights import WeightsError, WeightsFileError, load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -30,6 +31,8 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "Prediction",
+    "SGD",
+    "Schedule",
     "UnknownBackendError",
     "UnsupportedError",
     "VARIANTS",

@@ -123,13 +123,19 @@ class Augment:
     1. a random ``crop_size`` crop (224, 227 for paper/caffe) of the resized image (256 a side),
        every offset equally likely;
     2. a horizontal flip with probability ½;
-    3. colour noise along the principal components of the RGB pixel values: to every pixel
-       :math:`[R, G, B]^T` add :math:`[p_1, p_2, p_3]\,[\alpha_1\lambda_1, \alpha_2\lambda_2, \alpha_3\lambda_3]^T`
-       with :math:`\alpha_i \sim N(0, 0.1^2)` drawn once per image, :math:`p_i, \lambda_i` the
-       eigenvectors and eigenvalues of the pixels' 3×3 covariance (pixels in [0, 1];
-       ``lighting``: :func:`pca_lighting` of the training set, or ImageNet's, :data:`IMAGENET_EIGVAL`);
+    3. colour noise along the principal components of the RGB pixel values, the same shift for
+       every pixel of the image,
 
-    then the channel order and normalisation of the preprocessing.
+    then the channel order and normalisation of the preprocessing. The shift of step 3:
+
+    .. math::
+
+        [R, G, B]^T \leftarrow [R, G, B]^T + [p_1, p_2, p_3]\,[\alpha_1\lambda_1, \alpha_2\lambda_2, \alpha_3\lambda_3]^T,
+        \qquad \alpha_i \sim N(0, 0.1^2)
+
+    with the :math:`\alpha_i` drawn once per image and :math:`p_i, \lambda_i` the eigenvectors and
+    eigenvalues of the pixels' 3×3 covariance (pixels in [0, 1]; ``lighting``: :func:`pca_lighting`
+    of the training set, or ImageNet's, :data:`IMAGENET_EIGVAL`).
     """
 
     kind: str = "none"

@@ -324,7 +324,8 @@ class AlexNet:
     def freeze(self, up_to: str | None) -> None:
         """Keep every weight of the layers up to and including ``up_to`` (a layer of the table with
         weights: ``conv5``, ``fc7``, …) unchanged by :meth:`train_step`, whose backward pass then
-        stops above them; ``None`` trains every layer again."""
+        stops at the next layer with weights (which computes no input gradient); ``None`` trains
+        every layer again."""
         names = [layer.name for layer in self.arch.layers]
         weighted = [layer.name for layer in self.arch.weighted_layers]
         if up_to is None:
@@ -337,7 +338,7 @@ class AlexNet:
             raise ValueError(f"[freeze] layer: freezing {up_to} leaves nothing to train (freeze {weighted[-2]} at most)")
         upto = names.index(up_to)
         self.frozen = frozenset(n for layer in self.arch.layers[: upto + 1] for n in layer.param_shapes())
-        self._train_from = upto + 1
+        self._train_from = names.index(weighted[weighted.index(up_to) + 1])  # no gradient flows further down
 
     def train_step(self, x, labels, opt, dropout_seed: int | None = None, *, outputs: bool = False):
         """One training step in place: the gradients of :meth:`gradients`, then ``opt.step``

@@ -12,23 +12,29 @@ computed after epoch *k*: on a deterministic backend, the same bits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from . import ops
 from .architecture import VARIANTS, get_architecture
+from .backend import require_training
 from .files import atomic_write
 from .data import IMAGENET_EIGVAL, IMAGENET_EIGVEC, Augment, ImageFolder, batches, pca_lighting
 from .model import AlexNet, NonFiniteLossError
 from .preprocess import Preprocess, default_preprocess
 from .training import SGD, NonFiniteWeightsError, Schedule, load_checkpoint, save_checkpoint, step_seed
 from .weights import CATEGORIES_KEY, PREPROCESS_KEY, he_weights
+
+
+#: ``--init``: what a run without ``--weights`` starts from.
+INITS = {"paper": "the paper's initialisation", "he": "He's initialisation"}
 
 
 class TrainingError(ValueError):
@@ -153,6 +159,7 @@ class _Run:
             raise TrainingError("--schedule plateau drops the learning rate when the validation error stops "
                                 "improving: it needs --val-split > 0")
         self.model, metadata = self._model(cfg, ckpt, len(folder.classes))
+        require_training(self.model.backend, "train")
         self.model.categories = list(folder.classes)
         self.preprocess = self.model.preprocess = self._preprocess(cfg, ckpt, metadata)
         self.model.freeze(cfg.freeze)
@@ -179,7 +186,7 @@ class _Run:
                 raise TrainingError(f"the checkpoint's head has {heads} classes, the data {num_classes}")
             return AlexNet(cfg.variant, cfg.backend, weights=ckpt.weights, num_classes=num_classes), ckpt.metadata
         if cfg.weights is None:
-            if cfg.init not in ("paper", "he"):
+            if cfg.init not in INITS:
                 raise TrainingError(f"--init: expected 'paper' or 'he', got {cfg.init!r}")
             weights = None if cfg.init == "paper" else he_weights(get_architecture(cfg.variant, num_classes), cfg.seed)
             return AlexNet(cfg.variant, cfg.backend, weights=weights, seed=cfg.seed, num_classes=num_classes), {}
@@ -233,14 +240,15 @@ class _Run:
         cfg = self.cfg
         start = (f"resuming {resume} after epoch {self.epoch}" if resume
                  else f"from {cfg.weights}" + (" (fresh fc8)" if cfg.fresh_head else "") if cfg.weights
-                 else f"from the {cfg.init} initialisation (seed {cfg.seed})")
+                 else f"from {INITS[cfg.init]} (seed {cfg.seed})")
         frozen = f"; frozen up to {cfg.freeze}" if cfg.freeze else ""
         colour = f" along {self.lighting_source} principal components" if self.lighting is not None else ""
         return "\n  ".join([
             f"training AlexNet({cfg.variant!r}) on {self.model.backend.name}, {start}{frozen}",
             f"data: {cfg.data}: {len(self.classes)} classes, {len(self.train_set)} training and "
             f"{len(self.val_set)} validation images; batch {cfg.batch}",
-            f"input: {self.preprocess.summary()}; augmentation {self.augment.describe()}{colour}",
+            f"input: {self.preprocess.summary()}",
+            f"augmentation: {self.augment.describe()}{colour}",
             f"SGD lr {self.opt.lr:g}, momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}; "
             f"schedule {self.schedule.kind}; checkpoint {cfg.out}",
         ])
@@ -248,12 +256,18 @@ class _Run:
     # -- one epoch ----------------------------------------------------------------------------
 
     def epoch_pass(self, epoch: int, on_step: StepCallback | None) -> EpochRecord:
+        cfg = self.cfg
+        loader = contextlib.closing(batches(self.train_set, cfg.batch, self.preprocess, augment=self.augment,
+                                            seed=cfg.seed, epoch=epoch, shuffle=True, workers=cfg.workers))
+        with loader as train_batches:  # closed (its threads stopped) on Ctrl-C and errors too
+            return self._train_pass(epoch, train_batches, on_step)
+
+    def _train_pass(self, epoch: int, train_batches, on_step: StepCallback | None) -> EpochRecord:
         cfg, model = self.cfg, self.model
         lr, start = self.opt.lr, time.perf_counter()
         seen = correct = skipped = 0
         loss_sum = 0.0
-        for step, b in enumerate(batches(self.train_set, cfg.batch, self.preprocess, augment=self.augment,
-                                         seed=cfg.seed, epoch=epoch, shuffle=True, workers=cfg.workers)):
+        for step, b in enumerate(train_batches):
             skipped += self._report_skipped(b.skipped)
             if not len(b.labels):
                 continue
@@ -279,21 +293,27 @@ class _Run:
     def evaluate(self, epoch: int) -> tuple[float, float, int]:
         """Mean cross-entropy and accuracy on the validation images (ten-crop averages with ``ten_crop``)."""
         loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
-        for b in batches(self.val_set, self.cfg.batch, self.preprocess, ten_crop=self.cfg.ten_crop, workers=self.cfg.workers):
-            skipped += self._report_skipped(b.skipped)
-            if not len(b.labels):
-                continue
-            x = b.x.reshape(-1, *b.x.shape[-3:])
-            logits = np.asarray(self.model.backend.to_host(self.model(x)), dtype=np.float64)
-            z = logits - logits.max(axis=1, keepdims=True)
-            probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-            probs = probs.reshape(len(b.labels), -1, probs.shape[-1]).mean(axis=1)  # 1 or 10 crops
-            loss_sum -= float(np.log(np.maximum(probs[np.arange(len(b.labels)), b.labels], 1e-300)).sum())
-            correct += int((probs.argmax(axis=1) == b.labels).sum())
-            seen += len(b.labels)
+        loader = contextlib.closing(batches(self.val_set, self.cfg.batch, self.preprocess, ten_crop=self.cfg.ten_crop,
+                                            workers=self.cfg.workers))
+        with loader as val_batches:
+            for b in val_batches:
+                skipped += self._report_skipped(b.skipped)
+                if len(b.labels):
+                    loss, right = self._scored(b)
+                    loss_sum, correct, seen = loss_sum + loss, correct + right, seen + len(b.labels)
         if not seen:
             raise TrainingError(f"epoch {epoch}: no validation image could be read ({skipped} skipped)")
         return loss_sum / seen, correct / seen, skipped
+
+    def _scored(self, b) -> tuple[float, int]:
+        """The summed cross-entropy and the number right of one validation batch (ten crops: the
+        softmax averaged over each image's crops), forward passes of at most ``batch`` images."""
+        x, step, be = b.x.reshape(-1, *b.x.shape[-3:]), self.cfg.batch, self.model.backend
+        probs = np.concatenate([np.asarray(be.to_host(ops.softmax(be, self.model(x[i:i + step]))), dtype=np.float64)
+                                for i in range(0, len(x), step)])
+        probs = probs.reshape(len(b.labels), -1, probs.shape[-1]).mean(axis=1)  # 1 or 10 crops
+        loss = -float(np.log(np.maximum(probs[np.arange(len(b.labels)), b.labels], 1e-300)).sum())
+        return loss, int((probs.argmax(axis=1) == b.labels).sum())
 
     def _report_skipped(self, skipped: list[tuple[str, str]]) -> int:
         for path, reason in skipped:

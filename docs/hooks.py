@@ -230,6 +230,77 @@ def gen_lrn_windows(size: str) -> str:
             + _table(["channel c", "forward window W(c)", "transposed window {j : c ∈ W(j)}"], rows))
 
 
+def gen_towers(variant: str) -> str:
+    """The paper's two-GPU split, read off the layer table: which layers see both towers' maps."""
+    rows = []
+    for i in _infos(variant, A.Conv, A.Linear):
+        layer = i.layer
+        if isinstance(layer, A.Conv):
+            groups = layer.groups
+            talk = ("the image (both towers)" if i.name == "conv1" else "its own tower's maps only" if groups > 1
+                    else "**both towers' maps**")
+            rows.append([f"`{i.name}`", f"{layer.out_channels // 2} + {layer.out_channels // 2}", groups, talk])
+        else:
+            rows.append([f"`{i.name}`", f"{layer.out_features // 2} + {layer.out_features - layer.out_features // 2}"
+                         if i.name != "fc8" else f"{layer.out_features}", "—", "**both towers' outputs**"])
+    return _table(["layer", "units per tower", "groups here", "its inputs"], rows, "lrrl")
+
+
+def gen_freeze(variant: str) -> str:
+    """What ``--freeze LAYER`` trains: the tensors above LAYER, and where the backward pass stops."""
+    arch = A.get_architecture(variant)
+    infos = {i.name: i for i in A.layer_infos(arch)}
+    weighted = [layer.name for layer in arch.weighted_layers]
+    total = sum(infos[n].params for n in weighted)
+    rows = [["(none)", f"{total:,}", "100%", "conv1 (no input gradient)"]]
+    for name in weighted[:-1]:
+        trained = sum(infos[n].params for n in weighted[weighted.index(name) + 1:])
+        first = weighted[weighted.index(name) + 1]
+        rows.append([f"`{name}`", f"{trained:,}", f"{trained / total:.2%}", f"{first} (no input gradient)"])
+    return _table(["--freeze", "parameters trained", "share", "the backward pass stops at"], rows, "lrrl")
+
+
+def gen_crops() -> str:
+    """How many distinct inputs the paper's augmentation makes of one image, for each crop size."""
+    from alexnet_aa.preprocess import default_preprocess
+
+    rows = []
+    for variant in ("torchvision", "paper"):
+        pre = default_preprocess(variant)
+        offsets = pre.resize_size - pre.crop_size + 1
+        rows.append([f"`{variant}`", f"{pre.resize_size}²", f"{pre.crop_size}²", f"{offsets}² = {offsets ** 2:,}",
+                     f"{2 * offsets ** 2:,}"])
+    return _table(["variant", "resized", "crop", "crop positions", "with flips"], rows, "lrrrr")
+
+
+def gen_sgd_vs_pytorch() -> str:
+    """The paper's rule and PyTorch's on one weight with a constant gradient, the learning rate
+    divided by 10 after step 3: equal before the drop, apart after it."""
+    from alexnet_aa.training import SGD
+
+    opt, w = SGD(0.1, momentum=0.9, weight_decay=0.0), {"fc8.weight": np.array([1.0])}
+    torch_w, buf = 1.0, 0.0
+    rows = []
+    for step in range(1, 7):
+        lr = 0.1 if step <= 3 else 0.01
+        opt.lr = lr
+        w = opt.step(w, {"fc8.weight": np.array([1.0])})
+        buf = 0.9 * buf + 1.0 if step > 1 else 1.0
+        torch_w -= lr * buf
+        rows.append([step, f"{lr:g}", f"{float(w['fc8.weight'][0]):.5f}", f"{torch_w:.5f}",
+                     "same" if abs(float(w["fc8.weight"][0]) - torch_w) < 1e-12 else "**differ**"])
+    return _table(["step", "lr", "paper (v ← 0.9v − lr·g; w ← w + v)", "PyTorch (b ← 0.9b + g; w ← w − lr·b)", ""],
+                  rows, "rrrrl")
+
+
+def gen_train_demo_help() -> str:
+    """``examples/lfw_folder.py``'s docstring: how the offline demo folder is made."""
+    import ast
+
+    source = (DOCS.parent / "examples" / "lfw_folder.py").read_text(encoding="utf-8")
+    return _code(ast.get_docstring(ast.parse(source)) or "", "text")
+
+
 def gen_tolerances() -> str:
     """``alexnet_aa.testing.TOLERANCES`` as a table."""
     from alexnet_aa.testing import TOLERANCES
@@ -538,6 +609,39 @@ def visualize_run(variant: str) -> tuple[str, dict[str, bytes]]:
 def gen_cli_visualize(variant: str) -> str:
     """The console output of ``alexnet-aa visualize`` (the run that made the pictures on the page)."""
     return _code(visualize_run(variant)[0], "console")
+
+
+@functools.lru_cache(maxsize=None)
+def train_run() -> str:
+    """``alexnet-aa train`` for two epochs on a made-up folder of two colours (``colours/blue``,
+    ``colours/red``, 8 noisy images each), then a resume to a third: the console text of both."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root, rng = Path(tmp) / "colours", np.random.default_rng(0)
+        for name, colour in (("blue", (40, 60, 200)), ("red", (200, 50, 40))):
+            (root / name).mkdir(parents=True)
+            for i in range(8):
+                pixels = np.clip(rng.normal(colour, 40, size=(48, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / name / f"{i}.png")
+        common = ("--variant", "torchvision", "--input-size", "64", "--init", "he", "--lr", "1e-4", "--batch", "4",
+                  "--val-split", "0.25", "--out", "run.safetensors")
+        texts = []
+        for extra in (("--epochs", "2"), ("--epochs", "3", "--resume", "run.safetensors")):
+            argv = ("train", "colours", *common, *extra)
+            cwd = os.getcwd()
+            os.chdir(tmp)
+            try:
+                text = run_cli(*argv)
+            finally:
+                os.chdir(cwd)
+            texts.append(f"$ alexnet-aa {shlex.join(argv)}\n{text}")
+    return re.sub(r"\d+\.\d+ img/s  \d+\.\d+ s", "… img/s  … s", "".join(texts))
+
+
+def gen_cli_train() -> str:
+    """The console output of :func:`train_run` (speeds elided: they are this machine's)."""
+    return _code(train_run(), "console")
 
 
 def generated_files() -> dict[str, bytes | str]:

@@ -290,8 +290,9 @@ def test_fine_tuning_from_a_weights_file(data, tmp_path, capsys):
     args = [data, *FAST, "--weights", start, "--epochs", "1", "--lr", "0.0005", "--out", out]
     status, _, err = _train(args, capsys)
     assert status == 2 and "has a 1000-class head" in err and "--fresh-head" in err
-    status, _, err = _train([*args, "--fresh-head", "--freeze", "conv5"], capsys)
+    status, out_text, err = _train([*args, "--fresh-head", "--freeze", "conv5", "--val-split", "0.25", "--ten-crop"], capsys)
     assert status == 0, err
+    assert json.loads(out.with_suffix(".metrics.jsonl").read_text())["val_accuracy"] is not None  # ten-crop averages
     before, after = load_weights(start), load_weights(out)
     assert all(np.array_equal(after[n], before[n]) for n in before if n.startswith("conv"))
     assert not np.array_equal(after["fc6.weight"], before["fc6.weight"]) and after["fc8.bias"].shape == (2,)
@@ -351,3 +352,18 @@ def test_train_step_refuses_a_non_finite_loss_without_changing_weights():
     with pytest.raises(NonFiniteLossError):
         model.train_step(x, np.array([0, 2]), SGD(0.01))
     assert all(np.array_equal(v, before[n]) for n, v in model.state_dict().items())
+
+
+def test_the_offline_demo_folder(tmp_path):
+    """``examples/lfw_folder.py`` writes scikit-image's 200 photos as a folder ``train`` reads."""
+    pytest.importorskip("skimage", reason="the demo's photos ship with scikit-image (alexnet-aa[demo])")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lfw_folder", Path(__file__).parents[1] / "examples" / "lfw_folder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.write_lfw_folder(tmp_path) == {"face": 100, "non_face": 100}
+    folder = ImageFolder(tmp_path)
+    assert folder.classes == ("face", "non_face") and len(folder.samples) == 200
+    img = load_image(folder.samples[0].path)
+    assert img.size == (25, 25) and img.mode == "RGB"
