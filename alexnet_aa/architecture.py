@@ -489,6 +489,15 @@ def layer_infos(arch: Architecture, input_size: int | None = None) -> list[Layer
     return rows
 
 
+def batch_bytes(arch: Architecture, batch: int, input_size: int | None = None, *, training: bool = False) -> int:
+    """An estimate of the activation memory of one batch, float32: every layer's output at once
+    (what a training step keeps for its backward pass, and an upper bound for a forward pass), twice
+    over when training (the gradients flowing back), plus the input."""
+    infos = layer_infos(arch, input_size)
+    per_image = 4 * math.prod(infos[0].in_shape) + sum(i.activation_bytes for i in infos) * (2 if training else 1)
+    return batch * per_image
+
+
 def count_params(variant: str = "paper", num_classes: int = 1000) -> int:
     """Total learnable parameters (weights + biases)."""
     return sum(r.params for r in layer_infos(get_architecture(variant, num_classes)))

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .architecture import VARIANTS, get_architecture
-from .arrays import example_input
+from .arrays import check_batch, example_input
 from .backend import BACKWARD_OPS, INSTALL_HINTS, BackendError, available_backends, backend_class, missing_backward_ops
 from .model import AlexNet
 from .summary import format_text
@@ -94,6 +94,7 @@ def _forward_timed(model: AlexNet, x) -> tuple[dict[str, np.ndarray], dict[str, 
 
 
 def cmd_run(args) -> int:
+    check_batch(args.variant, args.batch)
     model = AlexNet(args.variant, args.backend, weights=_weights_arg(args))
     compile_s = model.backend.warmup()
     x = example_input(args.variant, args.batch, args.seed)
@@ -119,6 +120,7 @@ def cmd_compare(args) -> int:
     names = args.backend or list(available_backends())  # unavailable ones are reported as skipped
     for name in args.backend or []:
         backend_class(name)  # a mistyped name is an error (listing the known ones), not a skip
+    check_batch(args.variant, args.batch)
     weights = _weights_arg(args)
     x = example_input(args.variant, args.batch, args.seed)
     ref_outputs, ref_seconds = _forward_timed(AlexNet(args.variant, oracle(), weights=weights), x)
@@ -185,7 +187,7 @@ def cmd_classify(args) -> int:
     from .categories import class_names
     from .images import ImageError, iter_image_files, load_image
     from .importers import read_any
-    from .preprocess import Preprocess, default_preprocess
+    from .preprocess import Preprocess, PreprocessError, default_preprocess
 
     files = iter_image_files(args.images)
     if not files:
@@ -198,6 +200,8 @@ def cmd_classify(args) -> int:
         print(f"note: {args.weights} has no preprocessing metadata; using the {imported.variant} default "
               f"({preprocess.source})", file=sys.stderr)
     num_classes = imported.params["fc8.weight"].shape[0]
+    check_batch(imported.variant, args.batch, num_classes=num_classes,
+                input_size=preprocess.crop_size if imported.variant == "torchvision" else None)
     if not 1 <= args.top <= num_classes:
         raise ValueError(f"--top must be between 1 and {num_classes}, got {args.top}")
     model = AlexNet(imported.variant, args.backend, weights=imported.params, num_classes=num_classes)
@@ -223,6 +227,10 @@ def cmd_classify(args) -> int:
                     entries.append(entry)
                 except ImageError as exc:
                     entry["error"] = exc.reason
+                except PreprocessError as exc:  # e.g. a strip too thin to resize within the pixel cap
+                    entry["error"] = str(exc)
+                except Exception as exc:  # noqa: BLE001 — one image's failure (MemoryError included) is that image's
+                    entry["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 results.append(entry)
             if arrays:
                 pred = model.predict(np.stack(arrays), top=args.top)
@@ -468,9 +476,22 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (BackendError, WeightsError, DownloadError, ValueError) as exc:
-        command = args.command + (f" {args.weights_command}" if getattr(args, "weights_command", None) else "")
-        print(f"alexnet-aa {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc))
+    except MemoryError:
+        return _fail(args, "out of memory: use a smaller --batch, or fewer or smaller images")
+    except OSError as exc:  # an unwritable output, a cache path that is a file, a full disk, …
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(args, f"{where}{exc.strerror or exc}")
+
+
+def _fail(args, message: str) -> int:
+    """One line on stderr naming the command, and exit status 2 (bad usage, input or environment)."""
+    command = args.command + (f" {args.weights_command}" if getattr(args, "weights_command", None) else "")
+    try:
+        print(f"alexnet-aa {command}: error: {message}", file=sys.stderr)
+    except OSError:  # stderr closed too: the status says it
+        pass
+    return 2
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .images import IMAGE_SUFFIXES, ImageError, load_image
-from .preprocess import Preprocess
+from .preprocess import Preprocess, PreprocessError
 
 #: ImageNet's RGB pixel covariance (pixels in [0, 1]) as published with fb.resnet.torch's
 #: ``datasets/imagenet.lua`` (the "Lighting" transform): eigenvalues, then eigenvectors as columns.
@@ -220,6 +220,8 @@ def batches(samples: Sequence[Sample], batch: int, preprocess: Preprocess, *, au
                 labels.append(sample.label)
             except ImageError as exc:
                 skipped.append((str(sample.path), exc.reason))
+            except PreprocessError as exc:  # e.g. a strip too thin to resize within the pixel cap
+                skipped.append((str(sample.path), str(exc)))
         x = np.stack(arrays) if arrays else np.zeros((0,), np.float32)
         return Batch(x, np.asarray(labels, dtype=np.int64), skipped)
 

@@ -2,7 +2,7 @@
 
 ``alexnet-aa weights download torchvision`` (or :func:`download`) fetches
 torchvision's ``alexnet-owt-7be5be79.pth`` with ``urllib`` only, streams it to
-``<name>.partial`` in the cache, verifies its size and full SHA-256 against the
+a temporary file of its own in the cache, verifies its size and full SHA-256 against the
 constants of :class:`alexnet_aa.bundles.AlexNetWeights`, converts it to the
 project's ``.safetensors`` (canonical names, variant and preprocessing in the
 metadata) and keeps only that file. A wrong digest, a short read or any
@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -63,47 +65,64 @@ def _progress_bar(total: int | None, desc: str, enabled: bool | None):
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr)
 
 
+#: A download with no published size and no Content-Length stops at this many bytes.
+MAX_DOWNLOAD_BYTES = 2 * 1024**3
+
+
 def fetch(url: str, dest: str | os.PathLike, sha256: str | None, *, size: int | None = None,
-          sha256_prefix: str | None = None, timeout: float = 60.0, progress: bool | None = None) -> Path:
-    """Stream ``url`` to ``dest`` through ``dest.partial``, verifying length and digest.
+          sha256_prefix: str | None = None, timeout: float = 60.0, deadline: float = 3600.0,
+          max_bytes: int = MAX_DOWNLOAD_BYTES, progress: bool | None = None) -> Path:
+    """Stream ``url`` to ``dest`` through a temporary file of its own, verifying length and digest.
 
     ``sha256`` is the full hex digest to match; when only a prefix is known
     (the 8 hex digits of a torch hub file name) pass ``sha256_prefix`` instead.
-    On any failure the partial file is deleted and :class:`DownloadError` raised.
+    ``timeout`` bounds each read, ``deadline`` the whole download (a server
+    that drips bytes is cut off), and the length is capped at the published
+    ``size``, else the announced Content-Length, else ``max_bytes``. The
+    digest is computed over the bytes on disk after ``fsync``, then the file
+    is renamed to ``dest``: concurrent downloads of one file each verify their
+    own copy, and the last rename wins, whole. On any failure the temporary
+    file is deleted and :class:`DownloadError` raised.
     """
     dest = Path(dest)
     if not sha256 and not sha256_prefix:
         raise ValueError("refusing to download without a digest to verify (sha256 or sha256_prefix)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    digest = hashlib.sha256()
-    received = 0
+    received, started = 0, time.monotonic()
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".partial")
+    partial = Path(name)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "alexnet-aa"})
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(partial, "wb") as out:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
             header = response.headers.get("Content-Length")
             expected = int(header) if header and header.isdigit() else None
             if size is not None and expected is not None and expected != size:
                 raise DownloadError(f"{url}: the server announces {expected:,} bytes, the published file has {size:,}")
+            limit = size if size is not None else expected if expected is not None else max_bytes
             bar = _progress_bar(expected or size, dest.name, progress)
             try:
                 while True:
-                    chunk = response.read(_CHUNK)
+                    chunk = response.read1(_CHUNK)  # what has arrived: the deadline is checked between reads
                     if not chunk:
                         break
                     out.write(chunk)
-                    digest.update(chunk)
                     received += len(chunk)
+                    if received > limit:
+                        raise DownloadError(f"{url}: more than the {limit:,} bytes expected: stopped")
+                    if time.monotonic() - started > deadline:
+                        raise DownloadError(f"{url}: not finished within {deadline:g} s ({received:,} bytes): stopped")
                     if bar is not None:
                         bar.update(len(chunk))
             finally:
                 if bar is not None:
                     bar.close()
+            out.flush()
+            os.fsync(out.fileno())
         # http.client returns b"" at an early EOF instead of raising: check the length ourselves.
         want = expected if expected is not None else size
         if want is not None and received != want:
             raise DownloadError(f"{url}: connection closed after {received:,} of {want:,} bytes (download incomplete)")
-        got = digest.hexdigest()
+        got = _sha256_of(partial)
         if sha256 and got != sha256.lower():
             raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256.lower()}, got {got}; the file was deleted")
         if sha256_prefix and not got.startswith(sha256_prefix.lower()):
@@ -123,6 +142,15 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None, *, size: int | 
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _sha256_of(path: Path) -> str:
+    """The SHA-256 of the bytes in ``path``, as read back from the disk."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def download(bundle: AlexNetWeights | str = "torchvision", *, url: str | None = None, sha256: str | None = None,
@@ -148,12 +176,14 @@ def download(bundle: AlexNetWeights | str = "torchvision", *, url: str | None = 
     source = url or os.environ.get(URL_ENV) or bundle.url
     digest = sha256 or bundle.sha256
     size = bundle.file_size if sha256 is None else None  # a caller's own digest is for its own file
-    raw = target.with_name(bundle.file_name or target.stem + ".pth")
-    fetch(source, raw, digest, size=size, timeout=timeout, progress=progress)
-    try:
-        convert(raw, target, bundle.variant, extra_metadata={"alexnet_aa.bundle": bundle.name, "alexnet_aa.url": source})
-    except WeightsError as exc:
-        raise DownloadError(f"{source}: downloaded and verified, but the conversion failed: {exc}") from None
-    finally:
-        raw.unlink(missing_ok=True)
+    # the raw file under a name of this download's own, converted from the bytes it verified; the
+    # converted file is renamed into the cache whole (save_weights): concurrent downloads never mix
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=target.name + ".") as own:
+        raw = Path(own) / (bundle.file_name or target.stem + ".pth")
+        fetch(source, raw, digest, size=size, timeout=timeout, progress=progress)
+        try:
+            convert(raw, target, bundle.variant, extra_metadata={"alexnet_aa.bundle": bundle.name, "alexnet_aa.url": source})
+        except WeightsError as exc:
+            raise DownloadError(f"{source}: downloaded and verified, but the conversion failed: {exc}") from None
     return target

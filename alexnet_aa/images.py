@@ -1,20 +1,27 @@
-"""Reading images: any file Pillow decodes, as an RGB ``PIL.Image``, or a typed error.
+"""Reading images: raster files of the :data:`IMAGE_FORMATS`, as an RGB ``PIL.Image``, or a typed error.
 
-:func:`load_image` applies the EXIF orientation, converts every mode
-(``RGB``, ``L``, ``RGBA``, ``LA``, ``P``, ``CMYK``, ``I;16``, ``1``,
-``YCbCr`` …) to RGB and refuses images over Pillow's pixel limit;
-:func:`iter_image_files` walks directories for image files. Pillow is
+:func:`load_image` opens regular files only, decodes only the accepted
+raster formats (whatever the file is named), applies the EXIF orientation,
+converts every mode (``RGB``, ``L``, ``RGBA``, ``LA``, ``P``, ``CMYK``,
+``I;16``, ``1``, ``YCbCr`` …) to RGB and refuses images over Pillow's pixel
+limit; :func:`iter_image_files` walks directories for image files. Pillow is
 imported only when an image is read.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+#: The Pillow formats :func:`load_image` decodes: raster formats only, chosen by content, never by
+#: name. Pillow's other plugins stay closed — PostScript/EPS (which runs Ghostscript), PDF, WMF/EMF,
+#: PSD, FITS, HDF5 and the rest — so a file named ``.jpg`` holding one of them is refused.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO", "JPEG2000")
 
 #: File suffixes :func:`iter_image_files` picks up when walking a directory.
 IMAGE_SUFFIXES = (
@@ -74,16 +81,28 @@ def load_image(path: str | os.PathLike):
       1024 × 1024 × 1024 // 4 // 3) is refused with :class:`ImageError` — Pillow only
       warns between 1× and 2× that limit; here its ``DecompressionBombWarning``
       is turned into the error. Set ``MAX_IMAGE_PIXELS`` to change the limit.
-    * A file Pillow cannot identify, or a truncated or corrupt one, raises
-      :class:`ImageError` with the reason.
+    * Only regular files are opened (a FIFO or device given as an image is
+      refused, never read), and only the raster :data:`IMAGE_FORMATS` are
+      decoded, recognised by content; anything else, or a truncated or corrupt
+      file, raises :class:`ImageError` with the reason.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(path, "is a directory")
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+        raise ImageError(path, "not a regular file (a pipe, socket or device is not read)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as img:
+            with Image.open(path, formats=IMAGE_FORMATS) as img:
                 img.load()  # decode now: truncation and corrupt data surface here
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
@@ -102,7 +121,7 @@ def load_image(path: str | os.PathLike):
         except PermissionError as exc:
             raise ImageError(path, f"cannot be read: {exc.strerror}") from None
         except UnidentifiedImageError:
-            raise ImageError(path, "not an image file Pillow can identify") from None
+            raise ImageError(path, f"not an image in one of the accepted formats ({', '.join(IMAGE_FORMATS)})") from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
             raise ImageError(path, f"truncated or corrupt image: {exc or type(exc).__name__}") from None
 

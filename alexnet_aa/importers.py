@@ -67,12 +67,15 @@ import numpy as np
 from .architecture import VARIANTS, get_architecture
 from .preprocess import default_preprocess
 from .weights import (
+    MAX_TENSOR_ELEMENTS,
     PREPROCESS_KEY,
     SOURCE_SHA256_KEY,
     VARIANT_KEY,
     WeightsError,
     WeightsFileError,
+    check_archive,
     check_weights,
+    declared_elements,
     fitting_variants,
     read_weights_file,
     save_weights,
@@ -192,10 +195,16 @@ def read_pth(path: str | os.PathLike, *, use_torch: bool | None = None) -> dict[
     torch = _torch_or_none() if use_torch in (None, True) else None
     if use_torch and torch is None:
         raise WeightsFileError(f"{path}: use_torch=True but torch is not installed")
-    if torch is not None:
-        obj = _load_with_torch(torch, path)
-    else:
-        obj = _load_without_torch(path)
+    if zipfile.is_zipfile(path):  # bounded before torch (or we) inflate a single member
+        try:
+            with zipfile.ZipFile(path) as archive:
+                check_archive(path, archive)
+        except zipfile.BadZipFile as exc:
+            raise WeightsFileError(f"{path}: not a readable torch zip archive: {exc}") from None
+    try:
+        obj = _load_with_torch(torch, path) if torch is not None else _load_without_torch(path)
+    except RecursionError:
+        raise WeightsFileError(f"{path}: refused: the pickle nests deeper than Python's recursion limit") from None
     return _state_dict_arrays(obj, path)
 
 
@@ -231,6 +240,11 @@ def _state_dict_arrays(obj, path: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     problems = []
     for key, value in obj.items():
+        if (_is_torch_tensor(value) or isinstance(value, np.ndarray)) and declared_elements(value.shape) > MAX_TENSOR_ELEMENTS:
+            # before any copy: a stride-0 view of a small storage can declare billions of elements
+            problems.append(f"{key!r}: shape {tuple(value.shape)} is more than any AlexNet tensor "
+                            f"(at most {MAX_TENSOR_ELEMENTS:,} elements)")
+            continue
         if _is_torch_tensor(value):
             value = value.detach().cpu()
             if str(value.dtype) == "torch.bfloat16":
@@ -281,6 +295,8 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         raise pickle.UnpicklingError("malformed tensor size/stride/offset") from None
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise pickle.UnpicklingError(f"malformed tensor: size {size}, stride {stride}, offset {offset}")
+    if declared_elements(size) > MAX_TENSOR_ELEMENTS:
+        raise pickle.UnpicklingError(f"tensor of size {size} is more than any AlexNet tensor (at most {MAX_TENSOR_ELEMENTS:,} elements)")
     if 0 in size:
         return np.zeros(size, dtype=storage.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))

@@ -360,12 +360,18 @@ class AlexNet:
         return (loss, logits) if outputs else loss
 
     def predict(self, x, top: int = 5) -> Prediction:
-        """Top-``top`` classes and their softmax probabilities (:func:`alexnet_aa.ops.softmax`), as NumPy arrays."""
-        if not 1 <= top <= self.arch.num_classes:
-            raise ValueError(f"top must be between 1 and {self.arch.num_classes}, got {top}")
+        """Top-``top`` classes and their softmax probabilities (:func:`alexnet_aa.ops.softmax`), as NumPy
+        arrays. An image whose probabilities are not finite (a NaN or infinite input) is an error
+        naming it, never an arbitrary class."""
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= self.arch.num_classes:
+            raise ValueError(f"[predict] top: expected an int between 1 and {self.arch.num_classes}, got {top!r}")
         xp = self.backend.xp
         probs = ops.softmax(self.backend, self(x))
-        order = xp.argsort(-probs, axis=1)[:, :top]
+        bad = np.flatnonzero(~np.isfinite(to_numpy(probs)).all(axis=1))
+        if bad.size:
+            raise ValueError(f"[predict] image {', '.join(map(str, bad[:10].tolist()))}{' …' if bad.size > 10 else ''}: "
+                             "the class probabilities are not finite (NaN or infinite input?): no class can be chosen")
+        order = xp.argsort(-probs, axis=1)[:, :int(top)]
         return Prediction(to_numpy(order).astype("int64"), to_numpy(xp.take_along_axis(probs, order, axis=1)))
 
 

@@ -13,6 +13,7 @@ image is resized.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -24,6 +25,16 @@ class PreprocessError(ValueError):
 
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+#: The largest ``crop_size`` / ``resize_size`` a recipe may ask for (a weights file's metadata is input too).
+MAX_SIDE = 4096
+#: The most pixels the resize of step 1 may produce: a strip one pixel wide resized to 256 on its
+#: short side would otherwise ask for gigabytes. Refused per image with :class:`PreprocessError`.
+MAX_RESIZED_PIXELS = 16 * 1024 * 1024
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,8 @@ class Preprocess:
         problems = []
         for name in ("crop_size", "resize_size"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                problems.append(f"{name} must be a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_SIDE:
+                problems.append(f"{name} must be an int in [1, {MAX_SIDE}], got {v!r}")
         if not problems and self.resize_size < self.crop_size:
             problems.append(f"resize_size ({self.resize_size}) must be >= crop_size ({self.crop_size})")
         if self.resize not in ("shorter", "square"):
@@ -68,12 +79,12 @@ class Preprocess:
             problems.append(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.channels not in ("RGB", "BGR"):
             problems.append(f"channels must be 'RGB' or 'BGR', got {self.channels!r}")
-        if not isinstance(self.value_range, (int, float)) or not self.value_range > 0:
-            problems.append(f"value_range must be a positive number, got {self.value_range!r}")
+        if not _finite(self.value_range) or not self.value_range > 0:
+            problems.append(f"value_range must be a positive finite number, got {self.value_range!r}")
         for name in ("mean", "std"):
             v = getattr(self, name)
-            if not (isinstance(v, (tuple, list)) and len(v) == 3 and all(isinstance(c, (int, float)) for c in v)):
-                problems.append(f"{name} must be 3 numbers, got {v!r}")
+            if not (isinstance(v, (tuple, list)) and len(v) == 3 and all(map(_finite, v))):
+                problems.append(f"{name} must be 3 finite numbers, got {v!r}")
             else:
                 object.__setattr__(self, name, tuple(float(c) for c in v))
         if not problems and any(s <= 0 for s in self.std):
@@ -133,6 +144,9 @@ class Preprocess:
             size = (self.resize_size, int(self.resize_size * h / w))
         else:
             size = (int(self.resize_size * w / h), self.resize_size)
+        if size[0] * size[1] > MAX_RESIZED_PIXELS:
+            raise PreprocessError(f"[Preprocess] a {w}x{h} image would be resized to {size[0]}x{size[1]}, "
+                                  f"more than {MAX_RESIZED_PIXELS:,} pixels (aspect ratio {max(w, h) / min(w, h):.0f}:1)")
         return img.resize(size, resample) if size != (w, h) else img
 
     def resized(self, img):

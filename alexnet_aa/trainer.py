@@ -24,6 +24,7 @@ import numpy as np
 
 from . import ops
 from .architecture import VARIANTS, get_architecture
+from .arrays import check_batch
 from .backend import require_training
 from .files import atomic_write
 from .data import IMAGENET_EIGVAL, IMAGENET_EIGVEC, Augment, ImageFolder, batches, pca_lighting
@@ -158,6 +159,7 @@ class _Run:
         if self.schedule.kind == "plateau" and not self.val_set:
             raise TrainingError("--schedule plateau drops the learning rate when the validation error stops "
                                 "improving: it needs --val-split > 0")
+        check_batch(cfg.variant, cfg.batch, training=True, input_size=cfg.input_size, num_classes=len(folder.classes))
         self.model, metadata = self._model(cfg, ckpt, len(folder.classes))
         require_training(self.model.backend, "train")
         self.model.categories = list(folder.classes)

@@ -16,6 +16,7 @@ keys below.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zipfile
@@ -167,6 +168,35 @@ _ST_DTYPES = {
 _ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 
+#: The most elements a tensor of a weights file may declare, checked before anything is allocated:
+#: AlexNet's largest is fc6's 4096 × 9216 = 37.7 M, and fc8 at 32,768 classes is 134 M (2^27).
+MAX_TENSOR_ELEMENTS = 1 << 27
+#: The most bytes an archive (``.npz``, torch's zip ``.pth``) may inflate to, all members together,
+#: and the most one member may inflate per byte stored (a deflate bomb packs ~1000:1).
+MAX_ARCHIVE_BYTES = 4 * MAX_TENSOR_ELEMENTS * 8
+MAX_INFLATION = 100
+
+
+def check_archive(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse a zip archive whose members would inflate past :data:`MAX_ARCHIVE_BYTES` in all, or
+    one member by more than :data:`MAX_INFLATION` times its stored size — read from the archive's
+    directory, before any member is decompressed."""
+    total = 0
+    for info in archive.infolist():
+        total += info.file_size
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_INFLATION * max(info.compress_size, 1) + (1 << 20):
+            raise WeightsFileError(f"{path}: member {info.filename} inflates {info.compress_size:,} stored bytes to "
+                                   f"{info.file_size:,} (more than {MAX_INFLATION}x): refused as a zip bomb")
+    if total > MAX_ARCHIVE_BYTES:
+        raise WeightsFileError(f"{path}: the archive inflates to {total:,} bytes, more than the {MAX_ARCHIVE_BYTES:,} "
+                               "any AlexNet weights file needs")
+
+
+def declared_elements(shape: tuple[int, ...]) -> int:
+    """The element count of ``shape`` (Python ints: no int64 wrap-around), to compare with
+    :data:`MAX_TENSOR_ELEMENTS` before allocating."""
+    return math.prod(int(s) for s in shape)
+
 
 def save_weights(path: str | os.PathLike, params: Mapping[str, object], metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``params`` to ``path``: ``.safetensors`` (with string ``metadata``) or ``.npz``.
@@ -181,6 +211,9 @@ def save_weights(path: str | os.PathLike, params: Mapping[str, object], metadata
         raise ValueError(f"unknown weights format {path.suffix!r}: expected .safetensors or .npz")
     if metadata and suffix == ".npz":
         raise ValueError("metadata can only be stored in .safetensors files")
+    bad = [repr(n) for n in params if not isinstance(n, str) or n == "__metadata__" or not n]
+    if bad:
+        raise ValueError(f"tensor names must be non-empty strings other than '__metadata__', got {', '.join(bad)}")
     arrays = {name: np.ascontiguousarray(to_numpy(v)) for name, v in params.items()}
     with atomic_write(path) as f:
         if suffix == ".npz":
@@ -229,7 +262,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         problems.append(f"__metadata__ must map strings to strings, got {metadata!r:.80}")
         metadata = {}
-    tensors: dict[str, np.ndarray] = {}
+    entries: list[tuple[int, int, str, str, tuple[int, ...]]] = []
     for name, entry in header.items():
         try:
             dtype = entry["dtype"]
@@ -237,31 +270,68 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
             begin, end = (int(o) for o in entry["data_offsets"])
             if not isinstance(dtype, str) or min(shape, default=0) < 0:
                 raise ValueError
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             problems.append(f"{name}: malformed header entry {entry!r:.80}")
             continue
         if dtype not in _ST_DTYPES:
             problems.append(f"{name}: unsupported dtype {dtype} (store float32)")
             continue
-        np_dtype = np.dtype(_ST_DTYPES[dtype]).newbyteorder("<")
+        count = declared_elements(shape)
+        if count > MAX_TENSOR_ELEMENTS:
+            problems.append(f"{name}: shape {shape} declares {count:,} elements, more than any AlexNet tensor "
+                            f"(at most {MAX_TENSOR_ELEMENTS:,})")
+            continue
         if end > len(data) or not 0 <= begin <= end:
             problems.append(f"{name}: data {begin}..{end} lies past the end of the file (truncated?)")
             continue
-        if end - begin != np_dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+        if end - begin != np.dtype(_ST_DTYPES[dtype]).itemsize * count:
             problems.append(f"{name}: {end - begin} bytes do not hold a {dtype} tensor of shape {shape}")
             continue
-        tensors[name] = np.frombuffer(data, dtype=np_dtype, count=int(np.prod(shape, dtype=np.int64)), offset=begin).reshape(shape).astype(np_dtype.newbyteorder("="))
+        entries.append((begin, end, name, dtype, shape))
+    # the safetensors rule: the tensors tile the data, in order, without gaps or overlaps (so that no
+    # byte is read twice: aliased offsets would make a small file expand into many large tensors)
+    at = 0
+    for begin, end, name, _, _ in sorted(entries):
+        if begin != at:
+            problems.append(f"{name}: data starts at byte {begin}, expected {at} "
+                            f"({'overlaps the tensor before it' if begin < at else 'leaves a gap'})")
+        at = max(at, end)
+    if not problems and at != len(data):
+        problems.append(f"{len(data) - at} bytes after the last tensor belong to none")
     if problems:
         raise WeightsFileError(f"{path}: corrupt safetensors file", problems)
+    tensors = {}
+    for begin, end, name, dtype, shape in entries:
+        np_dtype = np.dtype(_ST_DTYPES[dtype]).newbyteorder("<")
+        tensors[name] = np.frombuffer(data, dtype=np_dtype, count=declared_elements(shape), offset=begin).reshape(shape).astype(np_dtype.newbyteorder("="))
     return tensors, {str(k): str(v) for k, v in metadata.items()}
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Each ``.npy`` member's header (shape, dtype) is read and bounded before its data."""
+    tensors: dict[str, np.ndarray] = {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {name: z[name] for name in z.files}
+        with zipfile.ZipFile(path) as archive:
+            check_archive(path, archive)
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise WeightsFileError(f"{path}: member {info.filename} is not a .npy array")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                    if dtype.hasobject:
+                        raise WeightsFileError(f"{path}: member {info.filename} holds Python objects, not numbers")
+                    if declared_elements(shape) > MAX_TENSOR_ELEMENTS:
+                        raise WeightsFileError(f"{path}: member {info.filename} declares shape {shape}, more than any "
+                                               f"AlexNet tensor (at most {MAX_TENSOR_ELEMENTS:,} elements)")
+                with archive.open(info) as member:
+                    tensors[info.filename[: -len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
+    except WeightsFileError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise WeightsFileError(f"{path}: not a readable .npz file: {exc}") from exc
+        raise WeightsFileError(f"{path}: not a readable .npz file: {exc}") from None
+    return tensors
 
 
 def read_weights_file(path: str | os.PathLike, *, optimizer_state: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:

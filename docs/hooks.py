@@ -233,16 +233,15 @@ def gen_lrn_windows(size: str) -> str:
 def gen_towers(variant: str) -> str:
     """The paper's two-GPU split, read off the layer table: which layers see both towers' maps."""
     rows = []
-    for i in _infos(variant, A.Conv, A.Linear):
+    for i in _infos(variant, A.Conv):
         layer = i.layer
-        if isinstance(layer, A.Conv):
-            groups = layer.groups
-            talk = ("the image (both towers)" if i.name == "conv1" else "its own tower's maps only" if groups > 1
-                    else "**both towers' maps**")
-            rows.append([f"`{i.name}`", f"{layer.out_channels // 2} + {layer.out_channels // 2}", groups, talk])
-        else:
-            rows.append([f"`{i.name}`", f"{layer.out_features // 2} + {layer.out_features - layer.out_features // 2}"
-                         if i.name != "fc8" else f"{layer.out_features}", "—", "**both towers' outputs**"])
+        talk = ("the image (both towers)" if i.name == "conv1" else "its own tower's maps only" if layer.groups > 1
+                else "**both towers' maps**")
+        rows.append([f"`{i.name}`", f"{layer.out_channels // 2} + {layer.out_channels // 2}", layer.groups, talk])
+    for i in _infos(variant, A.Linear):
+        width = i.layer.out_features
+        rows.append([f"`{i.name}`", f"{width // 2} + {width - width // 2}" if i.name != "fc8" else f"{width}", "—",
+                     "**both towers' outputs**"])
     return _table(["layer", "units per tower", "groups here", "its inputs"], rows, "lrrl")
 
 

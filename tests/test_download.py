@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -31,12 +33,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body, mode = self.routes[self.path]
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
+        if mode == "nolength":  # no Content-Length: the body ends when the connection does
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if mode == "drop":  # announce everything, send a third, hang up
             self.wfile.write(body[: len(body) // 3])
             self.wfile.flush()
             self.close_connection = True
+            return
+        if mode in ("slow", "drip"):  # slow: 8 pieces over ~0.4 s; drip: a byte every 50 ms, for ever
+            step = max(1, len(body) // 8) if mode == "slow" else 1
+            for i in range(0, len(body), step):
+                try:
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(0.05)
             return
         self.wfile.write(body)
 
@@ -136,3 +151,38 @@ def test_published_digest_constant():
 def test_bundle_without_a_pinned_digest_is_not_downloaded(tmp_path):
     with pytest.raises(DownloadError, match="no pinned download"):
         download("caffe", cache=tmp_path)
+
+
+def test_concurrent_downloads_into_one_cache_each_verify_their_own_bytes(server, pth_bytes, tmp_path):
+    """Two downloads of one bundle at once (the old fixed ``.partial`` name let one report success
+    over a file holding a mix of both): each writes its own temporary file, verifies the bytes on
+    disk and converts its own copy; the cache ends with one whole, verified file."""
+    base, routes = server
+    body, sd = pth_bytes
+    routes["/slow.pth"] = (body, "slow")
+    digest = hashlib.sha256(body).hexdigest()
+    cache = tmp_path / "cache"
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: download("torchvision", url=f"{base}/slow.pth", sha256=digest, cache=cache,
+                                                 force=True, progress=False), range(2)))
+    assert paths[0] == paths[1] == cached_path("torchvision", cache) and _left(cache) == [paths[0].name]
+    tensors, meta = read_weights_file(paths[0])
+    assert meta["alexnet_aa.source_sha256"] == digest
+    assert all(np.array_equal(tensors[TORCHVISION_NAMES[k]], v.numpy()) for k, v in sd.items())
+
+
+def test_a_dripping_server_is_cut_off_at_the_deadline(server, tmp_path):
+    base, routes = server
+    routes["/drip.bin"] = (b"x" * 10_000, "drip")
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"not finished within 0.5 s"):
+        fetch(f"{base}/drip.bin", tmp_path / "f.bin", "0" * 64, timeout=5, deadline=0.5, progress=False)
+    assert time.monotonic() - start < 5 and _left(tmp_path) == []
+
+
+def test_a_body_without_a_length_is_capped(server, tmp_path):
+    base, routes = server
+    routes["/endless.bin"] = (b"y" * 300_000, "nolength")
+    with pytest.raises(DownloadError, match=r"more than the 100,000 bytes expected"):
+        fetch(f"{base}/endless.bin", tmp_path / "f.bin", "0" * 64, timeout=5, max_bytes=100_000, progress=False)
+    assert _left(tmp_path) == []

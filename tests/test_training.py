@@ -192,7 +192,7 @@ def test_loader_order_is_the_seeds_and_not_the_threads(tmp_path):
     assert [b.labels.tolist() for b in one] == [b.labels.tolist() for b in four]
     assert all(np.array_equal(a.x, b.x) for a, b in zip(one, four))
     skipped = [s for b in one for s in b.skipped]
-    assert len(skipped) == 1 and skipped[0][0] == str(bad) and "not an image file" in skipped[0][1]
+    assert len(skipped) == 1 and skipped[0][0] == str(bad) and "not an image in one of the accepted formats" in skipped[0][1]
     assert sum(len(b.labels) for b in one) == len(folder.samples) - 1
 
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from alexnet_aa.architecture import pool_output_size, pool_overhang
-from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendUnavailableError
+from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendError, BackendUnavailableError
 
 __all__ = ["MLXBackend", "MIN_MLX_VERSION"]
 
@@ -93,6 +94,16 @@ class MLXBackend(Backend):
         self._lrn_why = ""
         if lrn == "metal" and not mx.metal.is_available():
             raise BackendUnavailableError("[mlx] lrn='metal' asked for, but Metal is not available on this machine")
+        self._thread = threading.get_ident()
+
+    def _check_thread(self) -> None:
+        """MLX's streams belong to the thread that made them: arrays made here cannot be computed in
+        another thread ("There is no Stream(cpu, 1) in current thread", then an abort at exit, mlx
+        0.32.4). So a backend, and a model on it, is used from the thread that made it; another
+        thread makes its own."""
+        if threading.get_ident() != self._thread:
+            raise BackendError(f"[mlx] this backend was made in thread {self._thread} and MLX's streams belong to "
+                               f"that thread; called from thread {threading.get_ident()}: make one model per thread")
 
     # -- where it runs -----------------------------------------------------------
     @classmethod
@@ -116,6 +127,7 @@ class MLXBackend(Backend):
         return self._mx
 
     def asarray(self, x: Any) -> Any:
+        self._check_thread()  # every forward and training step starts here
         mx = self._mx
         if isinstance(x, mx.array):
             return x if x.dtype == mx.float32 else x.astype(mx.float32)

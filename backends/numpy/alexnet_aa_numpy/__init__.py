@@ -35,6 +35,7 @@ to one thread meanwhile (why: ``docs/backends/numpy.md``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import threading
@@ -81,14 +82,32 @@ def _blas_libraries() -> list:
     return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
+def _set_blas_threads(lib, n: int) -> None:
+    """Set ``lib``'s thread count from whichever thread calls.
+
+    OpenBLAS's ``openblas_set_num_threads`` (what threadpoolctl calls) takes
+    effect only from the main thread: from any other it is ignored, and a
+    forward pass run from a worker thread then gave other bits (NumPy 2.4's
+    OpenBLAS 0.3.31, pthreads build). ``openblas_set_num_threads_local``
+    (0.3.27 on) sets the same process-wide count from any thread there, so it
+    is used where it exists."""
+    setter = getattr(lib.dynlib, "openblas_set_num_threads_local", None) if lib.internal_api == "openblas" else None
+    if setter is None:
+        lib.set_num_threads(n)
+    else:
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        setter(n)
+
+
 class _BlasSingleThreaded:
     """While any op of this backend runs, BLAS is held to one thread: our workers split the GEMMs.
 
     OpenBLAS's own threads spin for a while after every call; left running,
     they took the cores from the workers and the split gained nothing. The
     setting is process-wide, so it is reference-counted under a lock (ops in
-    several threads at once restore it only when the last one ends) and the
-    previous thread counts are restored afterwards.
+    several threads at once restore it only when the last one ends), made
+    from whichever thread calls (:func:`_set_blas_threads`), and the previous
+    thread counts are restored afterwards.
     """
 
     def __init__(self) -> None:
@@ -103,7 +122,7 @@ class _BlasSingleThreaded:
             if self._users == 0:
                 self._saved = [lib.num_threads for lib in libraries]
                 for lib in libraries:
-                    lib.set_num_threads(1)
+                    _set_blas_threads(lib, 1)
             self._users += 1
         try:
             yield
@@ -112,7 +131,7 @@ class _BlasSingleThreaded:
                 self._users -= 1
                 if self._users == 0:
                     for lib, n in zip(libraries, self._saved, strict=True):
-                        lib.set_num_threads(n)
+                        _set_blas_threads(lib, n)
 
 
 _blas_single_threaded = _BlasSingleThreaded()
