@@ -302,7 +302,7 @@ def cmd_visualize(args) -> int:
 def cmd_train(args) -> int:
     """``alexnet-aa train``: :func:`alexnet_aa.trainer.train` with a progress bar on a terminal and one
     line per epoch otherwise; Ctrl-C stops it with the last whole checkpoint in place."""
-    from .trainer import TrainConfig, format_record, train
+    from .trainer import Interrupted, TrainConfig, format_record, train
 
     fields = set(TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -330,10 +330,13 @@ def cmd_train(args) -> int:
     try:
         history = train(cfg, resume=args.resume, on_step=on_step, on_epoch=on_epoch,
                         log=lambda line: print(line, file=sys.stderr, flush=True))
-    except KeyboardInterrupt:
-        print(f"alexnet-aa train: interrupted; {cfg.out} holds the last whole epoch "
-              f"(continue with --resume {cfg.out})" if os.path.exists(cfg.out) else
+    except Interrupted as stop:
+        print(f"alexnet-aa train: interrupted; {stop.path} holds epoch {stop.epoch}, the last whole one "
+              f"(continue with --resume {stop.path})" if stop.path else
               "alexnet-aa train: interrupted before the first checkpoint", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # while setting up
+        print("alexnet-aa train: interrupted before the first checkpoint", file=sys.stderr)
         return 130
     finally:
         if bar is not None:
@@ -346,7 +349,8 @@ def cmd_train(args) -> int:
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune on a folder of images, one subfolder per class")
     p.add_argument("data", metavar="DATA_DIR", help="folder with one subfolder of images per class (sorted names = classes)")
-    _add_variant(p)
+    p.add_argument("--variant", default=None, choices=VARIANTS,
+                   help="AlexNet variant (default: the --resume checkpoint's, else paper)")
     p.add_argument("--backend", default="numpy")
     p.add_argument("--epochs", type=_positive_int, default=10, help="train up to this epoch (default: 10)")
     p.add_argument("--batch", type=_positive_int, default=32, help="images per step (default: 32; the paper: 128)")

@@ -13,6 +13,8 @@ image), never of thread timing, so a run (and a resumed one) is reproducible.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ import numpy as np
 
 from .images import IMAGE_SUFFIXES, ImageError, load_image
 from .preprocess import Preprocess, PreprocessError
+from .training import AUGMENT, ORDER, PCA_SAMPLE, SPLIT
 
 #: ImageNet's RGB pixel covariance (pixels in [0, 1]) as published with fb.resnet.torch's
 #: ``datasets/imagenet.lua`` (the "Lighting" transform): eigenvalues, then eigenvectors as columns.
@@ -72,9 +75,34 @@ class ImageFolder:
         object.__setattr__(self, "classes", tuple(classes))
         object.__setattr__(self, "samples", tuple(samples))
 
+    def check_readable(self) -> None:
+        """Each class has at least one image that decodes (its files are tried in order until one
+        does); a class of unreadable files only is a :class:`DataError` naming it."""
+        unreadable = []
+        for label, name in enumerate(self.classes):
+            mine = [s for s in self.samples if s.label == label]
+            for sample in mine:
+                try:
+                    load_image(sample.path)
+                    break
+                except ImageError:
+                    continue
+            else:
+                unreadable.append(f"{name} ({len(mine)} files)")
+        if unreadable:
+            raise DataError(f"[data] {self.root}: class folders without a readable image: {', '.join(unreadable)}")
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the classes and every sample's path (relative to the root) and label: what a
+        resumed run checks, so that the same split and order are drawn from the same images."""
+        digest = hashlib.sha256(json.dumps(self.classes).encode())
+        for s in self.samples:
+            digest.update(f"{s.path.relative_to(self.root).as_posix()}\0{s.label}\n".encode())
+        return digest.hexdigest()
+
     def split(self, fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
         """``(train, validation)``: per class, ``round(fraction · n)`` of its ``n`` images (at least one
-        when ``fraction > 0``, and never all of them), drawn with ``numpy.random.default_rng([seed, label])``."""
+        when ``fraction > 0``, and never all of them), drawn with ``numpy.random.default_rng([seed, SPLIT, label])``."""
         if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
             raise ValueError(f"[data] val_split: expected a fraction in [0, 1), got {fraction!r}")
         train, val = [], []
@@ -84,7 +112,7 @@ class ImageFolder:
             if fraction > 0 and k < 1:
                 raise DataError(f"[data] class {self.classes[label]!r} has {len(mine)} image(s): "
                                 "a validation split needs at least 2 per class")
-            chosen = set(np.random.default_rng([seed, label]).permutation(len(mine))[:k].tolist())
+            chosen = set(np.random.default_rng([seed, SPLIT, label]).permutation(len(mine))[:k].tolist())
             for i, s in enumerate(mine):
                 (val if i in chosen else train).append(s)
         return train, val
@@ -99,7 +127,7 @@ def pca_lighting(samples: Sequence[Sample], preprocess: Preprocess, max_images: 
     of ``samples`` after the resize of ``preprocess``: what the paper's colour noise follows (§4.1,
     "PCA on the set of RGB pixel values throughout the ImageNet training set"). Eigenvalues in
     descending order, eigenvectors as columns. Unreadable images are passed over."""
-    pick = np.random.default_rng(seed).permutation(len(samples))[:max_images]
+    pick = np.random.default_rng([seed, PCA_SAMPLE]).permutation(len(samples))[:max_images]
     count, total, outer = 0, np.zeros(3), np.zeros((3, 3))
     for i in pick:
         try:
@@ -175,7 +203,8 @@ def ten_crops(img, preprocess: Preprocess) -> np.ndarray:
     scaled = np.asarray(preprocess.scaled(img), dtype=np.float32)
     h, w = scaled.shape[:2]
     s = preprocess.crop_size
-    corners = [(0, 0), (0, w - s), (h - s, 0), (h - s, w - s), ((h - s) // 2, (w - s) // 2)]
+    center = (int(round((h - s) / 2.0)), int(round((w - s) / 2.0)))  # Preprocess.resized's rounding
+    corners = [(0, 0), (0, w - s), (h - s, 0), (h - s, w - s), center]
     crops = [scaled[t:t + s, l:l + s] for t, l in corners]
     return np.stack([preprocess.normalize(c) for c in crops + [c[:, ::-1] for c in crops]])
 
@@ -196,13 +225,13 @@ def batches(samples: Sequence[Sample], batch: int, preprocess: Preprocess, *, au
             ten_crop: bool = False, seed: int = 0, epoch: int = 0, shuffle: bool = False,
             workers: int = 2, prefetch: int = 2) -> Iterator[Batch]:
     """The batches of one pass over ``samples``, decoded ahead in ``workers`` threads (at most
-    ``prefetch`` batches ahead: bounded memory). ``shuffle``: the order is
-    ``default_rng([seed, epoch]).permutation``; image ``i``'s augmentation draws from
-    ``default_rng([seed, epoch, i])``. An unreadable image is left out of its batch and reported in
+    ``max(prefetch, workers)`` batches decoded ahead of the one being used: bounded memory). ``shuffle``:
+    the order is ``default_rng([seed, ORDER, epoch]).permutation``; image ``i``'s augmentation draws
+    from ``default_rng([seed, AUGMENT, epoch, i])``. An unreadable image is left out of its batch and reported in
     ``Batch.skipped`` (a batch of unreadable images only has ``len(labels) == 0``)."""
     if batch < 1:
         raise ValueError(f"[data] batch: expected a positive number of images, got {batch}")
-    order = np.random.default_rng([seed, epoch]).permutation(len(samples)) if shuffle else np.arange(len(samples))
+    order = np.random.default_rng([seed, ORDER, epoch]).permutation(len(samples)) if shuffle else np.arange(len(samples))
     chunks = [order[i:i + batch] for i in range(0, len(order), batch)]
 
     def load(chunk: np.ndarray) -> Batch:
@@ -216,7 +245,7 @@ def batches(samples: Sequence[Sample], batch: int, preprocess: Preprocess, *, au
                 elif augment is None:
                     arrays.append(preprocess(img))
                 else:
-                    arrays.append(augment(img, preprocess, np.random.default_rng([seed, epoch, i])))
+                    arrays.append(augment(img, preprocess, np.random.default_rng([seed, AUGMENT, epoch, i])))
                 labels.append(sample.label)
             except ImageError as exc:
                 skipped.append((str(sample.path), exc.reason))
@@ -225,13 +254,14 @@ def batches(samples: Sequence[Sample], batch: int, preprocess: Preprocess, *, au
         x = np.stack(arrays) if arrays else np.zeros((0,), np.float32)
         return Batch(x, np.asarray(labels, dtype=np.int64), skipped)
 
+    ahead = max(prefetch, workers, 1)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="alexnet-aa-data")
     try:
-        pending = [pool.submit(load, c) for c in chunks[:prefetch + 1]]
+        pending = [pool.submit(load, c) for c in chunks[:ahead]]
         for k in range(len(chunks)):
             got = pending.pop(0).result()
-            if k + prefetch + 1 < len(chunks):
-                pending.append(pool.submit(load, chunks[k + prefetch + 1]))
+            if k + ahead < len(chunks):
+                pending.append(pool.submit(load, chunks[k + ahead]))
             yield got
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

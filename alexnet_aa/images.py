@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,9 +77,9 @@ def load_image(path: str | os.PathLike):
       Multi-frame files (GIF, TIFF): the first frame.
     * Decompression bombs: an image with more pixels than Pillow's
       ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 by default, about
-      1024 × 1024 × 1024 // 4 // 3) is refused with :class:`ImageError` — Pillow only
-      warns between 1× and 2× that limit; here its ``DecompressionBombWarning``
-      is turned into the error. Set ``MAX_IMAGE_PIXELS`` to change the limit.
+      1024 × 1024 × 1024 // 4 // 3) is refused with :class:`ImageError`, checked
+      on the header's size before decoding — Pillow itself only warns between 1×
+      and 2× that limit. Set ``MAX_IMAGE_PIXELS`` to change the limit.
     * Only regular files are opened (a FIFO or device given as an image is
       refused, never read), and only the raster :data:`IMAGE_FORMATS` are
       decoded, recognised by content; anything else, or a truncated or corrupt
@@ -99,31 +98,35 @@ def load_image(path: str | os.PathLike):
         raise ImageError(path, "is a directory")
     if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
         raise ImageError(path, "not a regular file (a pipe, socket or device is not read)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path, formats=IMAGE_FORMATS) as img:
-                img.load()  # decode now: truncation and corrupt data surface here
-                img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
-                rgb.load()
-                return rgb
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise ImageError(
-                path,
-                f"refused as a possible decompression bomb: {exc} "
-                f"(limit PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels)",
-            ) from None
-        except FileNotFoundError:
-            raise ImageError(path, "no such file") from None
-        except IsADirectoryError:
-            raise ImageError(path, "is a directory") from None
-        except PermissionError as exc:
-            raise ImageError(path, f"cannot be read: {exc.strerror}") from None
-        except UnidentifiedImageError:
-            raise ImageError(path, f"not an image in one of the accepted formats ({', '.join(IMAGE_FORMATS)})") from None
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
-            raise ImageError(path, f"truncated or corrupt image: {exc or type(exc).__name__}") from None
+    try:
+        # Pillow warns between 1x and 2x its pixel limit and raises above: the size is checked here
+        # rather than by turning the warning into an error with warnings.catch_warnings(), which
+        # changes the filters of every thread at once (the training loader decodes in threads).
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
+            pixels = img.size[0] * img.size[1]
+            if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{img.size[0]}x{img.size[1]} = {pixels:,} pixels")
+            img.load()  # decode now: truncation and corrupt data surface here
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
+            rgb.load()
+            return rgb
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            path,
+            f"refused as a possible decompression bomb: {exc} "
+            f"(limit PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels)",
+        ) from None
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory") from None
+    except PermissionError as exc:
+        raise ImageError(path, f"cannot be read: {exc.strerror}") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, f"not an image in one of the accepted formats ({', '.join(IMAGE_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
+        raise ImageError(path, f"truncated or corrupt image: {exc or type(exc).__name__}") from None
 
 
 def iter_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -67,6 +67,7 @@ import numpy as np
 from .architecture import VARIANTS, get_architecture
 from .preprocess import default_preprocess
 from .weights import (
+    CHECKPOINT_KEY,
     MAX_TENSOR_ELEMENTS,
     PREPROCESS_KEY,
     SOURCE_SHA256_KEY,
@@ -524,7 +525,8 @@ def write_canonical(imported: Imported, out: str | os.PathLike, extra_metadata: 
         SOURCE_SHA256_KEY: _sha256(src_path),
     }
     for key, value in imported.metadata.items():
-        metadata.setdefault(key, value)
+        if key != CHECKPOINT_KEY:  # the weights only: a checkpoint's training state stays with its velocity
+            metadata.setdefault(key, value)
     metadata.update(extra_metadata or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_weights(out, imported.params, metadata)

@@ -49,11 +49,12 @@ class TrainConfig:
     and the paper's biases; ``"he"``: N(0, 2/fan_in)). ``freeze``: keep the layers up to and including
     this one. ``lighting``: the colour noise's principal components, ``"data"`` (of the training set)
     or ``"imagenet"``; ``None`` picks ``"imagenet"`` when fine-tuning from ``weights``, else ``"data"``.
-    ``input_size``: the crop side for the torchvision variant (any ≥ 63; resized to 8/7 of it first)."""
+    ``input_size``: the crop side for the torchvision variant (any ≥ 63; resized to 8/7 of it first).
+    ``variant``: ``None`` is a resumed run's own, else ``"paper"``."""
 
     data: str
     out: str
-    variant: str = "paper"
+    variant: str | None = None
     backend: str = "numpy"
     epochs: int = 1
     batch: int = 32
@@ -111,19 +112,31 @@ class EpochRecord:
 StepCallback = Callable[[int, int, int, float, float, float], None]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``path`` holds the last whole checkpoint, of epoch ``epoch`` (both
+    ``None`` when none was written or resumed from)."""
+
+    def __init__(self, path: str | None, epoch: int | None) -> None:
+        super().__init__(path, epoch)
+        self.path, self.epoch = path, epoch
+
+
 def train(cfg: TrainConfig, *, resume: str | None = None, on_step: StepCallback | None = None,
           on_epoch: Callable[[EpochRecord], None] | None = None, log: Callable[[str], None] = print) -> list[EpochRecord]:
     """Run ``cfg`` (from ``resume``'s checkpoint, if given) to ``cfg.epochs``; return every epoch's record.
 
     Errors before the first step (the data, the weights, the options) and a non-finite loss are a
-    :class:`TrainingError`; ``KeyboardInterrupt`` propagates with the last checkpoint intact."""
+    :class:`TrainingError`; Ctrl-C is :class:`Interrupted`, naming the last whole checkpoint."""
     run = _Run(cfg, resume, log)
-    for epoch in range(run.epoch + 1, cfg.epochs + 1):
-        record = run.epoch_pass(epoch, on_step)
-        run.history.append(record)
-        run.save(epoch)
-        if on_epoch is not None:
-            on_epoch(record)
+    try:
+        for epoch in range(run.epoch + 1, run.cfg.epochs + 1):
+            record = run.epoch_pass(epoch, on_step)
+            run.history.append(record)
+            run.save(epoch)
+            if on_epoch is not None:
+                on_epoch(record)
+    except KeyboardInterrupt:
+        raise Interrupted(run.saved_path, run.saved_epoch) from None
     return run.history
 
 
@@ -132,34 +145,30 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, resume: str | None, log: Callable[[str], None]) -> None:
         self.log = log
-        folder = ImageFolder(Path(cfg.data))
+        self._check_plot()
         ckpt = load_checkpoint(resume) if resume else None
+        cfg = self._settled(cfg, ckpt, resume)
+        self.cfg = cfg
+        SGD(ckpt.state["lr"] if ckpt else cfg.lr, cfg.momentum, cfg.weight_decay,  # the hyper-parameters, checked first
+            bias_lr_mult=cfg.bias_lr_mult, bias_decay_mult=cfg.bias_decay_mult)
+        self.schedule = Schedule.from_json(ckpt.state["schedule"]) if ckpt else Schedule.parse(cfg.schedule)
+        folder = ImageFolder(Path(cfg.data))
+        self.fingerprint = folder.fingerprint()
         if ckpt is not None:
-            recorded = ckpt.state["config"]
-            if recorded["variant"] != cfg.variant:
-                raise TrainingError(f"--resume {resume}: the checkpoint holds a {recorded['variant']!r} model, "
-                                    f"not {cfg.variant!r}")
-            cfg = dataclasses.replace(cfg, **{k: recorded[k] for k in TrainConfig.RESUMED})
             recorded_classes = json.loads(ckpt.metadata.get(CATEGORIES_KEY, "[]"))
             if recorded_classes != list(folder.classes):
                 raise TrainingError(f"--resume {resume}: its classes {recorded_classes} are not the classes of "
                                     f"{cfg.data} {list(folder.classes)}")
-        self.cfg = cfg
-        if Path(cfg.out).suffix.lower() != ".safetensors":
-            raise TrainingError(f"--out: expected a .safetensors path (the checkpoint), got {cfg.out}")
-        for path in (Path(cfg.out), cfg.metrics_path, cfg.plot_path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        if cfg.epochs < 1 or cfg.batch < 1:
-            raise TrainingError(f"epochs and batch must be positive, got {cfg.epochs} and {cfg.batch}")
-        if cfg.variant not in VARIANTS:
-            raise TrainingError(f"unknown variant {cfg.variant!r}: expected one of {', '.join(VARIANTS)}")
+            if ckpt.state.get("data") != self.fingerprint:
+                raise TrainingError(f"--resume {resume}: {cfg.data} no longer holds the images the run started with "
+                                    "(files added, removed or renamed): its split and order would differ")
+        check_batch(cfg.variant, cfg.batch, training=True, input_size=cfg.input_size, num_classes=len(folder.classes))
+        folder.check_readable()
         self.classes = folder.classes
         self.train_set, self.val_set = folder.split(cfg.val_split, cfg.seed)
-        self.schedule = Schedule.from_json(ckpt.state["schedule"]) if ckpt else Schedule.parse(cfg.schedule)
         if self.schedule.kind == "plateau" and not self.val_set:
             raise TrainingError("--schedule plateau drops the learning rate when the validation error stops "
                                 "improving: it needs --val-split > 0")
-        check_batch(cfg.variant, cfg.batch, training=True, input_size=cfg.input_size, num_classes=len(folder.classes))
         self.model, metadata = self._model(cfg, ckpt, len(folder.classes))
         require_training(self.model.backend, "train")
         self.model.categories = list(folder.classes)
@@ -168,16 +177,59 @@ class _Run:
         self.opt = SGD(ckpt.state["lr"] if ckpt else cfg.lr, cfg.momentum, cfg.weight_decay,
                        bias_lr_mult=cfg.bias_lr_mult, bias_decay_mult=cfg.bias_decay_mult)
         if ckpt is not None:
-            self.opt.velocity = self.model.native_tensors(ckpt.velocity)
+            self.opt.velocity = self.model.native_tensors(self._velocity(ckpt, resume))
         self.lighting = self._lighting(cfg, ckpt)
         self.augment = Augment(cfg.augment, self.lighting)
         self.epoch = ckpt.state["epoch"] if ckpt else 0
+        self.steps = ckpt.state["step"] if ckpt else 0
         if ckpt is not None and self.epoch >= cfg.epochs:
             raise TrainingError(f"--resume {resume} holds epoch {self.epoch} already: ask for --epochs > {self.epoch}")
         self.history = [EpochRecord(**r) for r in ckpt.state["history"]] if ckpt else []
-        self.saved_epoch = self.epoch if ckpt else None
-        self._check_plot()
+        self.saved_path, self.saved_epoch = (resume, self.epoch) if ckpt else (None, None)
+        for path in (Path(cfg.out), cfg.metrics_path, cfg.plot_path):
+            path.parent.mkdir(parents=True, exist_ok=True)
         log(self._describe(resume))
+
+    @staticmethod
+    def _settled(cfg: TrainConfig, ckpt, resume: str | None) -> TrainConfig:
+        """``cfg`` checked, with what a resumed run takes from its checkpoint (:attr:`TrainConfig.RESUMED`)."""
+        if Path(cfg.out).suffix.lower() != ".safetensors":
+            raise TrainingError(f"--out: expected a .safetensors path (the checkpoint), got {cfg.out}")
+        if cfg.epochs < 1 or cfg.batch < 1 or cfg.seed < 0:
+            raise TrainingError(f"epochs and batch must be positive and the seed >= 0, got {cfg.epochs}, {cfg.batch}, {cfg.seed}")
+        if ckpt is None:
+            cfg = dataclasses.replace(cfg, variant=cfg.variant or "paper")
+        else:
+            recorded = ckpt.state["config"]
+            if cfg.variant not in (None, recorded["variant"]):
+                raise TrainingError(f"--resume {resume}: the checkpoint holds a {recorded['variant']!r} model, "
+                                    f"not {cfg.variant!r}")
+            crop = Preprocess.from_json(ckpt.metadata[PREPROCESS_KEY]).crop_size
+            if cfg.input_size not in (None, crop):
+                raise TrainingError(f"--resume {resume}: the run trains at {crop}x{crop}, not --input-size {cfg.input_size}")
+            cfg = dataclasses.replace(cfg, **{k: recorded[k] for k in TrainConfig.RESUMED})
+        if cfg.variant not in VARIANTS:
+            raise TrainingError(f"unknown variant {cfg.variant!r}: expected one of {', '.join(VARIANTS)}")
+        arch = get_architecture(cfg.variant)
+        if cfg.input_size not in (None, arch.input_size):
+            if not arch.min_input_size:
+                raise TrainingError(f"--input-size: the {cfg.variant} variant takes {arch.input_size}x{arch.input_size} "
+                                    "input only (the torchvision variant takes any size >= 63)")
+            if cfg.input_size < arch.min_input_size:
+                raise TrainingError(f"--input-size: expected at least {arch.min_input_size}, got {cfg.input_size}")
+        return cfg
+
+    def _velocity(self, ckpt, resume: str) -> dict[str, np.ndarray]:
+        """The checkpoint's velocity, which must be there for exactly the tensors the run trains."""
+        trained = {n: w.shape for n, w in ckpt.weights.items() if n not in self.model.frozen}
+        got = {n: v.shape for n, v in ckpt.velocity.items()}
+        if got != trained:
+            missing, extra = sorted(set(trained) - set(got)), sorted(set(got) - set(trained))
+            misshapen = sorted(n for n in set(got) & set(trained) if got[n] != trained[n])
+            raise TrainingError(f"--resume {resume}: its optimizer state does not match the tensors the run trains "
+                                f"(missing {missing or 'none'}, extra {extra or 'none'}, misshapen {misshapen or 'none'}): "
+                                "a weights file without its velocity cannot resume a run; start from it with --weights")
+        return ckpt.velocity
 
     # -- setting up ------------------------------------------------------------------------
 
@@ -204,16 +256,12 @@ class _Run:
         return model, imported.metadata
 
     def _preprocess(self, cfg: TrainConfig, ckpt, metadata: dict[str, str]) -> Preprocess:
-        if ckpt is not None or PREPROCESS_KEY in metadata:
+        """The checkpoint's recipe; else the weights file's, else the variant's, at ``--input-size``."""
+        if ckpt is not None:
             return Preprocess.from_json(metadata[PREPROCESS_KEY])
-        pre = default_preprocess(cfg.variant)
+        pre = Preprocess.from_json(metadata[PREPROCESS_KEY]) if PREPROCESS_KEY in metadata else default_preprocess(cfg.variant)
         if cfg.input_size is None or cfg.input_size == pre.crop_size:
             return pre
-        if cfg.variant != "torchvision":
-            raise TrainingError(f"--input-size: the {cfg.variant} variant takes {pre.crop_size}x{pre.crop_size} "
-                                "input only (the torchvision variant takes any size >= 63)")
-        if cfg.input_size < self.model.arch.min_input_size:
-            raise TrainingError(f"--input-size: expected at least {self.model.arch.min_input_size}, got {cfg.input_size}")
         return dataclasses.replace(pre, crop_size=cfg.input_size, resize_size=round(cfg.input_size * 8 / 7),
                                    source=f"{pre.source}, scaled to {cfg.input_size}")
 
@@ -280,6 +328,7 @@ class _Run:
                 raise TrainingError(f"epoch {epoch}, step {step + 1} (lr {lr:g}): {exc}; stopped. "
                                     + self._last_good()) from None
             n = len(b.labels)
+            self.steps += 1
             seen, loss_sum = seen + n, loss_sum + loss * n
             correct += int((np.argmax(np.asarray(model.backend.to_host(logits)), axis=1) == b.labels).sum())
             if on_step is not None:
@@ -327,12 +376,13 @@ class _Run:
     def _last_good(self) -> str:
         if self.saved_epoch is None:
             return f"No checkpoint was written ({self.cfg.out} is as it was)."
-        return f"The last good checkpoint, of epoch {self.saved_epoch}, is {self.cfg.out}."
+        return f"The last good checkpoint, of epoch {self.saved_epoch}, is {self.saved_path}."
 
     def save(self, epoch: int) -> None:
         cfg = self.cfg
         state = {
-            "epoch": epoch, "lr": self.opt.lr, "seed": cfg.seed, "schedule": self.schedule.to_json(),
+            "epoch": epoch, "step": self.steps, "lr": self.opt.lr, "seed": cfg.seed, "schedule": self.schedule.to_json(),
+            "data": self.fingerprint,
             "config": {k: getattr(cfg, k) for k in TrainConfig.RESUMED},
             "lighting": None if self.lighting is None else {"eigval": self.lighting[0].tolist(), "eigvec": self.lighting[1].tolist()},
             "history": [dataclasses.asdict(r) for r in self.history],
@@ -340,8 +390,8 @@ class _Run:
         try:
             save_checkpoint(cfg.out, self.model, self.opt, state)
         except NonFiniteWeightsError as exc:
-            raise TrainingError(f"epoch {epoch} (lr {self.opt.lr:g}): {exc}; stopped. {self._last_good()}") from None
-        self.saved_epoch = epoch
+            raise TrainingError(f"epoch {epoch} (lr {self.history[-1].lr:g}): {exc}; stopped. {self._last_good()}") from None
+        self.saved_path, self.saved_epoch = cfg.out, epoch
         with atomic_write(cfg.metrics_path, "w") as f:
             f.writelines(json.dumps(dataclasses.asdict(r)) + "\n" for r in self.history)
         from .visualize import plot_history

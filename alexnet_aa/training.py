@@ -28,6 +28,7 @@ import numpy as np
 from .architecture import Architecture, Dropout, layer_infos
 from .weights import (
     CATEGORIES_KEY,
+    CHECKPOINT_KEY,
     PREPROCESS_KEY,
     VARIANT_KEY,
     VELOCITY_PREFIX,
@@ -125,9 +126,10 @@ class SGD:
 
         The Array API's in-place operators (``v *= μ``, ``w += v``): where a
         namespace's arrays are mutable (NumPy, CuPy) the update writes into
-        ``params``' own arrays — no temporary the size of the weights — and
-        where they are not, Python rebinds the name to the new array; either
-        way the returned mapping holds the updated tensors."""
+        ``params``' own arrays and the velocity — no new copy of either; the
+        scaled terms ``λεw`` and ``εg`` are temporaries of one tensor's size at
+        a time — and where they are not, Python rebinds the name to the new
+        array; either way the returned mapping holds the updated tensors."""
         out = {}
         for name, g in grads.items():
             w = params[name]
@@ -223,16 +225,20 @@ class Schedule:
         return cls(**json.loads(text))
 
 
+#: The key after the run's seed of each kind of random draw of a training run (the validation split,
+#: an epoch's order, an image's augmentation, the images the colour covariance is estimated from, a
+#: step's dropout masks), so that no two kinds share a stream.
+SPLIT, ORDER, AUGMENT, PCA_SAMPLE, DROPOUT = range(5)
+
+
 def step_seed(seed: int, epoch: int, step: int) -> int:
     """The dropout seed of one training step: a function of the run's seed and the step's place only,
     so that a resumed run draws the masks an uninterrupted one would."""
-    return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, DROPOUT, epoch, step]).generate_state(1)[0])
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
-#: safetensors metadata key of a checkpoint's training state (JSON, format ``alexnet_aa.checkpoint/1``).
-CHECKPOINT_KEY = "alexnet_aa.checkpoint"
 CHECKPOINT_FORMAT = "alexnet_aa.checkpoint/1"
 
 

@@ -37,6 +37,8 @@ PREPROCESS_KEY = "alexnet_aa.preprocess"
 CATEGORIES_KEY = "alexnet_aa.categories"
 #: ... holding the SHA-256 of the file the weights were imported from.
 SOURCE_SHA256_KEY = "alexnet_aa.source_sha256"
+#: ... holding a training checkpoint's state (JSON, format ``alexnet_aa.checkpoint/1``; :mod:`alexnet_aa.training`).
+CHECKPOINT_KEY = "alexnet_aa.checkpoint"
 #: Tensor names of a training checkpoint's optimizer state (``velocity.conv1.weight``, …): a
 #: checkpoint is a weights file whose readers skip these (:func:`read_weights_file`).
 VELOCITY_PREFIX = "velocity."

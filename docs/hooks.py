@@ -292,14 +292,6 @@ def gen_sgd_vs_pytorch() -> str:
                   rows, "rrrrl")
 
 
-def gen_train_demo_help() -> str:
-    """``examples/lfw_folder.py``'s docstring: how the offline demo folder is made."""
-    import ast
-
-    source = (DOCS.parent / "examples" / "lfw_folder.py").read_text(encoding="utf-8")
-    return _code(ast.get_docstring(ast.parse(source)) or "", "text")
-
-
 def gen_tolerances() -> str:
     """``alexnet_aa.testing.TOLERANCES`` as a table."""
     from alexnet_aa.testing import TOLERANCES

@@ -367,3 +367,119 @@ def test_the_offline_demo_folder(tmp_path):
     assert folder.classes == ("face", "non_face") and len(folder.samples) == 200
     img = load_image(folder.samples[0].path)
     assert img.size == (25, 25) and img.mode == "RGB"
+
+
+# -- what a review found -------------------------------------------------------------------------
+
+
+def test_a_class_of_unreadable_files_only_is_refused(tmp_path, capsys):
+    root = _folder(tmp_path / "d", per_class=3, classes=(("blue", (40, 60, 200)),))
+    (root / "red").mkdir()
+    for i in range(3):
+        (root / "red" / f"{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    status, _, err = _train([root, *FAST, "--epochs", "1", "--out", tmp_path / "ck.safetensors"], capsys)
+    assert status == 2 and "class folders without a readable image: red (3 files)" in err
+
+
+def test_decoding_in_threads_leaves_the_warning_filters_alone(data, monkeypatch):
+    """The pixel limit is checked on the image's size, not by turning Pillow's warning into an error
+    with warnings.catch_warnings() (not thread-safe: the loader decodes in threads). With a limit
+    every image exceeds, every image is refused, whatever the threads' timing."""
+    import warnings
+
+    before = list(warnings.filters)
+    monkeypatch.setattr(PIL, "MAX_IMAGE_PIXELS", 100)
+    folder = ImageFolder(data)
+    got = list(batches(folder.samples, 2, torchvision_preprocess(), workers=4))
+    assert sum(len(b.labels) for b in got) == 0 and all("decompression bomb" in r for b in got for _, r in b.skipped)
+    assert warnings.filters == before
+
+
+def test_a_checkpoint_without_its_velocity_cannot_resume(data, tmp_path, capsys):
+    """``weights import`` of a checkpoint keeps the weights only (no training state); a checkpoint
+    whose velocity does not match the trained tensors is refused for --resume."""
+    out = tmp_path / "ck.safetensors"
+    args = [data, *FAST, "--lr", "0.0005", "--init", "he", "--freeze", "conv5"]
+    assert _train([*args, "--epochs", "1", "--out", out], capsys)[0] == 0
+    imported = tmp_path / "imported.safetensors"
+    assert main(["weights", "import", str(out), "-o", str(imported)]) == 0
+    capsys.readouterr()
+    status, _, err = _train([data, *FAST, "--epochs", "2", "--resume", imported, "--out", out], capsys)
+    assert status == 2 and "not a training checkpoint" in err
+    ckpt = load_checkpoint(out)
+    assert set(ckpt.velocity) == {n for n in ckpt.weights if n.startswith("fc")}  # frozen tensors have none
+    tensors = {**ckpt.weights, **{f"velocity.{n}": v for n, v in ckpt.velocity.items() if n != "fc7.bias"}}
+    partial = tmp_path / "partial.safetensors"
+    save_weights(partial, tensors, ckpt.metadata)
+    status, _, err = _train([data, *FAST, "--epochs", "2", "--resume", partial, "--out", out], capsys)
+    assert status == 2 and "optimizer state does not match" in err and "missing ['fc7.bias']" in err
+
+
+def test_resume_into_another_file_names_the_right_checkpoint(data, tmp_path, capsys, monkeypatch):
+    first, second = tmp_path / "a.safetensors", tmp_path / "b" / "b.safetensors"
+    args = [data, *FAST, "--lr", "0.0005", "--init", "he", "--val-split", "0"]
+    assert _train([*args, "--epochs", "1", "--out", first], capsys)[0] == 0
+    original = AlexNet.train_step
+    monkeypatch.setattr(AlexNet, "train_step", lambda self, x, *a, **k: original(self, x * np.float32("nan"), *a, **k))
+    status, _, err = _train([data, *FAST[2:], "--epochs", "2", "--resume", first, "--out", second], capsys)
+    assert status == 2 and f"last good checkpoint, of epoch 1, is {first}" in err and not second.exists()
+
+    def interrupted(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AlexNet, "train_step", interrupted)
+    status, _, err = _train([data, "--epochs", "2", "--resume", first, "--out", second, "--no-progress"], capsys)
+    assert status == 130 and f"{first} holds epoch 1, the last whole one (continue with --resume {first})" in err
+
+
+def test_input_size_applies_to_a_weights_files_recipe(data, tmp_path, capsys):
+    start = tmp_path / "start.safetensors"
+    save_weights(start, he_weights(get_architecture("torchvision", 2), 0),
+                 {"alexnet_aa.preprocess": torchvision_preprocess().to_json()})
+    status, _, err = _train([data, *FAST, "--weights", start, "--epochs", "1", "--lr", "0.0005",
+                             "--out", tmp_path / "ck.safetensors"], capsys)
+    assert status == 0 and "center crop 64" in err, err
+    status, _, err = _train([data, "--input-size", "96", "--epochs", "2", "--resume", tmp_path / "ck.safetensors",
+                             "--out", tmp_path / "ck.safetensors"], capsys)
+    assert status == 2 and "the run trains at 64x64, not --input-size 96" in err
+
+
+def test_a_changed_folder_cannot_resume(tmp_path, capsys):
+    root = _folder(tmp_path / "d", per_class=6)
+    out = tmp_path / "ck.safetensors"
+    assert _train([root, *FAST, "--epochs", "1", "--lr", "0.0005", "--init", "he", "--out", out], capsys)[0] == 0
+    assert load_checkpoint(out).state["step"] == 2  # 10 training images, batches of 6
+    (root / "red" / "00.png").rename(root / "red" / "zz.png")
+    status, _, err = _train([root, "--epochs", "2", "--resume", out, "--out", out], capsys)
+    assert status == 2 and "no longer holds the images the run started with" in err
+
+
+def test_a_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    """The checkpoint is written through a temporary file and a rename: an error in the middle of
+    the write (a full disk, Ctrl-C) leaves the old file whole and no temporary file."""
+    import alexnet_aa.weights as weights_module
+
+    path = tmp_path / "w.safetensors"
+    save_weights(path, {"a": np.ones(1000, np.float32)})
+    before = path.read_bytes()
+
+    def failing(f, arrays, metadata):
+        f.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(weights_module, "_write_safetensors", failing)
+    with pytest.raises(OSError, match="No space left"):
+        save_weights(path, {"a": np.zeros(1000, np.float32)})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_ten_crops_center_is_the_evaluation_crop():
+    """An odd margin (256×259 after the resize): the fifth crop is exactly Preprocess's center crop."""
+    pre = torchvision_preprocess()
+    img = PIL.fromarray(np.random.default_rng(0).integers(0, 255, (259, 256, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(ten_crops(img, pre)[4], pre(img))
+
+
+def test_bad_seed_is_refused(data, tmp_path, capsys):
+    status, _, err = _train([data, *FAST, "--seed", "-1", "--out", tmp_path / "ck.safetensors"], capsys)
+    assert status == 2 and "the seed >= 0" in err

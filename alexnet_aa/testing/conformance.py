@@ -634,8 +634,9 @@ def test_sgd_steps(alexnet_backend, case_rng, conformance_record):
     the gradients the backend gives (``model.gradients`` at the weights before each step):
     :math:`v \\leftarrow \\mu v - \\lambda\\varepsilon w - \\varepsilon g,\\ w \\leftarrow w + v`,
     with Caffe's bias multipliers (lr ×2, no decay) and a weight decay large enough to matter; the
-    update runs on the backend's own arrays. The second step checks the momentum. Frozen layers
-    (``model.freeze``) keep their bits."""
+    update runs on the backend's own arrays. The second step, at a tenth of the rate, checks the
+    momentum (PyTorch's rule would rescale it with the rate). Frozen layers (``model.freeze``) keep
+    their bits."""
     require_training(alexnet_backend, "gradients")
     variant, weights, x, labels = _gradient_case(case_rng, "torchvision-100", 2)
     lr, momentum, decay = 1e-3, 0.9, 0.05
@@ -644,7 +645,7 @@ def test_sgd_steps(alexnet_backend, case_rng, conformance_record):
     opt = SGD(lr, momentum, decay, bias_lr_mult=2.0, bias_decay_mult=0.0)
     before = {name: w.astype(np.float64) for name, w in weights.items()}
     velocity = dict.fromkeys(weights, 0.0)
-    for step in (1, 2):
+    for step, opt.lr in ((1, lr), (2, lr / 10)):  # the rate drops: PyTorch's formula would scale the momentum too
         seed = int(case_rng.integers(2**31))
         _, grads = model.gradients(x, labels, seed)
         model.train_step(x, labels, opt, seed)
@@ -654,8 +655,8 @@ def test_sgd_steps(alexnet_backend, case_rng, conformance_record):
                 assert np.array_equal(after[name], weights[name]), f"{name} is frozen but changed in step {step}"
                 continue
             bias = name.endswith(".bias")
-            rate, rate_decay = lr * (2.0 if bias else 1.0), 0.0 if bias else decay
+            rate, rate_decay = opt.lr * (2.0 if bias else 1.0), 0.0 if bias else decay
             velocity[name] = momentum * velocity[name] - rate_decay * rate * before[name] - rate * grads[name]
             _check(alexnet_backend, conformance_record, "sgd", after[name] - before[name], velocity[name],
-                   f"step={step} {name} (lr={lr}, momentum={momentum}, weight_decay={decay}, bias multipliers 2 and 0)")
+                   f"step={step} {name} (lr={opt.lr:g}, momentum={momentum}, weight_decay={decay}, bias multipliers 2 and 0)")
         before = {name: w.astype(np.float64) for name, w in after.items()}
