@@ -98,9 +98,12 @@ def main(argv=None) -> int:
         done = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - started
         print(done.stdout + done.stderr, flush=True)
-        if done.returncode:
+        stopped = next((line for line in done.stderr.splitlines() if "loss: expected a finite value" in line), None)
+        if done.returncode and not (stopped and out.with_suffix(".metrics.jsonl").exists()):
             raise SystemExit(f"run {name} failed ({done.returncode})")
         history = [json.loads(line) for line in out.with_suffix(".metrics.jsonl").read_text().splitlines()]
+        if stopped:  # a diverged run is a result: train stopped it and kept its last good epoch
+            what += f"; **diverged**: `{stopped.split('error: ', 1)[-1].split(' (NaN')[0]}`, stopped after epoch {len(history)}"
         last = history[-1]
         seconds = np.mean([r["seconds"] for r in history[1:]] or [history[0]["seconds"]])
         shown = " ".join(run_args).replace("{digits}", "digits.safetensors")
