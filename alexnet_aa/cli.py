@@ -483,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, str(exc))
     except MemoryError:
         return _fail(args, "out of memory: use a smaller --batch, or fewer or smaller images")
+    except KeyboardInterrupt:  # `train` says what its checkpoint holds; the others have nothing to keep
+        print(f"alexnet-aa {args.command}: interrupted", file=sys.stderr)
+        return 130
     except OSError as exc:  # an unwritable output, a cache path that is a file, a full disk, …
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(args, f"{where}{exc.strerror or exc}")

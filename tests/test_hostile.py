@@ -308,3 +308,13 @@ def test_a_tensor_named_metadata_is_refused(tmp_path):
     with pytest.raises(ValueError, match="other than '__metadata__'"):
         save_weights(tmp_path / "m.safetensors", {"__metadata__": np.zeros(3, np.float32)})
     assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_in_any_command_is_status_130(monkeypatch, capsys):
+    import alexnet_aa.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_summary", interrupted)
+    assert main(["summary"]) == 130 and capsys.readouterr().err == "alexnet-aa summary: interrupted\n"
