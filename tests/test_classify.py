@@ -100,6 +100,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_image(path).size == (20, 40)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns below 2x its limit; we refuse
 def test_decompression_bomb_is_refused(monkeypatch, image_dir, tmp_path, weights_file, capsys):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ImageError, match="decompression bomb"):
