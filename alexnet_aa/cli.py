@@ -318,7 +318,7 @@ def cmd_train(args) -> int:
 
             bar = tqdm(total=total, unit="img", desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr, leave=False)
         bar.update(done - bar.n)
-        bar.set_postfix_str(f"loss {loss:.4f} acc {acc:6.2%} {speed:.1f} img/s")
+        bar.set_postfix_str(f"loss {loss:.4f} acc {acc:6.2%}")  # tqdm shows the img/s
 
     def on_epoch(record):
         nonlocal bar
