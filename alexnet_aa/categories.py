@@ -38,7 +38,7 @@ def class_names(metadata: Mapping[str, str], num_classes: int) -> list[str]:
             names = json.loads(metadata[CATEGORIES_KEY])
             if isinstance(names, list) and len(names) == num_classes:
                 return [str(n) for n in names]
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack
             pass
     if num_classes == 1000:
         return list(imagenet_categories())

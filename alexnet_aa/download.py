@@ -78,7 +78,8 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None, *, size: int | 
     (the 8 hex digits of a torch hub file name) pass ``sha256_prefix`` instead.
     ``timeout`` bounds each read, ``deadline`` the whole download (a server
     that drips bytes is cut off), and the length is capped at the published
-    ``size``, else the announced Content-Length, else ``max_bytes``. The
+    ``size``, else at ``max_bytes`` (an announced Content-Length above it is
+    refused before anything is written). The
     digest is computed over the bytes on disk after ``fsync``, then the file
     is renamed to ``dest``: concurrent downloads of one file each verify their
     own copy, and the last rename wins, whole. On any failure the temporary
@@ -98,7 +99,9 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None, *, size: int | 
             expected = int(header) if header and header.isdigit() else None
             if size is not None and expected is not None and expected != size:
                 raise DownloadError(f"{url}: the server announces {expected:,} bytes, the published file has {size:,}")
-            limit = size if size is not None else expected if expected is not None else max_bytes
+            limit = size if size is not None else min(expected, max_bytes) if expected is not None else max_bytes
+            if expected is not None and expected > limit:
+                raise DownloadError(f"{url}: the server announces {expected:,} bytes, more than the {limit:,} allowed")
             bar = _progress_bar(expected or size, dest.name, progress)
             try:
                 while True:

@@ -68,6 +68,7 @@ from .architecture import VARIANTS, get_architecture
 from .preprocess import default_preprocess
 from .weights import (
     CHECKPOINT_KEY,
+    MAX_ARCHIVE_BYTES,
     MAX_TENSOR_ELEMENTS,
     PREPROCESS_KEY,
     SOURCE_SHA256_KEY,
@@ -204,9 +205,9 @@ def read_pth(path: str | os.PathLike, *, use_torch: bool | None = None) -> dict[
             raise WeightsFileError(f"{path}: not a readable torch zip archive: {exc}") from None
     try:
         obj = _load_with_torch(torch, path) if torch is not None else _load_without_torch(path)
+        return _state_dict_arrays(obj, path)
     except RecursionError:
         raise WeightsFileError(f"{path}: refused: the pickle nests deeper than Python's recursion limit") from None
-    return _state_dict_arrays(obj, path)
 
 
 def _load_with_torch(torch, path: Path):
@@ -240,12 +241,20 @@ def _state_dict_arrays(obj, path: Path) -> dict[str, np.ndarray]:
         raise WeightsFileError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
     out: dict[str, np.ndarray] = {}
     problems = []
+    total = 0
     for key, value in obj.items():
-        if (_is_torch_tensor(value) or isinstance(value, np.ndarray)) and declared_elements(value.shape) > MAX_TENSOR_ELEMENTS:
-            # before any copy: a stride-0 view of a small storage can declare billions of elements
-            problems.append(f"{key!r}: shape {tuple(value.shape)} is more than any AlexNet tensor "
-                            f"(at most {MAX_TENSOR_ELEMENTS:,} elements)")
+        if not isinstance(key, str):  # never repr'd: a key can nest deeper than Python's stack
+            problems.append(f"a key of type {type(key).__name__}: expected tensor names (str)")
             continue
+        if _is_torch_tensor(value) or isinstance(value, np.ndarray):
+            count = declared_elements(value.shape)
+            total += count * (value.element_size() if _is_torch_tensor(value) else value.itemsize)
+            # before any copy: a view of a small storage (stride 0, overlapping) can declare far more elements
+            stored = value.untyped_storage().nbytes() // max(1, value.element_size()) if _is_torch_tensor(value) else count
+            if count > MAX_TENSOR_ELEMENTS or count > stored or total > MAX_ARCHIVE_BYTES:
+                problems.append(f"{key!r}: shape {tuple(value.shape)} is more than any AlexNet tensor, more than its "
+                                f"storage holds, or past the {MAX_ARCHIVE_BYTES:,} bytes of all the file's tensors")
+                continue
         if _is_torch_tensor(value):
             value = value.detach().cpu()
             if str(value.dtype) == "torch.bfloat16":
@@ -296,8 +305,10 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         raise pickle.UnpicklingError("malformed tensor size/stride/offset") from None
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise pickle.UnpicklingError(f"malformed tensor: size {size}, stride {stride}, offset {offset}")
-    if declared_elements(size) > MAX_TENSOR_ELEMENTS:
-        raise pickle.UnpicklingError(f"tensor of size {size} is more than any AlexNet tensor (at most {MAX_TENSOR_ELEMENTS:,} elements)")
+    if declared_elements(size) > min(MAX_TENSOR_ELEMENTS, storage.size - offset):
+        raise pickle.UnpicklingError(f"tensor of size {size} is more than any AlexNet tensor (at most {MAX_TENSOR_ELEMENTS:,} "
+                                     f"elements) or than its storage holds ({storage.size - offset} elements from offset {offset}):"
+                                     " a stride-0 or overlapping view is not expanded")
     if 0 in size:
         return np.zeros(size, dtype=storage.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))

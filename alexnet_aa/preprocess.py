@@ -87,8 +87,10 @@ class Preprocess:
                 problems.append(f"{name} must be 3 finite numbers, got {v!r}")
             else:
                 object.__setattr__(self, name, tuple(float(c) for c in v))
-        if not problems and any(s <= 0 for s in self.std):
-            problems.append(f"std must be positive, got {self.std}")
+        if not problems and not all(1e-6 <= s <= 1e6 for s in self.std):
+            problems.append(f"std must be in [1e-6, 1e6], got {self.std}")
+        if not problems and not all(abs(m) <= 1e6 for m in self.mean):
+            problems.append(f"mean must be in [-1e6, 1e6], got {self.mean}")
         if problems:
             raise PreprocessError("[Preprocess] " + "; ".join(problems))
 
@@ -113,7 +115,7 @@ class Preprocess:
         """Parse :meth:`to_json`'s output; unknown or missing fields are an error."""
         try:
             data = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as exc:
+        except (TypeError, json.JSONDecodeError, RecursionError) as exc:  # nesting deeper than Python's stack
             raise PreprocessError(f"[Preprocess] not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise PreprocessError(f"[Preprocess] expected a JSON object, got {type(data).__name__}")

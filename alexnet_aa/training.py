@@ -222,7 +222,10 @@ class Schedule:
 
     @classmethod
     def from_json(cls, text: str) -> Schedule:
-        return cls(**json.loads(text))
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"[schedule] not a schedule's JSON: {exc}") from None
 
 
 #: The key after the run's seed of each kind of random draw of a training run (the validation split,
@@ -281,7 +284,7 @@ def load_checkpoint(path) -> Checkpoint:
         state = json.loads(metadata[CHECKPOINT_KEY])
         if state.pop("format") != CHECKPOINT_FORMAT:
             raise ValueError
-    except (KeyError, ValueError, TypeError, AttributeError):
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError):
         raise WeightsFileError(f"{path}: not a training checkpoint (no {CHECKPOINT_FORMAT!r} state under "
                                f"{CHECKPOINT_KEY!r}): start from it with --weights instead") from None
     weights = {n: t for n, t in tensors.items() if not n.startswith(VELOCITY_PREFIX)}

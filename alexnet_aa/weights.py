@@ -173,20 +173,30 @@ _MAX_HEADER = 100 * 1024 * 1024
 #: The most elements a tensor of a weights file may declare, checked before anything is allocated:
 #: AlexNet's largest is fc6's 4096 × 9216 = 37.7 M, and fc8 at 32,768 classes is 134 M (2^27).
 MAX_TENSOR_ELEMENTS = 1 << 27
+#: The most dimensions a tensor of a weights file may declare (AlexNet's have at most 4).
+MAX_DIMS = 8
 #: The most bytes an archive (``.npz``, torch's zip ``.pth``) may inflate to, all members together,
 #: and the most one member may inflate per byte stored (a deflate bomb packs ~1000:1).
 MAX_ARCHIVE_BYTES = 4 * MAX_TENSOR_ELEMENTS * 8
 MAX_INFLATION = 100
+#: Members inflating to less than this are not held to :data:`MAX_INFLATION`: a zero-initialised
+#: head (16 MB of zeros, ~1000:1) is an ordinary ``np.savez_compressed`` member.
+_INFLATION_FLOOR = 64 * 1024 * 1024
 
 
 def check_archive(path: Path, archive: zipfile.ZipFile) -> None:
-    """Refuse a zip archive whose members would inflate past :data:`MAX_ARCHIVE_BYTES` in all, or
-    one member by more than :data:`MAX_INFLATION` times its stored size — read from the archive's
-    directory, before any member is decompressed."""
+    """Refuse a zip archive whose members would inflate past :data:`MAX_ARCHIVE_BYTES` in all, one
+    member past a tensor's most bytes, or one member of more than 64 MiB by more than
+    :data:`MAX_INFLATION` times its stored size — read from the archive's directory, before any
+    member is decompressed."""
     total = 0
     for info in archive.infolist():
         total += info.file_size
-        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_INFLATION * max(info.compress_size, 1) + (1 << 20):
+        if info.file_size > MAX_TENSOR_ELEMENTS * 8 + (1 << 20):
+            raise WeightsFileError(f"{path}: member {info.filename} inflates to {info.file_size:,} bytes, more than "
+                                   "any AlexNet tensor needs")
+        if (info.compress_type != zipfile.ZIP_STORED and info.file_size > _INFLATION_FLOOR
+                and info.file_size > MAX_INFLATION * max(info.compress_size, 1)):
             raise WeightsFileError(f"{path}: member {info.filename} inflates {info.compress_size:,} stored bytes to "
                                    f"{info.file_size:,} (more than {MAX_INFLATION}x): refused as a zip bomb")
     if total > MAX_ARCHIVE_BYTES:
@@ -254,7 +264,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
             raise WeightsFileError(f"{path}: corrupt safetensors header (header length {n}, file {size} bytes)")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nesting deeper than Python's stack
             raise WeightsFileError(f"{path}: corrupt safetensors header: {exc}") from exc
         if not isinstance(header, dict):
             raise WeightsFileError(f"{path}: corrupt safetensors header (not a JSON object)")
@@ -279,7 +289,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
             problems.append(f"{name}: unsupported dtype {dtype} (store float32)")
             continue
         count = declared_elements(shape)
-        if count > MAX_TENSOR_ELEMENTS:
+        if len(shape) > MAX_DIMS or max(shape, default=0) > MAX_TENSOR_ELEMENTS or count > MAX_TENSOR_ELEMENTS:
             problems.append(f"{name}: shape {shape} declares {count:,} elements, more than any AlexNet tensor "
                             f"(at most {MAX_TENSOR_ELEMENTS:,})")
             continue
@@ -322,16 +332,19 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     version = np.lib.format.read_magic(member)
                     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                     shape, _, dtype = read_header(member)
-                    if dtype.hasobject:
-                        raise WeightsFileError(f"{path}: member {info.filename} holds Python objects, not numbers")
-                    if declared_elements(shape) > MAX_TENSOR_ELEMENTS:
-                        raise WeightsFileError(f"{path}: member {info.filename} declares shape {shape}, more than any "
-                                               f"AlexNet tensor (at most {MAX_TENSOR_ELEMENTS:,} elements)")
+                    if dtype.kind not in "fiub" or dtype.fields is not None or dtype.subdtype is not None:
+                        raise WeightsFileError(f"{path}: member {info.filename} has dtype {dtype.str}, not a plain number type")
+                    count = declared_elements(shape)
+                    if (len(shape) > MAX_DIMS or max(shape, default=0) > MAX_TENSOR_ELEMENTS or count > MAX_TENSOR_ELEMENTS
+                            or count * dtype.itemsize > info.file_size):
+                        raise WeightsFileError(f"{path}: member {info.filename} declares shape {shape} of {dtype.str}: more "
+                                               f"than any AlexNet tensor (at most {MAX_TENSOR_ELEMENTS:,} elements), "
+                                               "or more bytes than the member holds")
                 with archive.open(info) as member:
                     tensors[info.filename[: -len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
     except WeightsFileError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, OverflowError) as exc:
         raise WeightsFileError(f"{path}: not a readable .npz file: {exc}") from None
     return tensors
 

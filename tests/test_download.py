@@ -186,3 +186,11 @@ def test_a_body_without_a_length_is_capped(server, tmp_path):
     with pytest.raises(DownloadError, match=r"more than the 100,000 bytes expected"):
         fetch(f"{base}/endless.bin", tmp_path / "f.bin", "0" * 64, timeout=5, max_bytes=100_000, progress=False)
     assert _left(tmp_path) == []
+
+
+def test_an_announced_length_above_the_cap_is_refused_before_writing(server, tmp_path):
+    base, routes = server
+    routes["/big.bin"] = (b"z" * 300_000, "ok")
+    with pytest.raises(DownloadError, match=r"announces 300,000 bytes, more than the 100,000 allowed"):
+        fetch(f"{base}/big.bin", tmp_path / "f.bin", "0" * 64, timeout=5, max_bytes=100_000, progress=False)
+    assert _left(tmp_path) == []

@@ -138,6 +138,8 @@ def test_safetensors_with_aliased_offsets_is_refused(tmp_path):
 @pytest.mark.parametrize("shape, message", [
     ([MAX_TENSOR_ELEMENTS + 1], "more than any AlexNet tensor"),
     ([2**32, 2**32], "more than any AlexNet tensor"),  # the product wraps to 0 in int64
+    ([0, 10**30], "more than any AlexNet tensor"),  # no elements, an impossible dimension
+    ([1] * 64, "more than any AlexNet tensor"),  # too many dimensions
 ])
 def test_safetensors_declaring_huge_shapes_is_refused(tmp_path, shape, message):
     path = tmp_path / "huge.safetensors"
@@ -147,14 +149,50 @@ def test_safetensors_declaring_huge_shapes_is_refused(tmp_path, shape, message):
 
 
 def test_a_deflate_bomb_in_an_npz_is_refused_before_inflating(tmp_path):
+    """400 MB of zeros deflate to ~400 kB: refused from the zip directory, before inflating."""
     path = tmp_path / "bomb.npz"
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.zeros(50_000_000, np.uint8))  # 50 MB of zeros: ~50 kB deflated
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("fc6.weight.npy", buf.getvalue())
-    assert path.stat().st_size < 200_000
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (100_000_000,)})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z, z.open("fc6.weight.npy", "w", force_zip64=True) as m:
+        m.write(header.getvalue())
+        zeros = bytes(1 << 22)
+        for _ in range(100):
+            m.write(zeros)
+    assert path.stat().st_size < 2_000_000
     with pytest.raises(WeightsFileError, match=r"inflates .* refused as a zip bomb"):
         load_weights(path)
+
+
+def test_compressed_npz_of_a_zero_head_still_loads(tmp_path, tv_weights):
+    """np.savez_compressed of weights with a zero-initialised fc8 (16 MB deflating ~1000:1) is ordinary."""
+    weights = dict(tv_weights, **{"fc8.weight": np.zeros_like(tv_weights["fc8.weight"])})
+    np.savez_compressed(tmp_path / "w.npz", **weights)
+    assert np.array_equal(load_weights(tmp_path / "w.npz")["fc8.weight"], weights["fc8.weight"])
+
+
+@pytest.mark.parametrize("header", [
+    {"descr": "|V2000000000", "fortran_order": False, "shape": (1000,)},  # 2 TB of voids
+    {"descr": [("a", "<f8", (10000, 10000))], "fortran_order": False, "shape": (1000,)},  # a subarray dtype
+    {"descr": "<f4", "fortran_order": False, "shape": (0, 10**30)},  # no elements, an impossible dimension
+])
+def test_npz_headers_declaring_what_the_member_cannot_hold_are_refused(tmp_path, header):
+    path = tmp_path / "h.npz"
+    blob = io.BytesIO()
+    np.lib.format.write_array_header_1_0(blob, header)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("t.npy", blob.getvalue())
+    with pytest.raises(WeightsFileError):
+        load_weights(path)
+
+
+def test_json_nested_deeper_than_the_stack_is_a_typed_error(tmp_path):
+    path = tmp_path / "nest.safetensors"
+    blob = b"[" * 100_000 + b"]" * 100_000
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob)
+    with pytest.raises(WeightsFileError, match="corrupt safetensors header"):
+        load_weights(path)
+    with pytest.raises(PreprocessError, match="not valid JSON"):
+        Preprocess.from_json("[" * 50_000 + "]" * 50_000)
 
 
 def test_npz_members_that_are_not_arrays_are_refused(tmp_path):
@@ -178,16 +216,45 @@ def test_a_stride_0_view_in_a_pth_is_refused_before_any_copy(tmp_path, use_torch
         read_pth(path, use_torch=use_torch)
 
 
+@pytest.mark.parametrize("use_torch", [True, False], ids=["torch.load", "restricted-unpickler"])
+def test_views_larger_than_their_storage_are_refused_even_below_the_cap(tmp_path, use_torch):
+    """Three keys, each a stride-0 view of one element as 2^27 float64s: 1 GiB apiece from a 2 kB file."""
+    torch = pytest.importorskip("torch")
+    from alexnet_aa.importers import read_pth
+
+    path = tmp_path / "views.pth"
+    one = torch.zeros(1, dtype=torch.float64)
+    torch.save({f"k{i}": one.expand(MAX_TENSOR_ELEMENTS) for i in range(3)}, path)
+    with pytest.raises(WeightsFileError, match="than its storage"):
+        read_pth(path, use_torch=use_torch)
+
+
+@pytest.mark.parametrize("no_torch", [False, True], ids=["torch.load", "restricted-unpickler"])
+def test_a_key_nested_deeper_than_the_stack_is_a_typed_error(tmp_path, capsys, no_torch):
+    path = tmp_path / "nestkey.pth"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02})" + b"\x85" * 3000 + b"K\x01s.")
+    args = ["weights", "import", str(path), "-o", str(tmp_path / "o.safetensors"), *(["--no-torch"] if no_torch else [])]
+    assert main(args) == 2 and "alexnet-aa weights import: error:" in capsys.readouterr().err
+
+
 def test_a_compressed_storage_in_a_pth_is_refused(tmp_path):
+    """A storage member of 400 MB of zeros, deflated to ~400 kB: refused before torch (or we) inflate it."""
     torch = pytest.importorskip("torch")
     from alexnet_aa.importers import read_pth
 
     plain = tmp_path / "plain.pth"
-    torch.save({"w": torch.zeros(10_000_000)}, plain)
+    torch.save({"w": torch.zeros(10)}, plain)
     packed = tmp_path / "packed.pth"
     with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
-            dst.writestr(info.filename, src.read(info))
+            if info.filename.endswith("/data/0"):
+                with dst.open(info.filename, "w", force_zip64=True) as m:
+                    for _ in range(100):
+                        m.write(bytes(1 << 22))
+            else:
+                dst.writestr(info.filename, src.read(info))
+    assert packed.stat().st_size < 2_000_000
     with pytest.raises(WeightsFileError, match="refused as a zip bomb"):
         read_pth(packed)
 
@@ -201,6 +268,8 @@ def test_a_compressed_storage_in_a_pth_is_refused(tmp_path):
     ("mean", [float("nan"), 0, 0], "mean must be 3 finite numbers"),
     ("std", [1, float("inf"), 1], "std must be 3 finite numbers"),
     ("value_range", float("nan"), "value_range must be a positive finite number"),
+    ("std", [1e-300, 1, 1], r"std must be in \[1e-6, 1e6\]"),
+    ("mean", [1e300, 0, 0], r"mean must be in \[-1e6, 1e6\]"),
 ])
 def test_preprocessing_metadata_is_bounded(tmp_path, capsys, tv_weights, field, value, message):
     spec = json.loads(torchvision_preprocess().to_json())
