@@ -75,12 +75,16 @@ class ImageFolder:
         object.__setattr__(self, "classes", tuple(classes))
         object.__setattr__(self, "samples", tuple(samples))
 
+    def of_class(self, label: int) -> list[Sample]:
+        """The samples of class ``label``, in the folder's order."""
+        return [s for s in self.samples if s.label == label]
+
     def check_readable(self) -> None:
         """Each class has at least one image that decodes (its files are tried in order until one
         does); a class of unreadable files only is a :class:`DataError` naming it."""
         unreadable = []
         for label, name in enumerate(self.classes):
-            mine = [s for s in self.samples if s.label == label]
+            mine = self.of_class(label)
             for sample in mine:
                 try:
                     load_image(sample.path)
@@ -107,7 +111,7 @@ class ImageFolder:
             raise ValueError(f"[data] val_split: expected a fraction in [0, 1), got {fraction!r}")
         train, val = [], []
         for label in range(len(self.classes)):
-            mine = [s for s in self.samples if s.label == label]
+            mine = self.of_class(label)
             k = 0 if fraction == 0 else min(len(mine) - 1, max(1, round(fraction * len(mine))))
             if fraction > 0 and k < 1:
                 raise DataError(f"[data] class {self.classes[label]!r} has {len(mine)} image(s): "

@@ -149,8 +149,11 @@ class _Run:
         ckpt = load_checkpoint(resume) if resume else None
         cfg = self._settled(cfg, ckpt, resume)
         self.cfg = cfg
-        SGD(ckpt.state["lr"] if ckpt else cfg.lr, cfg.momentum, cfg.weight_decay,  # the hyper-parameters, checked first
-            bias_lr_mult=cfg.bias_lr_mult, bias_decay_mult=cfg.bias_decay_mult)
+        self.opt = SGD(ckpt.state["lr"] if ckpt else cfg.lr, cfg.momentum, cfg.weight_decay,  # checked before the data
+                       bias_lr_mult=cfg.bias_lr_mult, bias_decay_mult=cfg.bias_decay_mult)
+        self.epoch = ckpt.state["epoch"] if ckpt else 0
+        if ckpt is not None and self.epoch >= cfg.epochs:
+            raise TrainingError(f"--resume {resume} holds epoch {self.epoch} already: ask for --epochs > {self.epoch}")
         self.schedule = Schedule.from_json(ckpt.state["schedule"]) if ckpt else Schedule.parse(cfg.schedule)
         folder = ImageFolder(Path(cfg.data))
         self.fingerprint = folder.fingerprint()
@@ -174,16 +177,11 @@ class _Run:
         self.model.categories = list(folder.classes)
         self.preprocess = self.model.preprocess = self._preprocess(cfg, ckpt, metadata)
         self.model.freeze(cfg.freeze)
-        self.opt = SGD(ckpt.state["lr"] if ckpt else cfg.lr, cfg.momentum, cfg.weight_decay,
-                       bias_lr_mult=cfg.bias_lr_mult, bias_decay_mult=cfg.bias_decay_mult)
         if ckpt is not None:
             self.opt.velocity = self.model.native_tensors(self._velocity(ckpt, resume))
         self.lighting = self._lighting(cfg, ckpt)
         self.augment = Augment(cfg.augment, self.lighting)
-        self.epoch = ckpt.state["epoch"] if ckpt else 0
         self.steps = ckpt.state["step"] if ckpt else 0
-        if ckpt is not None and self.epoch >= cfg.epochs:
-            raise TrainingError(f"--resume {resume} holds epoch {self.epoch} already: ask for --epochs > {self.epoch}")
         self.history = [EpochRecord(**r) for r in ckpt.state["history"]] if ckpt else []
         self.saved_path, self.saved_epoch = (resume, self.epoch) if ckpt else (None, None)
         for path in (Path(cfg.out), cfg.metrics_path, cfg.plot_path):

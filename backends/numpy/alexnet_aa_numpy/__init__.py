@@ -82,8 +82,9 @@ def _blas_libraries() -> list:
     return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
-def _set_blas_threads(lib, n: int) -> None:
-    """Set ``lib``'s thread count from whichever thread calls.
+@functools.lru_cache(maxsize=1)
+def _blas_thread_setters() -> list[Callable[[int], Any]]:
+    """One thread-count setter per BLAS library NumPy loaded, callable from whichever thread (read once).
 
     OpenBLAS's ``openblas_set_num_threads`` (what threadpoolctl calls) takes
     effect only from the main thread: from any other it is ignored, and a
@@ -91,12 +92,15 @@ def _set_blas_threads(lib, n: int) -> None:
     OpenBLAS 0.3.31, pthreads build). ``openblas_set_num_threads_local``
     (0.3.27 on) sets the same process-wide count from any thread there, so it
     is used where it exists."""
-    setter = getattr(lib.dynlib, "openblas_set_num_threads_local", None) if lib.internal_api == "openblas" else None
-    if setter is None:
-        lib.set_num_threads(n)
-    else:
-        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
-        setter(n)
+    setters = []
+    for lib in _blas_libraries():
+        setter = getattr(lib.dynlib, "openblas_set_num_threads_local", None) if lib.internal_api == "openblas" else None
+        if setter is None:
+            setters.append(lib.set_num_threads)
+        else:
+            setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+            setters.append(setter)
+    return setters
 
 
 class _BlasSingleThreaded:
@@ -106,7 +110,7 @@ class _BlasSingleThreaded:
     they took the cores from the workers and the split gained nothing. The
     setting is process-wide, so it is reference-counted under a lock (ops in
     several threads at once restore it only when the last one ends), made
-    from whichever thread calls (:func:`_set_blas_threads`), and the previous
+    from whichever thread calls (:func:`_blas_thread_setters`), and the previous
     thread counts are restored afterwards.
     """
 
@@ -121,8 +125,8 @@ class _BlasSingleThreaded:
         with self._lock:
             if self._users == 0:
                 self._saved = [lib.num_threads for lib in libraries]
-                for lib in libraries:
-                    _set_blas_threads(lib, 1)
+                for set_threads in _blas_thread_setters():
+                    set_threads(1)
             self._users += 1
         try:
             yield
@@ -130,8 +134,8 @@ class _BlasSingleThreaded:
             with self._lock:
                 self._users -= 1
                 if self._users == 0:
-                    for lib, n in zip(libraries, self._saved, strict=True):
-                        _set_blas_threads(lib, n)
+                    for set_threads, n in zip(_blas_thread_setters(), self._saved, strict=True):
+                        set_threads(n)
 
 
 _blas_single_threaded = _BlasSingleThreaded()
