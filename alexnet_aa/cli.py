@@ -5,7 +5,9 @@ Subcommands: ``summary`` (the layer table and its formulas), ``backends``
 timed), ``compare`` (every available backend against the float64
 reference, layer by layer), ``weights import`` / ``weights download``
 (other formats and published weights → canonical ``.safetensors``),
-``classify`` (top-k ImageNet classes of image files), ``train`` (train or
+``classify`` (top-k ImageNet classes of image files), ``features`` (one
+layer's output for every image, as Zarr), both also on a Dask cluster
+(``--scheduler``, :mod:`alexnet_aa.distributed`), ``train`` (train or
 fine-tune on an image folder, :mod:`alexnet_aa.trainer`) and ``visualize``
 (conv1 filters and per-layer activation maps as PNG).
 """
@@ -13,9 +15,11 @@ fine-tune on an image folder, :mod:`alexnet_aa.trainer`) and ``visualize``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -181,74 +185,121 @@ def cmd_weights_download(args) -> int:
     return 0
 
 
-def cmd_classify(args) -> int:
-    import json
+@contextlib.contextmanager
+def _image_model(args) -> Iterator:
+    """The :class:`~alexnet_aa.classify.Classifier` here, or with ``--scheduler`` the
+    :class:`~alexnet_aa.distributed.ClusterModel` on that cluster (only then is Dask imported);
+    the note of weights without preprocessing metadata is printed either way."""
+    from .classify import Classifier
 
-    from .categories import class_names
-    from .images import ImageError, iter_image_files, load_image
-    from .importers import read_any
-    from .preprocess import Preprocess, PreprocessError, default_preprocess
+    if not args.scheduler:
+        model = Classifier(args.weights, variant=args.variant, backend=args.backend)
+        _print_note(model.describe())
+        yield model
+        return
+    try:
+        from .distributed import ClusterModel, connect
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("dask", "distributed"):
+            raise ValueError("--scheduler needs Dask: pip install 'alexnet-aa[distributed]'") from None
+        raise
+    client = connect(args.scheduler, args.connect_timeout)
+    try:
+        with ClusterModel(client, args.weights, variant=args.variant, backend=args.backend,
+                          in_flight=args.in_flight) as model:
+            _print_note(model.describe())
+            yield model
+    finally:
+        client.close()
+
+
+def _print_note(info: dict) -> None:
+    if info["note"]:
+        print(info["note"], file=sys.stderr)
+
+
+def _progress(args, total: int, stream):
+    """A tqdm bar on stderr when ``stream`` is a terminal (and not --no-progress), else None."""
+    if not stream.isatty() or args.no_progress or total < 2:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="img", file=sys.stderr)
+
+
+def _image_files(args) -> list:
+    from .images import iter_image_files
 
     files = iter_image_files(args.images)
     if not files:
         raise ValueError(f"no image files found in {', '.join(args.images)}")
-    imported = read_any(args.weights, args.variant)
-    if PREPROCESS_KEY in imported.metadata:
-        preprocess = Preprocess.from_json(imported.metadata[PREPROCESS_KEY])
-    else:
-        preprocess = default_preprocess(imported.variant)
-        print(f"note: {args.weights} has no preprocessing metadata; using the {imported.variant} default "
-              f"({preprocess.source})", file=sys.stderr)
-    num_classes = imported.params["fc8.weight"].shape[0]
-    check_batch(imported.variant, args.batch, num_classes=num_classes,
-                input_size=preprocess.crop_size if imported.variant == "torchvision" else None)
-    if not 1 <= args.top <= num_classes:
-        raise ValueError(f"--top must be between 1 and {num_classes}, got {args.top}")
-    model = AlexNet(imported.variant, args.backend, weights=imported.params, num_classes=num_classes)
-    names = class_names(imported.metadata, num_classes)
+    return files
 
-    bar = None
-    if sys.stdout.isatty() and not args.no_progress and len(files) > 1:
+
+def cmd_classify(args) -> int:
+    """``alexnet-aa classify``: here, or with ``--scheduler`` on a Dask cluster; the same output either way."""
+    import json
+
+    files = _image_files(args)
+    results, n, failed = [], 0, 0
+    with _image_model(args) as model:
+        batches = model.classify_batches(files, batch=args.batch, top=args.top)
+        bar = _progress(args, len(files), sys.stdout)
         try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(files), unit="img", file=sys.stderr)
-        except ImportError:
-            pass
-    results = []
-    try:
-        for start in range(0, len(files), args.batch):
-            chunk = files[start:start + args.batch]
-            entries, arrays = [], []
-            for path in chunk:
-                entry = {"path": str(path), "top": [], "error": None}
-                try:
-                    arrays.append(preprocess(load_image(path)))
-                    entries.append(entry)
-                except ImageError as exc:
-                    entry["error"] = exc.reason
-                except PreprocessError as exc:  # e.g. a strip too thin to resize within the pixel cap
-                    entry["error"] = str(exc)
-                except Exception as exc:  # noqa: BLE001 — one image's failure (MemoryError included) is that image's
-                    entry["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                results.append(entry)
-            if arrays:
-                pred = model.predict(np.stack(arrays), top=args.top)
-                for entry, idx, prob in zip(entries, pred.indices, pred.probabilities):
-                    entry["top"] = [{"index": int(i), "name": names[int(i)], "probability": float(p)} for i, p in zip(idx, prob)]
+            with contextlib.closing(batches):  # on an error too: a cluster's outstanding batches are cancelled
+                for entries in batches:
+                    n += len(entries)
+                    failed += sum(1 for e in entries if e["error"])
+                    if bar is not None:
+                        bar.update(len(entries))
+                    if args.json:
+                        results.extend(entries)
+                    else:
+                        for entry in entries:
+                            _print_result(entry)
+        finally:
             if bar is not None:
-                bar.update(len(chunk))
-            if not args.json:
-                for entry in results[-len(chunk):]:
-                    _print_result(entry)
-    finally:
-        if bar is not None:
-            bar.close()
-    failed = [r for r in results if r["error"]]
+                bar.close()
     if args.json:
         print(json.dumps(results, indent=2))
     if failed:
-        print(f"alexnet-aa classify: {len(failed)} of {len(results)} images could not be classified", file=sys.stderr)
+        print(f"alexnet-aa classify: {failed} of {n} images could not be classified", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_features(args) -> int:
+    """``alexnet-aa features``: one layer's output for every image, written as a Zarr group
+    (:func:`alexnet_aa.classify.write_features`), here or with ``--scheduler`` on a Dask cluster."""
+    from .classify import layer_shape, write_features
+
+    files = _image_files(args)
+    n = failed = 0
+    with _image_model(args) as model:
+        info = model.describe()
+        written = write_features(args.out, info, args.layer, args.batch,
+                                 model.feature_batches(files, batch=args.batch, layer=args.layer))
+        bar = _progress(args, len(files), sys.stderr)
+        try:
+            with contextlib.closing(written):  # closed on an error too: the partial store goes
+                for entries in written:
+                    n += len(entries)
+                    for entry in entries:
+                        if entry["error"]:
+                            failed += 1
+                            print(f"{entry['path']}: error: {entry['error']}", file=sys.stderr)
+                    if bar is not None:
+                        bar.update(len(entries))
+        finally:
+            if bar is not None:
+                bar.close()
+    shape = "x".join(map(str, layer_shape(info, args.layer)))
+    print(f"wrote {args.out}: {args.layer} features ({shape} float32) of {n} images ({failed} failed); "
+          f"read them with dask.array.from_zarr({str(args.out)!r}, component={args.layer!r})")
+    if failed:
+        print(f"alexnet-aa features: {failed} of {n} images could not be read", file=sys.stderr)
         return 1
     return 0
 
@@ -408,17 +459,36 @@ def _add_weights_parsers(sub) -> None:
     q.set_defaults(func=cmd_weights_download)
 
     p = sub.add_parser("classify", help="top-k ImageNet classes of images (files or directories)")
+    _add_image_job_args(p)
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {path, top: [{index, name, probability}], error}")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("features", help="one layer's output for every image, as a Zarr array Dask reads")
+    _add_image_job_args(p)
+    p.add_argument("--layer", default="fc7", help="the layer to keep (default: fc7; any of the table's: conv1 … fc8)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the Zarr group to write (must not exist)")
+    p.set_defaults(func=cmd_features)
+
+
+def _add_image_job_args(p: argparse.ArgumentParser) -> None:
+    """What ``classify`` and ``features`` share: the images, the model, and where they run."""
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or directories to walk")
     p.add_argument("--weights", required=True, help="weights file (.safetensors with preprocessing metadata, "
                    "or .npz/.pth/.onnx); its preprocessing is applied")
     p.add_argument("--variant", choices=VARIANTS, default=None, help="require this variant (default: the weights')")
     p.add_argument("--backend", default="numpy")
-    p.add_argument("--top", type=int, default=5)
     p.add_argument("--batch", type=_positive_int, default=8, help="images per forward pass (default: 8)")
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON list of {path, top: [{index, name, probability}], error}")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when stdout is not a TTY)")
-    p.set_defaults(func=cmd_classify)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when not on a terminal)")
+    g = p.add_argument_group("on a Dask cluster (pip install 'alexnet-aa[distributed]')")
+    g.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on the cluster of this Dask scheduler (tcp://HOST:8786): the weights and image paths "
+                   "must name the same files on every worker")
+    g.add_argument("--in-flight", type=_positive_int, default=None,
+                   help="batches submitted or held at once (default: 2 per worker thread)")
+    g.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds to wait for the scheduler, and for a first worker (default: 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -469,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .classify import ClusterError
     from .download import DownloadError
 
     try:
@@ -479,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (`alexnet-aa summary | head`): stop quietly, as a Unix filter does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (BackendError, WeightsError, DownloadError, ValueError) as exc:
+    except (BackendError, WeightsError, DownloadError, ClusterError, ValueError, ModuleNotFoundError) as exc:
         return _fail(args, str(exc))
     except MemoryError:
         return _fail(args, "out of memory: use a smaller --batch, or fewer or smaller images")
