@@ -201,6 +201,31 @@ def classify(paths: Iterable[str | os.PathLike], *, weights: str | os.PathLike, 
 FEATURES_FORMAT = 1
 
 
+def _zarr():
+    try:
+        import zarr
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("writing features needs Zarr 3 (Python >= 3.11): "
+                                  "pip install 'alexnet-aa[features]'") from None
+    return zarr
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` as a Path, refused if it exists or another job is writing it (its ``.partial`` exists);
+    before any model is built (:func:`write_features` claims it)."""
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"--out {out} exists: remove it or choose another directory")
+    if _partial(out).exists():
+        raise ValueError(f"--out {out}: {_partial(out)} exists: another job is writing it (or one died "
+                         "while writing: then remove that folder)")
+    return out
+
+
+def _partial(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
 def write_features(out: str | os.PathLike, info: dict[str, Any], layer: str, batch: int,
                    results: Iterable[tuple[list[dict[str, Any]], np.ndarray]]) -> Iterator[list[dict[str, Any]]]:
     """Write ``results`` (each batch's entries and features, in input order) to a Zarr group at ``out``,
@@ -210,23 +235,24 @@ def write_features(out: str | os.PathLike, info: dict[str, Any], layer: str, bat
 
     The group holds ``layer`` (NaN rows where an image failed), ``path`` and ``error`` (``""`` where
     it did not), one row per image in input order, and the ``alexnet_aa`` attribute (layer, variant,
-    weights, backend, counts). It is written beside ``out`` and renamed to it only when every batch is
-    in: an interrupted job leaves no partial store under that name. An existing ``out`` is refused
-    here, before any batch is computed.
+    weights and their tensors' SHA-256, backend, counts). It is written in ``OUT.partial``, claimed
+    here with an atomic ``mkdir`` (a second writer of ``out`` is refused), and renamed to ``out``
+    only when every batch is in: an interrupted job leaves no store under that name, and removes
+    its ``.partial``. An existing ``out`` is refused here, before any batch is computed.
     """
+    zarr = _zarr()
+    out = check_out(out)
     try:
-        import zarr
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("writing features needs Zarr: pip install 'alexnet-aa[features]'") from None
-    out = Path(out)
-    if out.exists():
-        raise ValueError(f"--out {out} exists: remove it or choose another directory")
+        _partial(out).mkdir()
+    except FileExistsError:
+        check_out(out)  # says who is there
+        raise
     return _write_features(zarr, out, info, layer, batch, results)
 
 
 def _write_features(zarr, out: Path, info: dict[str, Any], layer: str, batch: int,
                     results: Iterable[tuple[list[dict[str, Any]], np.ndarray]]) -> Iterator[list[dict[str, Any]]]:
-    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    partial = _partial(out)
     shape = layer_shape(info, layer)
     try:
         group = zarr.open_group(partial, mode="w")
@@ -244,7 +270,7 @@ def _write_features(zarr, out: Path, info: dict[str, Any], layer: str, batch: in
         group.attrs["alexnet_aa"] = {
             "format": FEATURES_FORMAT, "layer": layer, "shape": list(shape), "images": n, "failed": failed,
             **{k: info[k] for k in ("weights", "params_sha256", "variant", "backend", "num_classes", "input_size")}}
-        partial.rename(out)
+        partial.rename(out)  # fails, keeping nothing, if `out` appeared meanwhile and is not an empty folder
     finally:
         if partial.exists():
             shutil.rmtree(partial)
@@ -255,14 +281,14 @@ def extract_features(model, paths: Iterable[str | os.PathLike], out: str | os.Pa
     """Write ``layer``'s features of ``paths`` computed by ``model`` (a :class:`Classifier`, or an
     :class:`alexnet_aa.distributed.ClusterModel`) to the Zarr group ``out`` (:func:`write_features`);
     returns what the group's ``alexnet_aa`` attribute records (the counts included)."""
-    import zarr
-
+    check_out(out)
     for _ in write_features(out, model.describe(), layer, batch, model.feature_batches(paths, batch=batch, layer=layer)):
         pass
-    return dict(zarr.open_group(out, mode="r").attrs["alexnet_aa"])
+    return dict(_zarr().open_group(out, mode="r").attrs["alexnet_aa"])
 
 
 def features(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, weights: str | os.PathLike,
              layer: str = "fc7", variant: str | None = None, backend: str = "numpy", batch: int = 32) -> dict[str, Any]:
     """:func:`extract_features` in this process; :func:`alexnet_aa.distributed.features` is the same on a cluster."""
+    check_out(out)
     return extract_features(Classifier(weights, variant=variant, backend=backend), paths, out, layer=layer, batch=batch)

@@ -41,6 +41,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def _add_variant(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="paper", choices=VARIANTS, help="AlexNet variant (default: paper)")
 
@@ -273,9 +280,10 @@ def cmd_classify(args) -> int:
 def cmd_features(args) -> int:
     """``alexnet-aa features``: one layer's output for every image, written as a Zarr group
     (:func:`alexnet_aa.classify.write_features`), here or with ``--scheduler`` on a Dask cluster."""
-    from .classify import layer_shape, write_features
+    from .classify import check_out, layer_shape, write_features
 
     files = _image_files(args)
+    check_out(args.out)  # before any model is built
     n = failed = 0
     with _image_model(args) as model:
         info = model.describe()
@@ -487,7 +495,7 @@ def _add_image_job_args(p: argparse.ArgumentParser) -> None:
                    "must name the same files on every worker")
     g.add_argument("--in-flight", type=_positive_int, default=None,
                    help="batches submitted or held at once (default: 2 per worker thread)")
-    g.add_argument("--connect-timeout", type=float, default=10.0,
+    g.add_argument("--connect-timeout", type=_positive_seconds, default=10.0,
                    help="seconds to wait for the scheduler, and for a first worker (default: 10)")
 
 

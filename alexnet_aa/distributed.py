@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 from distributed import Client, KilledWorker, WorkerPlugin, as_completed, get_worker
 
-from .classify import Classifier, ClusterError, batches, extract_features, layer_shape
+from .classify import Classifier, ClusterError, batches, check_out, extract_features, layer_shape
 
 #: Seconds :func:`connect` waits for the scheduler to answer and for a first worker to join.
 CONNECT_TIMEOUT = 10.0
@@ -63,10 +64,11 @@ class ModelPlugin(WorkerPlugin):
         return {k: getattr(self, k) for k in ("label", "weights", "variant", "backend", "name")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, classifier=None, error=None, lock=threading.Lock(), address=None)
+        self.__dict__.update(state, classifier=None, error=None, lock=threading.Lock(), address=None, ready=None)
 
     async def setup(self, worker) -> None:
-        self.address = worker.address
+        # the worker lists the plugin before this runs: out-of-band calls wait for `ready` (tasks wait anyway)
+        self.address, self.ready = worker.address, asyncio.Event()
         try:
             self.classifier = await asyncio.get_running_loop().run_in_executor(
                 worker.executor,
@@ -74,13 +76,20 @@ class ModelPlugin(WorkerPlugin):
         except Exception as exc:  # noqa: BLE001 — the reason goes back to the client, whatever it is
             self.error = f"worker {worker.address} cannot build the model from {self.label}: {exc}"
             raise ClusterError(self.error) from None
+        finally:
+            self.ready.set()
 
     def teardown(self, worker) -> None:
         self.classifier = None
 
-    def checked(self) -> Classifier:
+    def checked(self, params_sha256: str | None = None) -> Classifier:
+        """The model, else the reason there is none; with ``params_sha256``, refused if this worker's
+        tensors hash otherwise (it read another file at the job's path: joined late, or restarted)."""
         if self.classifier is None:
             raise ClusterError(self.error or f"worker {self.address} has no model (its plugin's setup did not run)")
+        if params_sha256 is not None and self.classifier.params_sha256 != params_sha256:
+            raise ClusterError(f"worker {self.address} read other weights at {self.label} (tensors SHA-256 "
+                               f"{self.classifier.params_sha256[:16]}…) than the job's ({params_sha256[:16]}…)")
         return self.classifier
 
 
@@ -92,28 +101,33 @@ def _plugin(name: str, worker=None) -> ModelPlugin:
     return plugin
 
 
-def _describe(name: str, dask_worker) -> dict[str, Any]:  # client.run passes the worker as ``dask_worker``
-    return _plugin(name, dask_worker).checked().describe()
+async def _ready(name: str, worker) -> ModelPlugin:
+    """The plugin once its setup has finished (``client.run`` calls run on the worker's event loop)."""
+    plugin = _plugin(name, worker)
+    if plugin.ready is not None:
+        await plugin.ready.wait()
+    return plugin
 
 
-def _check(name: str, limits: dict[str, Any], dask_worker) -> None:
-    plugin = _plugin(name, dask_worker)
-    try:
-        plugin.checked().check(**limits)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (on worker {dask_worker.address})") from None
+async def _describe(name: str, dask_worker) -> dict[str, Any]:  # client.run passes the worker as ``dask_worker``
+    return (await _ready(name, dask_worker)).checked().describe()
 
 
-def _classify_batch(name: str, paths: list[str], top: int) -> list[dict[str, Any]]:
+async def _check(name: str, limits: dict[str, Any], dask_worker) -> None:
+    (await _ready(name, dask_worker)).checked().check(**limits)
+
+
+def _classify_batch(name: str, paths: list[str], params_sha256: str, top: int) -> list[dict[str, Any]]:
     plugin = _plugin(name)
     with plugin.lock:
-        return plugin.checked().classify(paths, top)
+        return plugin.checked(params_sha256).classify(paths, top)
 
 
-def _features_batch(name: str, paths: list[str], layer: str) -> tuple[list[dict[str, Any]], np.ndarray]:
+def _features_batch(name: str, paths: list[str], params_sha256: str, layer: str,
+                    ) -> tuple[list[dict[str, Any]], np.ndarray]:
     plugin = _plugin(name)
     with plugin.lock:
-        return plugin.checked().features(paths, layer)
+        return plugin.checked(params_sha256).features(paths, layer)
 
 
 # -- the client's side ------------------------------------------------------------------------
@@ -176,8 +190,8 @@ def _in_order(client: Client, task: Callable, name: str, chunks: Iterator[list[s
                 exc = future.exception()
                 if not isinstance(exc, KilledWorker):
                     raise exc
-                held[i] = failed(chunk_of[i], f"the worker computing it died {_times(exc.allowed_failures + 1)}: "
-                                              f"the last was {exc.last_worker.address}")
+                held[i] = failed(chunk_of[i], f"its batch was on a worker that died, {_times(exc.allowed_failures + 1)} "
+                                              f"(the last: {exc.last_worker.address}); Dask then gives up on it")
             else:
                 held[i] = future.result()
                 for entry, path in zip(entries_of(held[i]), chunk_of[i], strict=True):
@@ -209,7 +223,8 @@ class ClusterModel:
 
     Each job registers its own plugin (two jobs at once never share or drop each other's model).
     ``in_flight`` bounds the batches submitted or held at once (default: two per worker thread).
-    Workers whose models differ (other files at the same path) are refused.
+    Workers whose tensors differ (other files at the same path) are refused: those present now
+    here, one that joins later at its first batch (each task carries the job's tensor digest).
     """
 
     def __init__(self, client: Client, weights: str | os.PathLike, *, variant: str | None = None,
@@ -221,22 +236,19 @@ class ClusterModel:
         plugin = ModelPlugin(weights, variant, backend)
         self.name = plugin.name
         try:
-            client.register_plugin(plugin, name=plugin.name)
-        except ClusterError:
-            self.close()
-            raise
-        except Exception as exc:  # what a worker's setup raised, as the client received it
-            self.close()
-            raise ClusterError(f"registering the model on the workers failed: {exc}") from None
-        try:
+            try:
+                client.register_plugin(plugin, name=plugin.name)
+            except ClusterError:
+                raise
+            except Exception as exc:  # what a worker raised (a setup error, an unpickling one), as received
+                raise ClusterError(f"registering the model on the workers failed: {type(exc).__name__}: {exc}") from None
             described = self._on_every_worker(_describe)
-        except BaseException:
+            if len({tuple(sorted(info.items())) for info in described.values()}) > 1:
+                lines = "; ".join(f"{addr}: {info}" for addr, info in sorted(described.items()))
+                raise ClusterError(f"the workers built different models from {weights}: {lines}")
+        except BaseException:  # Ctrl-C while the workers build included: no plugin is left behind
             self.close()
             raise
-        if len({tuple(sorted(info.items())) for info in described.values()}) > 1:
-            self.close()
-            lines = "; ".join(f"{addr}: {info}" for addr, info in sorted(described.items()))
-            raise ClusterError(f"the workers built different models from {weights}: {lines}")
         self.info = next(iter(described.values()))
 
     def _on_every_worker(self, fn: Callable, *args: Any) -> dict[str, Any]:
@@ -254,8 +266,8 @@ class ClusterModel:
         """:meth:`~alexnet_aa.classify.Classifier.classify_batches` on the cluster: the same entries, batch
         by batch, in input order (checked now)."""
         self.check(batch=batch, top=top)
-        return _in_order(self.client, _classify_batch, self.name, batches(paths, batch), (top,), self.in_flight,
-                         lambda entries: entries, _failed_entries)
+        return _in_order(self.client, _classify_batch, self.name, batches(paths, batch),
+                         (self.info["params_sha256"], top), self.in_flight, lambda entries: entries, _failed_entries)
 
     def feature_batches(self, paths: Iterable[str | os.PathLike], *, batch: int = 32, layer: str = "fc7",
                         ) -> Iterator[tuple[list[dict[str, Any]], np.ndarray]]:
@@ -266,18 +278,19 @@ class ClusterModel:
         def failed(chunk: list[str], reason: str) -> tuple[list[dict[str, Any]], np.ndarray]:
             return [{"path": p, "error": reason} for p in chunk], np.full((len(chunk), *shape), np.nan, np.float32)
 
-        return _in_order(self.client, _features_batch, self.name, batches(paths, batch), (layer,), self.in_flight,
-                         lambda result: result[0], failed)
+        return _in_order(self.client, _features_batch, self.name, batches(paths, batch),
+                         (self.info["params_sha256"], layer), self.in_flight, lambda result: result[0], failed)
 
     def close(self) -> None:
-        """Unregister the plugin (once; the workers drop the model). Nothing to do if the client is closed."""
+        """Unregister the plugin, once, so that the workers drop the model. Best effort: it runs while
+        an error or an interrupt is already on its way out, and must not replace it; a plugin it
+        could not remove (a worker died meanwhile) is one that worker no longer holds, and a
+        scheduler that lost the client drops nothing (see docs/cluster.md)."""
         if self._closed or self.client.status != "running":
             return
         self._closed = True
-        try:
+        with contextlib.suppress(Exception):  # a worker's own error, the scheduler's "does not exist"
             self.client.unregister_worker_plugin(self.name)
-        except ValueError:  # the scheduler never stored it: the registration itself failed
-            pass
 
     def __enter__(self) -> ClusterModel:
         return self
@@ -309,5 +322,6 @@ def features(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, weig
     """``layer``'s features of ``paths``, computed on the cluster and written by this client to the Zarr
     group ``out`` (:func:`alexnet_aa.classify.write_features`: one chunk per batch, in input order);
     returns the group's ``alexnet_aa`` attribute. ``dask.array.from_zarr(out, component=layer)`` reads it."""
+    check_out(out)
     with ClusterModel(client, weights, variant=variant, backend=backend, in_flight=in_flight) as model:
         return extract_features(model, paths, out, layer=layer, batch=batch)
