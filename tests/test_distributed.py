@@ -177,6 +177,20 @@ def test_weights_the_workers_cannot_read_are_a_clear_error(client, tmp_path):
     assert _plugins(client) == set()
 
 
+def test_a_worker_that_restarts_onto_other_weights_is_refused_at_its_first_batch(job, tmp_path):
+    weights = tmp_path / "changing.safetensors"
+    weights.write_bytes(Path(job["weights"]).read_bytes())
+    with _cluster() as lc, Client(lc, set_as_default=False) as c:
+        with cluster.ClusterModel(c, weights) as model:
+            other = he_weights(get_architecture("torchvision", 10), 4)  # the file changes under the job
+            save_weights(weights, other, {VARIANT_KEY: "torchvision",
+                                          PREPROCESS_KEY: Classifier(job["weights"]).preprocess.to_json()})
+            c.restart_workers([sorted(c.nthreads())[0]])  # this one rebuilds the model from the new file
+            with pytest.raises(ClusterError, match=r"worker tcp://\S+ read other weights at .*changing\.safetensors "
+                                                   r"\(tensors SHA-256 \w+…\) than the job's"):
+                list(model.classify_batches(job["paths"] * 2, batch=1))
+
+
 def test_bad_arguments_are_refused_by_the_workers_before_any_image_is_read(client, job):
     with cluster.ClusterModel(client, job["weights"]) as model:
         with pytest.raises(ValueError, match=r"^--top must be between 1 and 10, got 11$"):
