@@ -23,6 +23,7 @@ He-scaled random torchvision weights (the speed does not depend on them).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -38,7 +39,7 @@ from alexnet_aa.architecture import get_architecture
 from alexnet_aa.classify import Classifier
 from alexnet_aa.preprocess import torchvision_preprocess
 from alexnet_aa.weights import PREPROCESS_KEY, VARIANT_KEY, he_weights, save_weights
-from report import emit
+from report import blas_line, emit
 
 # A Nanny sets its workers' variables (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, …) in its own process
 # first: in a LocalCluster that is this one, so the peer's process starts from the environment as it was.
@@ -83,23 +84,28 @@ def job_seconds(run, repeats: int) -> float:
 def torch_peer(weights: str, paths: list[str], batch: int, repeats: int) -> float:
     """In a child process (its OpenMP threads spin after each call and would slow whatever ran next
     here): our reading and preprocessing, PyTorch's forward; the best job's seconds."""
+    listing = Path(weights).with_name("paths.json")
+    listing.write_text(json.dumps(paths))
     code = f"""
-import sys, time
+import json, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import torch
 from bench_distributed import job_seconds
-from alexnet_aa.classify import Classifier
+from alexnet_aa.classify import Classifier, batches
 from alexnet_aa.testing.torch_reference import torch_forward, torch_weights
 from alexnet_aa.weights import load_weights
 c = Classifier({weights!r})
 tw = torch_weights(torch, load_weights({weights!r}))
+paths = json.loads(open({str(listing)!r}).read())
 def run():
-    for chunk in batches({paths!r}, {batch}):
+    for chunk in batches(paths, {batch}):
         _, x, _ = c.load(chunk)
         torch_forward(torch, c.model.arch, tw, torch.from_numpy(x)).softmax(1).topk(5)
 print(job_seconds(run, {repeats}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=ENVIRON)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENVIRON)
+    if out.returncode:
+        raise RuntimeError(f"the PyTorch peer failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -181,6 +187,7 @@ def main(argv=None) -> int:
         f"distributed {distributed.__version__}",
         f"- job: {len(paths)} JPEG photos (256–640 px, scikit-image's), torchvision variant at 224, "
         f"--batch {args.batch} ({n_batches} batches), top 5, numpy backend; best of {args.repeats} after a warm-up job",
+        f"- {blas_line()}",
         "- every run's classes were checked equal to the local run's",
         "",
         "| where | model build / registration s | job s | img/s | vs here |",

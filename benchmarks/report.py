@@ -37,3 +37,20 @@ def emit(lines: list[str], out: str | None) -> int:
         with open(out, "w", encoding="utf-8") as f:
             f.write(report + "\n")
     return 0
+
+
+def blas_line() -> str:
+    """NumPy's BLAS as it runs in this process: library, version, the kernel it chose, threads; and
+    the environment that forces a kernel (``OPENBLAS_CORETYPE``: some machines set it for old
+    OpenBLAS builds, and it slows a current one; unset it, with ``OPENBLAS_L2_SIZE``, to benchmark)."""
+    import os
+
+    import numpy as np
+    import threadpoolctl
+
+    np.ones(1) @ np.ones(1)  # load the library
+    libs = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    text = ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')} kernels, {i['num_threads']} threads)"
+                     for i in libs) or "none found"
+    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    return f"NumPy's BLAS: {text}" + (f"; forced by the environment: {forced}" if forced else "")
