@@ -39,23 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_aa.architecture import VARIANTS, count_macs, get_architecture
-from report import blas_line, emit
+from report import best_of, blas_line, emit
 
 PEERS = ("ours", "torch", "onnxruntime")
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # -- one peer, in its own process ----------------------------------------------------------------
-
-
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _peer(peer: str, variant: str, batch: int, data: str, repeats: int, profile: bool) -> dict:
@@ -74,7 +64,7 @@ def _peer(peer: str, variant: str, batch: int, data: str, repeats: int, profile:
         model = AlexNet(variant, "numpy", weights=weights)
         run = lambda: np.asarray(model(x))  # noqa: E731
         if profile:
-            _best(run, 1)
+            run()  # warm-up
             for _ in range(repeats):
                 start, step = time.perf_counter(), {}
                 for name, _ in model.iter_layers(x):
@@ -113,7 +103,7 @@ def _peer(peer: str, variant: str, batch: int, data: str, repeats: int, profile:
                     prof.run(None, {"input": x})
                 layers = _ort_layers(json.loads(Path(prof.end_profiling()).read_text()), repeats + 1)
     err = relative_error(run(), reference)
-    return {"seconds": _best(run, repeats), "error": err, "layers": layers}
+    return {"seconds": best_of(run, repeats), "error": err, "layers": layers}
 
 
 def _ort_layers(trace: list[dict], runs: int) -> dict[str, float]:
@@ -135,7 +125,7 @@ def _ort_layers(trace: list[dict], runs: int) -> dict[str, float]:
 
 def _sgemm_gflops(n: int = 2048) -> float:
     a, b = np.random.default_rng(0).standard_normal((2, n, n), dtype=np.float32)
-    return 2 * n**3 / _best(lambda: a @ b, 5) / 1e9
+    return 2 * n**3 / best_of(lambda: a @ b, 5) / 1e9
 
 
 # -- the parent: data, rounds, the report --------------------------------------------------------

@@ -39,7 +39,7 @@ from alexnet_aa.architecture import get_architecture
 from alexnet_aa.classify import Classifier
 from alexnet_aa.preprocess import torchvision_preprocess
 from alexnet_aa.weights import PREPROCESS_KEY, VARIANT_KEY, he_weights, save_weights
-from report import blas_line, emit
+from report import best_of, blas_line, emit
 
 # A Nanny sets its workers' variables (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, …) in its own process
 # first: in a LocalCluster that is this one, so the peer's process starts from the environment as it was.
@@ -70,17 +70,6 @@ def write_photos(folder: Path, n: int, seed: int = 0) -> list[str]:
     return paths
 
 
-def job_seconds(run, repeats: int) -> float:
-    """Best of ``repeats`` whole jobs after a warm-up job; ``run()`` returns the number of entries."""
-    run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def torch_peer(weights: str, paths: list[str], batch: int, repeats: int) -> float:
     """In a child process (its OpenMP threads spin after each call and would slow whatever ran next
     here): our reading and preprocessing, PyTorch's forward; the best job's seconds."""
@@ -90,7 +79,7 @@ def torch_peer(weights: str, paths: list[str], batch: int, repeats: int) -> floa
 import json, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import torch
-from bench_distributed import job_seconds
+from report import best_of
 from alexnet_aa.classify import Classifier, batches
 from alexnet_aa.testing.torch_reference import torch_forward, torch_weights
 from alexnet_aa.weights import load_weights
@@ -101,7 +90,7 @@ def run():
     for chunk in batches(paths, {batch}):
         _, x, _ = c.load(chunk)
         torch_forward(torch, c.model.arch, tw, torch.from_numpy(x)).softmax(1).topk(5)
-print(job_seconds(run, {repeats}))
+print(best_of(run, {repeats}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENVIRON)
     if out.returncode:
@@ -146,7 +135,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         here = Classifier(weights)
         build_s = time.perf_counter() - t0
-        local_s = job_seconds(lambda: sum(len(e) for e in here.classify_batches(paths, batch=args.batch)), args.repeats)
+        local_s = best_of(lambda: sum(len(e) for e in here.classify_batches(paths, batch=args.batch)), args.repeats)
         rows = [("here (the local command)", build_s, local_s)]
         expected = [e for b in here.classify_batches(paths, batch=args.batch) for e in b]
 
@@ -162,7 +151,7 @@ def main(argv=None) -> int:
                 with ClusterModel(c, weights) as model:
                     register_s = time.perf_counter() - t0
                     run = lambda: sum(len(e) for e in model.classify_batches(paths, batch=args.batch))  # noqa: E731
-                    seconds = job_seconds(run, args.repeats)
+                    seconds = best_of(run, args.repeats)
                     got = [e for b in model.classify_batches(paths, batch=args.batch) for e in b]
                     assert [e["path"] for e in got] == [e["path"] for e in expected]
                     assert [[t["index"] for t in e["top"]] for e in got] == [[t["index"] for t in e["top"]] for e in expected]

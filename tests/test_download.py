@@ -180,17 +180,13 @@ def test_a_dripping_server_is_cut_off_at_the_deadline(server, tmp_path):
     assert time.monotonic() - start < 5 and _left(tmp_path) == []
 
 
-def test_a_body_without_a_length_is_capped(server, tmp_path):
+@pytest.mark.parametrize("mode, message", [
+    ("nolength", r"more than the 100,000 bytes expected"),  # a body without a length: capped while read
+    ("ok", r"announces 300,000 bytes, more than the 100,000 allowed"),  # an announced length: refused before writing
+], ids=["without-a-length", "announced"])
+def test_a_body_above_the_cap_is_refused(server, tmp_path, mode, message):
     base, routes = server
-    routes["/endless.bin"] = (b"y" * 300_000, "nolength")
-    with pytest.raises(DownloadError, match=r"more than the 100,000 bytes expected"):
-        fetch(f"{base}/endless.bin", tmp_path / "f.bin", "0" * 64, timeout=5, max_bytes=100_000, progress=False)
-    assert _left(tmp_path) == []
-
-
-def test_an_announced_length_above_the_cap_is_refused_before_writing(server, tmp_path):
-    base, routes = server
-    routes["/big.bin"] = (b"z" * 300_000, "ok")
-    with pytest.raises(DownloadError, match=r"announces 300,000 bytes, more than the 100,000 allowed"):
+    routes["/big.bin"] = (b"z" * 300_000, mode)
+    with pytest.raises(DownloadError, match=message):
         fetch(f"{base}/big.bin", tmp_path / "f.bin", "0" * 64, timeout=5, max_bytes=100_000, progress=False)
     assert _left(tmp_path) == []
