@@ -29,7 +29,7 @@ MACs count the multiply-accumulates of convolutions and linear layers only
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 Shape = tuple[int, ...]
@@ -108,10 +108,53 @@ class _LayerSpec:
         """The output-size formula with this layer's numbers, as LaTeX (``None``: the size is kept or fixed)."""
         return None
 
+    def ablated(self, change: str, value: Any = None) -> Any:
+        """This layer with the ablation ``change`` of :data:`ABLATIONS` made (``value``: its number),
+        ``None`` where the ablation removes it; the layer itself where it does not apply."""
+        return self
+
+    def fitted(self, shape: Shape) -> Any:
+        """This layer taking input of ``shape`` where its weights follow the input (a linear layer's
+        ``in_features``); itself otherwise."""
+        return self
+
+
+class _Activated(_LayerSpec):
+    """A conv or linear layer followed by its ``activation`` (one of :data:`ACTIVATIONS`, or ``None``).
+
+    ReLU is fused into the heavy op (the protocol's ``relu`` flag, DESIGN.md §4); tanh and sigmoid
+    are the Array API ops :func:`alexnet_aa.ops.activation` and its backward twin, applied after it
+    (the heavy op's backward then gets ``relu=False`` and the activated output as ``y``, which it uses
+    for its shape only)."""
+
+    activation: str | None
+
+    @property
+    def relu(self) -> bool:
+        """The heavy op's fusion flag: this layer's activation is ReLU."""
+        return self.activation == "relu"
+
+    def _suffix(self) -> str:
+        return f" +{ACTIVATIONS[self.activation]}" if self.activation else ""
+
+    def ablated(self, change: str, value: Any = None) -> Any:
+        return replace(self, activation=change) if change in ("tanh", "sigmoid") and self.relu else self
+
+    def _activate(self, ops: Any, y: Any) -> Any:
+        return y if self.activation in (None, "relu") else ops.activation(y, self.activation)
+
+    def _pre_activation_grad(self, ops: Any, y: Any, dy: Any) -> Any:
+        """The gradient at the heavy op's output: ``dy`` itself where the op fuses ReLU (or has none)."""
+        return dy if self.activation in (None, "relu") else ops.activation_backward(y, dy, self.activation)
+
+
+#: The activations a conv or linear layer may end with, as the summary names them.
+ACTIVATIONS = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
+
 
 @dataclass(frozen=True)
-class Conv(_LayerSpec):
-    """Convolution + bias + ReLU: ``in_channels → out_channels``, square kernel."""
+class Conv(_Activated):
+    """Convolution + bias + activation (ReLU): ``in_channels → out_channels``, square kernel."""
 
     name: str
     in_channels: int
@@ -120,7 +163,7 @@ class Conv(_LayerSpec):
     stride: int = 1
     padding: int = 0
     groups: int = 1
-    relu: bool = True
+    activation: str | None = "relu"
 
     def output_shape(self, shape: Shape) -> Shape:
         c, h, w = shape
@@ -140,7 +183,7 @@ class Conv(_LayerSpec):
 
     def config(self) -> str:
         k = self.kernel
-        return f"{k}x{k} /{self.stride} p{self.padding} g{self.groups}" + (" +ReLU" if self.relu else "")
+        return f"{k}x{k} /{self.stride} p{self.padding} g{self.groups}" + self._suffix()
 
     def explain(self, shape: Shape) -> str:
         h = shape[1]
@@ -153,18 +196,21 @@ class Conv(_LayerSpec):
             f"MACs = {ho}*{wo}*{o}*{c // g}*{k}*{k} = {self.macs(shape):,}"
         )
 
+    def ablated(self, change: str, value: Any = None) -> Any:
+        return replace(self, groups=1) if change == "groups=1" else super().ablated(change, value)
+
     def output_size_latex(self, shape: Shape) -> str:
         h, k, s, p = shape[1], self.kernel, self.stride, self.padding
         return (rf"H_{{out}} = \left\lfloor \frac{{{h} - {k} + 2 \cdot {p}}}{{{s}}} \right\rfloor + 1 "
                 rf"= \lfloor {(h - k + 2 * p) / s:g} \rfloor + 1 = {conv_output_size(h, k, s, p)}")
 
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
-        return ops.conv2d(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"],
-                          self.stride, self.padding, self.groups, self.relu)
+        return self._activate(ops, ops.conv2d(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"],
+                                              self.stride, self.padding, self.groups, self.relu))
 
     def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
-        dx, dw, db = ops.conv2d_backward(x, params[f"{self.name}.weight"], y, dy, self.stride, self.padding,
-                                         self.groups, self.relu, need_dx)
+        dx, dw, db = ops.conv2d_backward(x, params[f"{self.name}.weight"], y, self._pre_activation_grad(ops, y, dy),
+                                         self.stride, self.padding, self.groups, self.relu, need_dx)
         return dx, {f"{self.name}.weight": dw, f"{self.name}.bias": db}
 
 
@@ -187,6 +233,9 @@ class LRN(_LayerSpec):
     def explain(self, shape: Shape) -> str:
         return (f"b_c = a_c / ({self.k:g} + {self.alpha:g}/{self.size} * sum of a^2 over "
                 f"{self.size} channels)^{self.beta:g}")
+
+    def ablated(self, change: str, value: Any = None) -> Any:
+        return None if change == "no-lrn" else self
 
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.lrn(x, self.size, self.alpha, self.beta, self.k)
@@ -222,6 +271,13 @@ class MaxPool(_LayerSpec):
         left, right = (r"\lceil", r"\rceil") if self.ceil_mode else (r"\lfloor", r"\rfloor")
         return (rf"H_{{out}} = \left{left} \frac{{{h} - {k}}}{{{s}}} \right{right} + 1 "
                 rf"= {left} {(h - k) / s:g} {right} + 1 = {pool_output_size(h, k, s, self.ceil_mode)}")
+
+    def ablated(self, change: str, value: Any = None) -> Any:
+        """``no-overlap``: an overlapping stride-2 window (3×3) becomes 2×2, the stride kept, in floor
+        mode: the maps keep the sizes 3×3 windows give (the paper's "equivalent dimensions")."""
+        if change == "no-overlap" and self.kernel > self.stride == 2:
+            return replace(self, kernel=2, ceil_mode=False)
+        return self
 
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.max_pool2d(x, self.kernel, self.stride, self.ceil_mode)
@@ -291,6 +347,9 @@ class Dropout(_LayerSpec):
     def explain(self, shape: Shape) -> str:
         return f"p = {self.p} in training; identity in eval"
 
+    def ablated(self, change: str, value: Any = None) -> Any:
+        return replace(self, p=value) if change == "dropout=P" else self
+
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
         return ops.dropout(x, self.p, params.get(f"{self.name}.mask"))
 
@@ -299,19 +358,22 @@ class Dropout(_LayerSpec):
 
 
 @dataclass(frozen=True)
-class Linear(_LayerSpec):
-    """Fully connected layer ``in_features → out_features`` (+ ReLU)."""
+class Linear(_Activated):
+    """Fully connected layer ``in_features → out_features`` (+ activation: ReLU, none for fc8)."""
 
     name: str
     in_features: int
     out_features: int
-    relu: bool = True
+    activation: str | None = "relu"
 
     def output_shape(self, shape: Shape) -> Shape:
         (f,) = shape
         if f != self.in_features:
             raise ValueError(f"{self.name} expects {self.in_features} input features, got {f}")
         return (self.out_features,)
+
+    def fitted(self, shape: Shape) -> Any:
+        return replace(self, in_features=shape[0])
 
     def param_shapes(self) -> dict[str, Shape]:
         return {f"{self.name}.weight": (self.out_features, self.in_features),
@@ -321,17 +383,18 @@ class Linear(_LayerSpec):
         return self.in_features * self.out_features
 
     def config(self) -> str:
-        return f"{self.in_features}->{self.out_features}" + (" +ReLU" if self.relu else "")
+        return f"{self.in_features}->{self.out_features}" + self._suffix()
 
     def explain(self, shape: Shape) -> str:
         fi, fo = self.in_features, self.out_features
         return f"params = {fi}*{fo} + {fo} = {fi * fo + fo:,}; MACs = {fi}*{fo} = {fi * fo:,}"
 
     def apply(self, ops: Any, params: dict[str, Any], x: Any) -> Any:
-        return ops.linear(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"], self.relu)
+        return self._activate(ops, ops.linear(x, params[f"{self.name}.weight"], params[f"{self.name}.bias"], self.relu))
 
     def backward(self, ops: Any, params: dict[str, Any], x: Any, y: Any, dy: Any, need_dx: bool) -> tuple[Any, dict]:
-        dx, dw, db = ops.linear_backward(x, params[f"{self.name}.weight"], y, dy, self.relu, need_dx)
+        dx, dw, db = ops.linear_backward(x, params[f"{self.name}.weight"], y, self._pre_activation_grad(ops, y, dy),
+                                         self.relu, need_dx)
         return dx, {f"{self.name}.weight": dw, f"{self.name}.bias": db}
 
 
@@ -349,6 +412,12 @@ class Architecture:
     source: str
     notes: str = ""
     min_input_size: int = 0
+    ablations: tuple[str, ...] = ()
+
+    @property
+    def base(self) -> str:
+        """The variant this table was derived from (``"paper"`` for ``"paper+tanh"``)."""
+        return self.variant.partition("+")[0]
 
     def layers_of(self, *kinds: type) -> tuple[Layer, ...]:
         """The layers that are one of ``kinds`` (spec classes), in table order."""
@@ -372,7 +441,7 @@ _CAFFE_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
 def _classifier(num_classes: int, dropout_first: bool) -> tuple[Layer, ...]:
     fc6 = Linear("fc6", 256 * 6 * 6, 4096)
     fc7 = Linear("fc7", 4096, 4096)
-    fc8 = Linear("fc8", 4096, num_classes, relu=False)
+    fc8 = Linear("fc8", 4096, num_classes, activation=None)
     if dropout_first:  # torchvision: Dropout → Linear → ReLU
         return (Dropout("drop6"), fc6, Dropout("drop7"), fc7, fc8)
     return (fc6, Dropout("drop6"), fc7, Dropout("drop7"), fc8)  # paper, Caffe: fc → ReLU → dropout
@@ -415,9 +484,24 @@ VARIANTS = ("paper", "caffe", "torchvision")
 
 
 def get_architecture(variant: str = "paper", num_classes: int = 1000) -> Architecture:
-    """The layer table of ``variant`` (one of :data:`VARIANTS`) with a ``num_classes`` head."""
+    """The layer table of ``variant`` with a ``num_classes`` head: one of :data:`VARIANTS`, or one of
+    them with ablations, ``"paper+tanh+no-lrn"`` (:data:`ABLATIONS`, :func:`ablate`)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not isinstance(variant, str):
+        raise ValueError(f"variant: expected a name such as {VARIANTS[0]!r} or 'paper+tanh', got {variant!r}")
+    base, *changes = variant.split("+")
+    arch = _base_architecture(base, num_classes)
+    return ablate(arch, changes) if changes else arch
+
+
+def variant_name(variant: str) -> str:
+    """``variant``'s canonical spelling (``"paper+no-lrn+tanh"`` → ``"paper+tanh+no-lrn"``), or the
+    ``ValueError`` of :func:`get_architecture` for a name that is not one."""
+    return get_architecture(variant).variant
+
+
+def _base_architecture(variant: str, num_classes: int) -> Architecture:
     if variant == "paper":
         return Architecture(
             "paper", 227, _krizhevsky(_PAPER_LRN, False, num_classes), num_classes,
@@ -442,7 +526,102 @@ def get_architecture(variant: str = "paper", num_classes: int = 1000) -> Archite
             "(so any input >= 63x63 runs); dropout before fc6 and fc7.",
             min_input_size=63,
         )
-    raise ValueError(f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)}")
+    raise ValueError(f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)} "
+                     f"(each with ablations: {', '.join(ABLATIONS)}, as in 'paper+tanh')")
+
+
+# -- ablations: the table varied, one named change at a time -------------------------------
+#
+# A variant name with ``+change`` parts is the base table with each change made (in the order of
+# ABLATIONS, so that a name has one canonical spelling): the paper's claims measured on its own
+# table (``alexnet-aa ablate``). Each change is a transformation of the layer specs, not a new code
+# path: the same ops run the ablated table on every backend.
+
+#: ``name: what it changes`` (``P`` a probability in [0, 1), ``S`` an input side).
+ABLATIONS = {
+    "tanh": "tanh instead of ReLU after every conv and fc6/fc7 (the paper's Figure 1 compares the two)",
+    "sigmoid": "the logistic sigmoid instead of ReLU, likewise",
+    "no-lrn": "the LRN layers removed (the paper: LRN lowers top-1/top-5 error by 1.4%/1.2%)",
+    "no-overlap": "every 3x3 stride-2 max pool made 2x2 stride 2 (floor mode), not overlapping (the paper: overlap -0.4% top-1)",
+    "dropout=P": "every dropout layer with drop probability P (dropout=0: off)",
+    "groups=1": "every grouped convolution ungrouped, one tower (the paper's two GPUs were two groups)",
+    "input=S": "the table at an SxS input; in the paper and Caffe tables fc6 takes the map pool5 then gives",
+}
+
+
+def _parse_change(change: str) -> tuple[str, str]:
+    """``"dropout=0.2"`` → ``("dropout=P", "0.2")``; ``"tanh"`` → ``("tanh", "")``; else a ValueError."""
+    key, eq, value = change.partition("=")
+    name = f"{key}={'P' if key == 'dropout' else 'S' if key == 'input' else '1'}" if eq else key
+    if name not in ABLATIONS or (name == "groups=1" and value != "1"):
+        raise ValueError(f"unknown ablation {change!r}; known: {', '.join(ABLATIONS)}")
+    return name, value
+
+
+def _number(change: str, value: str, kind: type, ok) -> Any:
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or not ok(number):
+        what = "a probability in [0, 1)" if kind is float else "an input side >= 1"
+        raise ValueError(f"ablation {change!r}: expected {what}, got {value!r}")
+    return number
+
+
+def ablate(arch: Architecture, changes: list[str] | tuple[str, ...]) -> Architecture:
+    """``arch`` with each of ``changes`` (names of :data:`ABLATIONS`, with their numbers) made.
+
+    The result's ``variant`` is the canonical name (``paper+tanh+no-lrn``: changes in the order of
+    :data:`ABLATIONS`). A change that would not change the table (no LRN to remove, no grouped conv,
+    the base's own input size), two changes of the same thing and an input too small for the table
+    are each a ``ValueError`` naming them.
+    """
+    parsed: dict[str, tuple[str, str]] = {}
+    for change in changes:
+        name, text = _parse_change(change)
+        kind = "activation" if name in ("tanh", "sigmoid") else name
+        if kind in parsed:
+            raise ValueError(f"ablations {parsed[kind][0]!r} and {change!r} change the same thing: give one")
+        parsed[kind] = (change, text)
+    layers, size = list(arch.layers), arch.input_size
+    done = []
+    for name in ABLATIONS:
+        kind = "activation" if name in ("tanh", "sigmoid") else name
+        if kind not in parsed or (kind == "activation" and parsed[kind][0] != name):
+            continue
+        change, text = parsed[kind]
+        before, value = tuple(layers), None
+        if name == "dropout=P":
+            value = _number(change, text, float, lambda p: 0 <= p < 1)
+            change = f"dropout={value:g}" if float(f"{value:g}") == value else f"dropout={value!r}"  # the name keeps p
+        elif name == "input=S":
+            size = _number(change, text, int, lambda s: s >= 1)
+            change = f"input={size}"
+        layers = [new for layer in layers if (new := layer.ablated(name, value)) is not None]
+        if tuple(layers) == before and size == arch.input_size:
+            raise ValueError(f"ablation {change!r} changes nothing in the {arch.variant} table")
+        done.append(change)
+    if arch.min_input_size and size < arch.min_input_size:
+        raise ValueError(f"ablation 'input={size}': the {arch.variant} table takes inputs >= {arch.min_input_size}")
+    layers = _fitted(tuple(layers), size, arch.variant)
+    return replace(arch, variant="+".join([arch.variant, *done]), input_size=size, layers=layers,
+                   ablations=arch.ablations + tuple(done))
+
+
+def _fitted(layers: tuple[Layer, ...], size: int, variant: str) -> tuple[Layer, ...]:
+    """``layers`` walked from a ``size``×``size`` input, each :meth:`fitted <_LayerSpec.fitted>` to the
+    shape it receives (fc6 takes the features the flatten before it gives: 256·6·6 at the canonical
+    sizes, or behind an adaptive pool)."""
+    shape: Shape = (3, size, size)
+    out = []
+    for layer in layers:
+        layer = layer.fitted(shape)
+        shape = layer.output_shape(shape)
+        if min(shape) < 1:
+            raise ValueError(f"input {size}x{size} is too small for {variant}: {layer.name} would output {shape}")
+        out.append(layer)
+    return tuple(out)
 
 
 # -- walking the table ------------------------------------------------------------

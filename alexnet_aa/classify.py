@@ -37,6 +37,11 @@ from .weights import PREPROCESS_KEY
 FEATURE_LAYERS: dict[str, tuple[str, ...]] = {v: tuple(layer.name for layer in get_architecture(v).layers) for v in VARIANTS}
 
 
+def feature_layers(variant: str) -> tuple[str, ...]:
+    """The layer names of ``variant``'s table, ablated ones included (:data:`FEATURE_LAYERS` for the three)."""
+    return FEATURE_LAYERS.get(variant) or tuple(layer.name for layer in get_architecture(variant).layers)
+
+
 class ClusterError(RuntimeError):
     """The cluster cannot run the job: the scheduler does not answer, no worker joins, a worker cannot
     build the model, or the workers' models differ (:mod:`alexnet_aa.distributed`)."""
@@ -97,7 +102,7 @@ class Classifier:
     @property
     def input_size(self) -> int | None:
         """The crop side when it is not the variant's own (torchvision takes any), else None."""
-        return self.preprocess.crop_size if self.variant == "torchvision" else None
+        return self.preprocess.crop_size if get_architecture(self.variant).min_input_size else None
 
     def describe(self) -> dict[str, Any]:
         return {"weights": self.weights, "params_sha256": self.params_sha256, "variant": self.variant,
@@ -110,9 +115,9 @@ class Classifier:
         check_batch(self.variant, batch, num_classes=self.num_classes, input_size=self.input_size)
         if top is not None and not 1 <= top <= self.num_classes:
             raise ValueError(f"--top must be between 1 and {self.num_classes}, got {top}")
-        if layer is not None and layer not in FEATURE_LAYERS[self.variant]:
+        if layer is not None and layer not in feature_layers(self.variant):
             raise ValueError(f"--layer: the {self.variant} variant has no layer {layer!r}; "
-                             f"expected one of {', '.join(FEATURE_LAYERS[self.variant])}")
+                             f"expected one of {', '.join(feature_layers(self.variant))}")
 
     def load(self, paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], np.ndarray, list[int]]:
         """``(entries, batch, rows)``: one entry per path (``error`` set for an image that failed), the

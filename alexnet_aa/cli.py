@@ -23,11 +23,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .architecture import VARIANTS, get_architecture
+from .architecture import VARIANTS, get_architecture, variant_name
 from .arrays import check_batch, example_input
 from .backend import BACKWARD_OPS, INSTALL_HINTS, BackendError, available_backends, backend_class, missing_backward_ops
 from .model import AlexNet
-from .summary import format_text
+from .summary import format_ablations, format_text
 from .testing.compare import oracle, relative_error, tolerance
 from .weights import PREPROCESS_KEY, WeightsError, he_weights
 
@@ -48,8 +48,19 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _variant(text: str) -> str:
+    """A ``--variant``: one of :data:`VARIANTS`, or one with ablations (``paper+tanh``), canonically spelled."""
+    try:
+        return variant_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+VARIANT_HELP = f"{', '.join(VARIANTS)}, or one with ablations such as paper+tanh+no-lrn (see summary --ablations)"
+
+
 def _add_variant(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", default="paper", choices=VARIANTS, help="AlexNet variant (default: paper)")
+    p.add_argument("--variant", default="paper", type=_variant, help=f"AlexNet variant: {VARIANT_HELP} (default: paper)")
 
 
 def _weights_arg(args) -> object:
@@ -58,7 +69,11 @@ def _weights_arg(args) -> object:
 
 
 def cmd_summary(args) -> int:
-    print(format_text(args.variant, explain=args.explain, input_size=args.input_size))
+    variant = "+".join([args.variant, *args.ablate])
+    if args.ablations:
+        print(format_ablations(variant))
+        return 0
+    print(format_text(variant, explain=args.explain, input_size=args.input_size))
     return 0
 
 
@@ -405,15 +420,14 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train or fine-tune on a folder of images, one subfolder per class")
-    p.add_argument("data", metavar="DATA_DIR", help="folder with one subfolder of images per class (sorted names = classes)")
-    p.add_argument("--variant", default=None, choices=VARIANTS,
-                   help="AlexNet variant (default: the --resume checkpoint's, else paper)")
+def _add_recipe_args(p: argparse.ArgumentParser, lr_arg: tuple[object, str] = (float, "learning rate ε (default: the paper's 0.01)"),
+                     augment: str = "paper") -> None:
+    """The training recipe's options, shared by ``train`` and ``ablate`` (``lr_arg``: the type and help of
+    ``--lr``; ``augment``: the default of ``--augment``)."""
     p.add_argument("--backend", default="numpy")
     p.add_argument("--epochs", type=_positive_int, default=10, help="train up to this epoch (default: 10)")
     p.add_argument("--batch", type=_positive_int, default=32, help="images per step (default: 32; the paper: 128)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate ε (default: the paper's 0.01)")
+    p.add_argument("--lr", type=lr_arg[0], default=0.01, help=lr_arg[1])
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--bias-lr-mult", type=float, default=1.0, help="biases' lr multiplier (Caffe's AlexNet: 2)")
@@ -421,27 +435,106 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--schedule", default="none",
                    help="none, step:N (lr ÷10 every N epochs) or plateau[:P] (÷10 after P epochs without a lower "
                    "validation error, at most 3 times: the paper's)")
-    p.add_argument("--weights", default=None, help="start from this weights file (any format `weights import` reads)")
     p.add_argument("--init", choices=("paper", "he"), default="paper",
-                   help="without --weights: the paper's N(0, 0.01²) (default) or He's N(0, 2/fan_in)")
+                   help="a model not started from weights: the paper's N(0, 0.01²) (default) or He's N(0, 2/fan_in)")
+    p.add_argument("--val-split", type=float, default=0.1, help="fraction of each class held out for validation (default: 0.1)")
+    p.add_argument("--augment", choices=("paper", "none"), default=augment,
+                   help=f"paper: random crops, flips, PCA colour noise; none: center crops (default: {augment})")
+    p.add_argument("--workers", type=_positive_int, default=2, help="image-decoding threads (default: 2)")
+
+
+def cmd_ablate(args) -> int:
+    """``alexnet-aa ablate``: :func:`alexnet_aa.ablation.run_ablation`, one line per epoch of every
+    run, then the table of the arms; Ctrl-C keeps the runs already finished in the JSON."""
+    from .ablation import AblationError, format_summary, run_ablation
+    from .trainer import TrainConfig
+
+    fields = set(TrainConfig.__dataclass_fields__) - {"out", "input_size", "lr"}
+    lrs = args.lr if isinstance(args.lr, list) else [args.lr]
+    cfg = TrainConfig(out="", lr=lrs[0], **{k: v for k, v in vars(args).items() if k in fields})
+
+    def on_epoch(arm, seed, r):
+        val = "" if r.val_accuracy is None else f"  val error {1 - r.val_accuracy:6.2%}"
+        print(f"{args.what} {arm} seed {seed}: epoch {r.epoch}/{args.epochs}  train loss {r.train_loss:.4f} "
+              f"error {1 - r.train_accuracy:6.2%}{val}  {r.seconds:.1f} s", flush=True)
+
+    try:
+        result = run_ablation(cfg, args.what, args.seeds, args.out, lrs=lrs, input_size=args.input_size,
+                              target_error=args.target_error, keep_checkpoints=args.keep_checkpoints,
+                              log=lambda line: print(line, file=sys.stderr, flush=True), on_epoch=on_epoch)
+    except AblationError as exc:
+        return _fail(args, str(exc))
+    except KeyboardInterrupt:
+        print(f"alexnet-aa ablate: interrupted; {args.out}/ablate-{args.what}.json keeps the runs finished "
+              "(the same command goes on from them)", file=sys.stderr)
+        return 130
+    print(format_summary(result))
+    print(f"wrote {args.out}/ablate-{args.what}.json, {args.out}/ablate-{args.what}.png")
+    return 0
+
+
+def _rate_list(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not all(0 < r < float("inf") for r in rates) or len(set(rates)) != len(rates):
+        raise argparse.ArgumentTypeError(f"expected distinct positive learning rates, got {text!r}")
+    return rates
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune on a folder of images, one subfolder per class")
+    p.add_argument("data", metavar="DATA_DIR", help="folder with one subfolder of images per class (sorted names = classes)")
+    p.add_argument("--variant", default=None, type=_variant,
+                   help=f"AlexNet variant: {VARIANT_HELP} (default: the --resume checkpoint's, else paper)")
+    _add_recipe_args(p)
+    p.add_argument("--weights", default=None, help="start from this weights file (any format `weights import` reads)")
     p.add_argument("--fresh-head", action="store_true", help="a new fc8 with one output per class folder")
     p.add_argument("--freeze", metavar="LAYER", default=None, help="keep every tensor up to and including LAYER (e.g. fc7, conv5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the order, the augmentation, dropout and the init")
-    p.add_argument("--val-split", type=float, default=0.1, help="fraction of each class held out for validation (default: 0.1)")
-    p.add_argument("--augment", choices=("paper", "none"), default="paper",
-                   help="paper: random crops, flips, PCA colour noise (default); none: center crops")
     p.add_argument("--lighting", choices=("data", "imagenet"), default=None,
                    help="principal components of the colour noise (default: imagenet with --weights, else the data's)")
     p.add_argument("--ten-crop", action="store_true", help="validate on the average of 10 crops, as the paper tests")
     p.add_argument("--input-size", type=_positive_int, default=None, help="torchvision variant only: crop side (any >= 63)")
     p.add_argument("--no-dropout", dest="dropout", action="store_false", help="train without dropout")
-    p.add_argument("--workers", type=_positive_int, default=2, help="image-decoding threads (default: 2)")
     p.add_argument("--out", required=True, metavar="CKPT.safetensors", help="the checkpoint, rewritten after every epoch")
     p.add_argument("--resume", metavar="CKPT", default=None, help="continue the run this checkpoint recorded up to --epochs")
     p.add_argument("--metrics", default=None, help="JSON lines, one per epoch (default: beside --out, .metrics.jsonl)")
     p.add_argument("--plot", default=None, help="PNG of loss and accuracy per epoch (default: beside --out, .png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when stderr is not a TTY)")
     p.set_defaults(func=cmd_train)
+
+
+def _add_ablate_parser(sub) -> None:
+    from .ablation import EXPERIMENTS
+
+    p = sub.add_parser("ablate", help="train each arm of one of the paper's ablations alike: JSON and a Figure-1 plot")
+    p.add_argument("data", metavar="DATA_DIR", help="folder with one subfolder of images per class (sorted names = classes)")
+    p.add_argument("--what", required=True, choices=list(EXPERIMENTS),
+                   help="; ".join(f"{name}: {' vs '.join(a.label for a in arms)}" for name, (_, arms) in EXPERIMENTS.items()))
+    p.add_argument("--variant", default="paper", type=_variant, help=f"the base table: {VARIANT_HELP} (default: paper)")
+    p.add_argument("--input-size", type=_positive_int, default=None,
+                   help="train every arm at this input side (the table's +input=S ablation; default: the variant's)")
+    p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="comma-separated seeds, one run per arm each (default: 0,1,2)")
+    p.add_argument("--target-error", type=float, default=0.25,
+                   help="report the epochs each arm takes to this training error (default: the paper's 0.25)")
+    _add_recipe_args(p, (_rate_list, "learning rate, or comma-separated rates: each arm trains the first seed at "
+                                      "each and keeps the one with the lowest final training error (default: 0.01)"),
+                     augment="none")
+    p.add_argument("--out", required=True, metavar="DIR", help="where ablate-WHAT.json and ablate-WHAT.png go")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep every run's checkpoint in DIR/checkpoints")
+    p.set_defaults(func=cmd_ablate)
 
 
 def _add_weights_parsers(sub) -> None:
@@ -451,7 +544,7 @@ def _add_weights_parsers(sub) -> None:
     q = wsub.add_parser("import", help="torchvision .pth, ONNX zoo .onnx, .npz or .safetensors -> canonical .safetensors")
     q.add_argument("src", help="the file to import (.pth, .onnx, .npz, .safetensors)")
     q.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
-    q.add_argument("--variant", choices=VARIANTS, default=None,
+    q.add_argument("--variant", type=_variant, default=None,
                    help="check against this variant (default: the format's own, else the one the shapes fit)")
     q.add_argument("--no-torch", action="store_true",
                    help="read .pth files with alexnet_aa's restricted unpickler even when torch is installed")
@@ -485,7 +578,7 @@ def _add_image_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or directories to walk")
     p.add_argument("--weights", required=True, help="weights file (.safetensors with preprocessing metadata, "
                    "or .npz/.pth/.onnx); its preprocessing is applied")
-    p.add_argument("--variant", choices=VARIANTS, default=None, help="require this variant (default: the weights')")
+    p.add_argument("--variant", type=_variant, default=None, help="require this variant (default: the weights')")
     p.add_argument("--backend", default="numpy")
     p.add_argument("--batch", type=_positive_int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when not on a terminal)")
@@ -507,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_variant(p)
     p.add_argument("--explain", action="store_true", help="show each formula with the layer's numbers")
     p.add_argument("--input-size", type=int, default=None, help="input side (default: the variant's)")
+    p.add_argument("--ablate", action="append", default=[], metavar="NAME",
+                   help="vary the table: tanh, sigmoid, no-lrn, no-overlap, dropout=P, groups=1, input=S (repeatable)")
+    p.add_argument("--ablations", action="store_true", help="list every ablation with its parameter and MAC deltas")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("backends", help="every registered backend, available or not, and why")
@@ -531,12 +627,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_weights_parsers(sub)
     _add_train_parser(sub)
+    _add_ablate_parser(sub)
 
     p = sub.add_parser("visualize", help="PNGs of conv1's filters and of every layer's activation maps")
     p.add_argument("--weights", help=".safetensors or .npz file (default: seeded random weights)")
     p.add_argument("--out", required=True, help="directory to write the PNGs into (created if missing)")
     p.add_argument("--image", help="an image file (default: a synthetic test image)")
-    p.add_argument("--variant", choices=VARIANTS, default=None,
+    p.add_argument("--variant", type=_variant, default=None,
                    help="AlexNet variant (default: guessed from --weights, else paper)")
     p.add_argument("--backend", default="numpy", help="backend that computes the activations (default: numpy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and the synthetic image")

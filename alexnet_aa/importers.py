@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from .architecture import VARIANTS, get_architecture
+from .architecture import VARIANTS, get_architecture, variant_name
 from .preprocess import default_preprocess
 from .weights import (
     CHECKPOINT_KEY,
@@ -142,8 +142,8 @@ def validate(params: Mapping[str, Any], variant: str | None, source: str, *, nat
     Returns ``(float32 tensors, variant)``. Raises :class:`WeightsError` listing
     every problem, naming the variant the weights fit when it is another one.
     """
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)}")
+    if variant is not None:
+        variant = variant_name(variant)
     fits = fitting_variants(params)
     target = variant or natural or (fits[-1] if fits else None)  # paper/caffe share shapes: caffe (VARIANTS order)
     num_classes = _num_classes(params)
@@ -492,8 +492,11 @@ def read_any(src: str | os.PathLike, variant: str | None = None, *, use_torch: b
     elif suffix in (".safetensors", ".npz"):
         params, metadata = read_weights_file(path)
         fmt, natural = f"canonical {suffix}", metadata.get(VARIANT_KEY)
-        if natural is not None and natural not in VARIANTS:
-            raise WeightsFileError(f"{path}: metadata names an unknown variant {natural!r}")
+        if natural is not None:
+            try:
+                natural = variant_name(natural)
+            except ValueError as exc:
+                raise WeightsFileError(f"{path}: metadata names an unknown variant {natural!r} ({exc})") from None
     else:
         raise WeightsFileError(
             f"{path}: unknown weights format {suffix!r}; expected .pth (torchvision state dict), "

@@ -124,7 +124,7 @@ class AlexNet:
             num_classes = (len(bundle.meta["categories"]) if bundle is not None
                            else head[0] if head is not None and len(head) == 1 and head[0] >= 1 else 1000)
         self.arch = get_architecture(variant, num_classes)
-        self.variant = variant
+        self.variant = self.arch.variant
         self._state = self._checked(given, source, seed, fresh_head)
         self.preprocess: Preprocess = (
             weights.transforms() if isinstance(weights, AlexNetWeights)

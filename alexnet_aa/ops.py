@@ -18,7 +18,7 @@ formula, output size, conventions — is documented once, on the reference op
 of the same name in :mod:`alexnet_aa.reference`.
 
 The light ops — :func:`adaptive_avg_pool2d`, :func:`flatten`,
-:func:`dropout`, :func:`softmax` — are plain Array API code on the
+:func:`dropout`, :func:`activation` (tanh, sigmoid), :func:`softmax` — are plain Array API code on the
 backend's namespace, written here once for every backend; their formulas are
 in their docstrings.
 
@@ -459,6 +459,47 @@ def softmax(backend: Backend, z):
     return e / xp.sum(e, axis=1, keepdims=True)
 
 
+def _activation_name(op: str, name: Any) -> str:
+    if name not in ("tanh", "sigmoid"):
+        raise ValueError(f"[{op}] name: expected 'tanh' or 'sigmoid' (ReLU is the heavy ops' relu flag), got {name!r}")
+    return name
+
+
+def activation(backend: Backend, x, name: str):
+    r"""A saturating activation, element-wise on the backend's namespace (the ablations' alternative
+    to ReLU, :data:`alexnet_aa.architecture.ABLATIONS`):
+
+    .. math::
+
+        \tanh(x) = \frac{e^x - e^{-x}}{e^x + e^{-x}}, \qquad
+        \sigma(x) = \frac{1}{1 + e^{-x}} = \tfrac12 \left(1 + \tanh \tfrac{x}{2}\right)
+
+    ``name`` is ``"tanh"`` or ``"sigmoid"``; the sigmoid is computed through ``tanh``, which never
+    overflows (``exp(-x)`` does for ``x < -88`` in float32). ``x`` of any rank, in the backend's
+    layout; the result too.
+    """
+    op = "activation"
+    name = _activation_name(op, name)
+    check_array(backend, op, "x", x, len(getattr(x, "shape", ())), "(any shape)")
+    xp = backend.xp
+    return xp.tanh(x) if name == "tanh" else 0.5 * (xp.tanh(0.5 * x) + 1.0)
+
+
+def activation_backward(backend: Backend, y, dy, name: str):
+    r"""Gradient of :func:`activation` from its output :math:`y`, for tanh and for the sigmoid:
+
+    .. math::
+
+        \bar x = \bar y \, (1 - y^2), \qquad \bar x = \bar y \, y \, (1 - y)
+    """
+    op = "activation_backward"
+    name = _activation_name(op, name)
+    shape = tuple(getattr(y, "shape", ()))
+    check_array(backend, op, "y", y, len(shape), "(the forward's output)")
+    _check_output(backend, op, shape, dy=dy)
+    return dy * (1.0 - y * y) if name == "tanh" else dy * (y * (1.0 - y))
+
+
 def flatten_backward(backend: Backend, x, dy):
     """Gradient of :func:`flatten`: ``dy`` ``(N, C·H·W)`` reshaped to ``x``'s shape."""
     op = "flatten_backward"
@@ -526,7 +567,7 @@ class BackendOps:
 
     ``BackendOps(be).conv2d(x, …)`` is ``ops.conv2d(be, x, …)``; other
     interpreters of the layer table (the PyTorch oracle of the tests) provide
-    the same seven forward methods.
+    the same eight forward methods.
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -553,6 +594,9 @@ class BackendOps:
     def dropout(self, x, p, mask=None):
         return dropout(self.backend, x, p, mask)
 
+    def activation(self, x, name):
+        return activation(self.backend, x, name)
+
     # the backward twins, for the layer specs' backward
     def conv2d_backward(self, x, w, y, dy, stride, padding, groups, relu, need_dx):
         return conv2d_backward(self.backend, x, w, y, dy, stride, padding, groups, relu, need_dx)
@@ -574,3 +618,6 @@ class BackendOps:
 
     def dropout_backward(self, dy, mask):
         return dropout_backward(self.backend, dy, mask)
+
+    def activation_backward(self, y, dy, name):
+        return activation_backward(self.backend, y, dy, name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -208,9 +208,19 @@ def caffe_preprocess() -> Preprocess:
 
 
 def default_preprocess(variant: str) -> Preprocess:
-    """The preprocessing a variant's published weights expect (``paper`` shares Caffe's)."""
-    if variant == "torchvision":
-        return torchvision_preprocess()
-    if variant in ("caffe", "paper"):
-        return caffe_preprocess()
-    raise ValueError(f"unknown variant {variant!r}")
+    """The preprocessing a variant's published weights expect (``paper`` shares Caffe's); an ablated
+    variant takes its base's, at its own input size (:func:`scaled`)."""
+    from .architecture import get_architecture
+
+    arch = get_architecture(variant)
+    pre = torchvision_preprocess() if arch.base == "torchvision" else caffe_preprocess()
+    return scaled(pre, arch.input_size)
+
+
+def scaled(pre: Preprocess, crop_size: int) -> Preprocess:
+    """``pre`` cropping ``crop_size`` pixels, resized to 8/7 of that first (torchvision's 256/224);
+    ``pre`` itself at its own crop size."""
+    if crop_size == pre.crop_size:
+        return pre
+    return replace(pre, crop_size=crop_size, resize_size=round(crop_size * 8 / 7),
+                               source=f"{pre.source}, scaled to {crop_size}")

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
-from .architecture import get_architecture, layer_infos
+from .architecture import ABLATIONS, get_architecture, layer_infos
+
+#: The value each ablation with a number is listed with by :func:`format_ablations`.
+EXAMPLE_VALUES = {"dropout=P": "dropout=0", "input=S": "input=99"}
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -41,7 +44,10 @@ def format_text(variant: str, explain: bool = False, num_classes: int = 1000, in
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     arch = get_architecture(variant, num_classes)
-    out = [f"AlexNet ({variant}): {arch.source}", f"  {arch.notes}", "", line(HEADER), line(["-" * w for w in widths])]
+    out = [f"AlexNet ({arch.variant}): {arch.source}", f"  {'the ' + arch.base + ' table: ' if arch.ablations else ''}{arch.notes}"]
+    if arch.ablations:
+        out.append(f"  ablated: {'; '.join(ablation_lines(arch, num_classes))}")
+    out += ["", line(HEADER), line(["-" * w for w in widths])]
     for row, info in zip(rows, infos):
         out.append(line(row))
         if explain:
@@ -49,6 +55,51 @@ def format_text(variant: str, explain: bool = False, num_classes: int = 1000, in
     out.append(line(["-" * w for w in widths]))
     out.append(line(total))
     out.append("MACs count conv and linear multiply-accumulates per image; activations are float32 per image.")
+    return "\n".join(out)
+
+
+def _totals(variant: str, num_classes: int, input_size: int | None = None) -> tuple[int, int]:
+    infos = layer_infos(get_architecture(variant, num_classes), input_size)
+    return sum(i.params for i in infos), sum(i.macs for i in infos)
+
+
+def _delta(new: int, old: int) -> str:
+    return f"{new - old:+,} ({(new - old) / old:+.1%})" if new != old else "unchanged"
+
+
+def ablation_lines(arch, num_classes: int = 1000) -> list[str]:
+    """One line per ablation of ``arch``: what it changes in parameters and MACs per image against
+    the table without it (the other ablations kept), each at its own input size."""
+    params, macs = _totals(arch.variant, num_classes)
+    lines = []
+    for change in arch.ablations:
+        try:
+            old_params, old_macs = _totals("+".join([arch.base, *(c for c in arch.ablations if c != change)]), num_classes)
+        except ValueError:  # the table without it does not exist (too small an input without it)
+            lines.append(f"{change}: n/a (the table without it cannot take this input)")
+            continue
+        lines.append(f"{change}: params {_delta(params, old_params)}, MACs {_delta(macs, old_macs)}")
+    return lines
+
+
+def format_ablations(variant: str, num_classes: int = 1000) -> str:
+    """Every ablation of :data:`~alexnet_aa.architecture.ABLATIONS`: its name, what it changes and
+    its parameter and MAC deltas on ``variant``'s table (those that change nothing there say so)."""
+    base = get_architecture(variant, num_classes)
+    params, macs = _totals(base.variant, num_classes)
+    rows = [["ablation", "params", "MACs", "what it changes"]]
+    for name, what in ABLATIONS.items():
+        change = EXAMPLE_VALUES.get(name, name)
+        try:
+            new_params, new_macs = _totals(f"{base.variant}+{change}", num_classes)
+        except ValueError as exc:
+            rows.append([change, "-", "-", f"not applicable: {exc}"])
+            continue
+        rows.append([change, _delta(new_params, params), _delta(new_macs, macs), what])
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    out = [f"Ablations of AlexNet ({base.variant}): {params:,} parameters, {macs:,} MACs per image; "
+           f"use them as --variant {base.variant}+NAME[+NAME...] or --ablate NAME", ""]
+    out += ["  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2]), r[3]]) for r in rows]
     return "\n".join(out)
 
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
-from .architecture import VARIANTS, get_architecture
+from .architecture import get_architecture, variant_name
 from .arrays import check_batch
 from .backend import require_training
 from .files import atomic_write
 from .data import IMAGENET_EIGVAL, IMAGENET_EIGVEC, Augment, ImageFolder, batches, pca_lighting
 from .model import AlexNet, NonFiniteLossError
-from .preprocess import Preprocess, default_preprocess
+from .preprocess import Preprocess, default_preprocess, scaled
 from .training import SGD, NonFiniteWeightsError, Schedule, load_checkpoint, save_checkpoint, step_seed
 from .weights import CATEGORIES_KEY, PREPROCESS_KEY, he_weights
 
@@ -40,6 +40,10 @@ INITS = {"paper": "the paper's initialisation", "he": "He's initialisation"}
 
 class TrainingError(ValueError):
     """A run that cannot start or go on: the message says why, and where the last good checkpoint is."""
+
+
+class DivergedError(TrainingError):
+    """A step's loss or the weights after an epoch stopped being finite: the run diverged."""
 
 
 @dataclass(frozen=True)
@@ -199,20 +203,29 @@ class _Run:
             cfg = dataclasses.replace(cfg, variant=cfg.variant or "paper")
         else:
             recorded = ckpt.state["config"]
-            if cfg.variant not in (None, recorded["variant"]):
+            try:
+                asked = None if cfg.variant is None else variant_name(cfg.variant)
+            except ValueError as exc:
+                raise TrainingError(str(exc)) from None
+            if asked not in (None, recorded["variant"]):
                 raise TrainingError(f"--resume {resume}: the checkpoint holds a {recorded['variant']!r} model, "
                                     f"not {cfg.variant!r}")
             crop = Preprocess.from_json(ckpt.metadata[PREPROCESS_KEY]).crop_size
             if cfg.input_size not in (None, crop):
                 raise TrainingError(f"--resume {resume}: the run trains at {crop}x{crop}, not --input-size {cfg.input_size}")
             cfg = dataclasses.replace(cfg, **{k: recorded[k] for k in TrainConfig.RESUMED})
-        if cfg.variant not in VARIANTS:
-            raise TrainingError(f"unknown variant {cfg.variant!r}: expected one of {', '.join(VARIANTS)}")
-        arch = get_architecture(cfg.variant)
+        try:
+            arch = get_architecture(cfg.variant)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+        cfg = dataclasses.replace(cfg, variant=arch.variant)
         if cfg.input_size not in (None, arch.input_size):
             if not arch.min_input_size:
                 raise TrainingError(f"--input-size: the {cfg.variant} variant takes {arch.input_size}x{arch.input_size} "
-                                    "input only (the torchvision variant takes any size >= 63)")
+                                    f"input only (the torchvision variant takes any size >= 63; the {arch.base} table "
+                                    f"at another size is the variant "
+                                    f"{'+'.join([arch.base, *(a for a in arch.ablations if not a.startswith('input='))])}"
+                                    f"+input={cfg.input_size})")
             if cfg.input_size < arch.min_input_size:
                 raise TrainingError(f"--input-size: expected at least {arch.min_input_size}, got {cfg.input_size}")
         return cfg
@@ -258,10 +271,7 @@ class _Run:
         if ckpt is not None:
             return Preprocess.from_json(metadata[PREPROCESS_KEY])
         pre = Preprocess.from_json(metadata[PREPROCESS_KEY]) if PREPROCESS_KEY in metadata else default_preprocess(cfg.variant)
-        if cfg.input_size is None or cfg.input_size == pre.crop_size:
-            return pre
-        return dataclasses.replace(pre, crop_size=cfg.input_size, resize_size=round(cfg.input_size * 8 / 7),
-                                   source=f"{pre.source}, scaled to {cfg.input_size}")
+        return pre if cfg.input_size is None else scaled(pre, cfg.input_size)
 
     def _lighting(self, cfg: TrainConfig, ckpt) -> tuple[np.ndarray, np.ndarray] | None:
         if cfg.augment != "paper":
@@ -323,7 +333,7 @@ class _Run:
                 loss, logits = model.train_step(b.x, b.labels, self.opt, step_seed(cfg.seed, epoch, step) if cfg.dropout else None,
                                                 outputs=True)
             except NonFiniteLossError as exc:
-                raise TrainingError(f"epoch {epoch}, step {step + 1} (lr {lr:g}): {exc}; stopped. "
+                raise DivergedError(f"epoch {epoch}, step {step + 1} (lr {lr:g}): {exc}; stopped. "
                                     + self._last_good()) from None
             n = len(b.labels)
             self.steps += 1
@@ -388,7 +398,7 @@ class _Run:
         try:
             save_checkpoint(cfg.out, self.model, self.opt, state)
         except NonFiniteWeightsError as exc:
-            raise TrainingError(f"epoch {epoch} (lr {self.history[-1].lr:g}): {exc}; stopped. {self._last_good()}") from None
+            raise DivergedError(f"epoch {epoch} (lr {self.history[-1].lr:g}): {exc}; stopped. {self._last_good()}") from None
         self.saved_path, self.saved_epoch = cfg.out, epoch
         with atomic_write(cfg.metrics_path, "w") as f:
             f.writelines(json.dumps(dataclasses.asdict(r)) + "\n" for r in self.history)

@@ -219,3 +219,46 @@ def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> P
     with atomic_write(path) as f:
         fig.savefig(f, format="png")
     return Path(path)
+
+
+def plot_ablation(result: dict, path: str | Path) -> Path:
+    """A PNG of an ablation (:func:`alexnet_aa.ablation.run_ablation`'s JSON) in the style of the
+    paper's Figure 1: training error (left) and validation error (right) against epochs, one curve
+    per arm, the mean over its seeds with the band from the best to the worst seed; the dashed
+    line is the target training error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(10, 4), dpi=110, layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, label in zip(axes, ("train_error", "val_error"), ("training error", "validation error")):
+        for index, arm in enumerate(result["arms"]):
+            curves = [[r[key] for r in run["history"]] for run in arm["runs"] if run["lr"] == arm.get("lr")]
+            curves = [c for c in curves if c and None not in c]
+            if not curves:
+                continue
+            # at each epoch, the seeds still running (one that diverged stops early)
+            at = [[c[e] for c in curves if len(c) > e] for e in range(max(map(len, curves)))]
+            epochs = np.arange(1, len(at) + 1)
+            colour = f"C{index}"
+            ax.plot(epochs, [np.mean(v) for v in at], arm["style"], color=colour, lw=2,
+                    label=f"{arm['label']}, lr {arm['lr']:g} ({len(curves)} seeds)")
+            ax.fill_between(epochs, [min(v) for v in at], [max(v) for v in at], color=colour, alpha=0.18, lw=0)
+        ax.set_xlabel("epochs")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    target = result["config"]["target_error"]
+    axes[0].axhline(target, color="0.4", ls="--", lw=1, label=f"{target:.0%} training error")
+    axes[0].set_ylabel("error rate")
+    axes[0].set_ylim(0, 1)
+    axes[0].legend()
+    size = result["config"]["input_size"]
+    fig.suptitle(f"{result['what']}: {result['config']['base']}{f' at {size}x{size}' if size else ''} on {Path(result['data']).name}, "
+                 f"{result['config']['epochs']} epochs, batch {result['config']['batch']}")
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
+    return Path(path)

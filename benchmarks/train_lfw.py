@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+from digits_folder import write_digits_folder  # noqa: E402
 from lfw_folder import write_lfw_folder  # noqa: E402
 from report import emit  # noqa: E402
 
@@ -47,17 +48,6 @@ RUNS = {  # name: (data, arguments after the data folder, what it shows)
                          "--epochs", "15", "--batch", "16"],
                  "the digits model fine-tuned on the faces: fresh fc8, conv1–conv5 frozen"),
 }
-
-
-def write_digits_folder(out: Path) -> None:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
-        folder = out / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(image * 255 / 16).astype(np.uint8), mode="L").save(folder / f"{i:04d}.png")
 
 
 def main(argv=None) -> int:

@@ -335,6 +335,7 @@ def gen_cases() -> str:
         ("max_pool2d", C.POOL_CASES, ["N", "C", "H", "W", "K", "S"]),
         ("lrn", C.LRN_CASES, ["N", "C", "H", "W", "size", "α", "β", "k"]),
         ("linear", C.LINEAR_CASES, ["N", "F_in", "F_out"]),
+        ("activation", {k: (str(shape), scale) for k, (shape, scale) in C.ACTIVATION_CASES.items()}, ["shape", "scale"]),
         ("network", C.NETWORK_CASES, ["variant", "input size"]),
     ]:
         rows = [[f"`{name}`", *(f"{v:g}" if isinstance(v, float) else v for v in values)]
@@ -541,6 +542,174 @@ def gen_pictures(variant: str) -> str:
         file = f"{name}.png" if name in ("conv1_filters", "input") else f"activations_{name}.png"
         out.append(f"**{name}**\n\n![{variant} {name}](img/visualize-{variant}/{file})")
     return "\n\n".join(out)
+
+
+def _recorded(name: str) -> dict | None:
+    """A recorded run's JSON under ``docs/benchmarks/`` (``None`` when it was never recorded)."""
+    path = DOCS / "benchmarks" / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _not_recorded(what: str, command: str) -> str:
+    return f"!!! note \"Not recorded yet\"\n    {what} is recorded by `{command}`."
+
+
+def _spread(s: dict | None, percent: bool = True, missing: str = "no value") -> str:
+    """``mean [min–max]`` of a summary entry of :func:`alexnet_aa.ablation.summarize` (``missing``:
+    what a seed without a value is, for an entry some seeds lack)."""
+    if s is None or s["mean"] is None:
+        return f"{missing} ({s['missing']} of the seeds)" if s else "–"
+    f = (lambda v: f"{100 * v:.1f}%") if percent else (lambda v: f"{v:.1f}")
+    return f"{f(s['mean'])} [{f(s['min'])}–{f(s['max'])}]"
+
+
+def gen_ablation(what: str) -> str:
+    """One recorded ablation (``docs/benchmarks/ablations/ablate-WHAT.json``): per arm, the mean and
+    the range over the seeds of the errors after the last epoch and of the epochs to the target error."""
+    result = _recorded(f"ablations/ablate-{what}.json")
+    if result is None:
+        return _not_recorded(f"The `{what}` ablation", "python benchmarks/ablate_digits.py --out docs/benchmarks/ablations.md")
+    cfg = result["config"]
+    target = cfg["target_error"]
+    rows = []
+    for arm in result["arms"]:
+        s = arm.get("summary")
+        if s is None:
+            rows.append([arm["label"], f"`{arm['variant']}`", "in progress", "", "", "", "", ""])
+            continue
+        rows.append([arm["label"], f"`{arm['variant']}`", f"{arm['lr']:g}", _spread(s["final_train_error"], missing="diverged"),
+                     _spread(s["final_val_error"], missing="diverged"), _spread(s["best_val_error"], missing="diverged"),
+                     _spread(s[f"epochs_to_{target:g}"], False, missing="not reached"), str(s["diverged"])])
+    seeds = ", ".join(map(str, cfg["seeds"]))
+    return (_table(["arm", "table", "lr", f"training error, epoch {cfg['epochs']}", f"validation error, epoch {cfg['epochs']}",
+                    "best validation error", f"epochs to {target:.0%} training error", "diverged"], rows, "lllrrrrr")
+            + f"\n\nMean [best–worst] over seeds {seeds}; {cfg['epochs']} epochs of batch {cfg['batch']} on "
+            f"`{cfg['backend']}`, {result.get('finished', 'in progress')}.")
+
+
+def gen_reduced() -> str:
+    """What ``+input=67`` does to the paper's table: parameters, MACs and fc6's input, against 227×227."""
+    rows = []
+    for variant in ("paper", "paper+input=67"):
+        arch = A.get_architecture(variant, 10)
+        infos = A.layer_infos(arch)
+        pool5 = next(i.out_shape for i in infos if i.name == "pool5")
+        rows.append([f"`{variant}`", f"{arch.input_size}×{arch.input_size}", "×".join(map(str, pool5)),
+                     f"{sum(i.params for i in infos):,}", f"{sum(i.macs for i in infos):,}"])
+    full, small = (A.count_macs(v, 10) for v in ("paper", "paper+input=67"))
+    return (_table(["table (10 classes)", "input", "pool5 output", "parameters", "MACs per image"], rows, "llrrr")
+            + f"\n\nA 67×67 forward takes 1/{full / small:.1f} of the MACs of a 227×227 one. fc6 shrinks to "
+            "256 inputs, so most of the parameters left are fc7's.")
+
+
+def _arm_runs(arm: dict) -> list[dict]:
+    return [r for r in arm["runs"] if r["lr"] == arm["lr"]]
+
+
+def gen_sweep(what: str) -> str:
+    """The learning-rate sweep of a recorded ablation: each arm's final training error per rate (first seed)."""
+    result = _recorded(f"ablations/ablate-{what}.json")
+    if result is None or len(result["config"]["lrs"]) < 2 or any("sweep" not in a for a in result["arms"]):
+        return ""
+    lrs = result["config"]["lrs"]
+    rows = []
+    for arm in result["arms"]:
+        cells = {e["lr"]: "diverged" if e["stopped"] else f"{100 * e['final_train_error']:.1f}%" for e in arm["sweep"]}
+        rows.append([arm["label"], *(f"**{cells[lr]}**" if lr == arm["lr"] else cells[lr] for lr in lrs)])
+    return ("The sweep: each arm's training error after the last epoch, at each learning rate (seed "
+            f"{result['config']['seeds'][0]}; in bold the rate the arm kept; diverged: the loss stopped being finite).\n\n"
+            + _table(["arm", *(f"lr {lr:g}" for lr in lrs)], rows, "l" + "r" * len(lrs)))
+
+
+def _values(arm: dict, key: str) -> list[float]:
+    """The last epoch's ``key`` of each seed's run at the arm's kept rate (none for a run that
+    diverged, or without a validation split)."""
+    return [r["history"][-1][key] for r in _arm_runs(arm)
+            if r["history"] and "stopped" not in r and r["history"][-1][key] is not None]
+
+
+def _apart(a: list[float], b: list[float]) -> bool:
+    """Whether the seeds' ranges of ``a`` and ``b`` do not overlap."""
+    return max(a) < min(b) or max(b) < min(a)
+
+
+#: The measure each experiment's claim is about: the claim is that the base arm's is lower (None: no
+#: direction is claimed for this comparison).
+CLAIMS = {"relu-vs-tanh": "train_error", "lrn": "val_error", "overlap": "val_error", "dropout": "gap", "groups": None}
+
+
+def gen_verdict(what: str) -> str:
+    """What a recorded ablation shows about its claim, computed from its runs: the base arm against each
+    other one, and whether the difference is larger than the spread between seeds."""
+    result = _recorded(f"ablations/ablate-{what}.json")
+    if result is None or any("summary" not in a for a in result["arms"]):
+        return ""
+    base, *others = result["arms"]
+    target, epochs = result["config"]["target_error"], result["config"]["epochs"]
+
+    def metric(arm: dict, key: str) -> list[float]:
+        if key == "gap":
+            return [v - t for v, t in zip(_values(arm, "val_error"), _values(arm, "train_error"))]
+        return _values(arm, key)
+
+    words = {"train_error": f"training error after epoch {epochs}", "val_error": f"validation error after epoch {epochs}",
+             "gap": "overfitting gap (validation minus training error, last epoch)"}
+    lines = []
+    for arm in others:
+        parts = []
+        for key in ("train_error", "val_error", "gap"):
+            a, b = metric(base, key), metric(arm, key)
+            if not a or not b:
+                parts.append(f"no {words[key]} to compare (no validation split, or every seed of an arm diverged)")
+                continue
+            apart = _apart(a, b)
+            parts.append(f"{words[key]} {100 * np.mean(a):.1f}% with {base['label']} against {100 * np.mean(b):.1f}% "
+                         f"with {arm['label']} ({'apart' if apart else 'within'} the spread between seeds)")
+        reach = {x["label"]: x["summary"][f"epochs_to_{target:g}"] for x in (base, arm)}
+        reached = "; ".join(f"{label} reached {target:.0%} training error in "
+                            + (f"{s['mean']:.1f} epochs" if s["mean"] is not None else f"none of the {epochs} epochs in {s['missing']} run(s)")
+                            for label, s in reach.items())
+        claim = CLAIMS[what]
+        a, b = (metric(base, claim), metric(arm, claim)) if claim else ([], [])
+        if not (a and b):
+            verdict = "Measured"
+        else:
+            verdict = ("Reproduces here" if np.mean(a) < np.mean(b) and _apart(a, b) else
+                       "Does not reproduce here" if np.mean(a) > np.mean(b) and _apart(a, b) else
+                       "Not distinguishable here")
+        lines.append(f"**{verdict}** ({base['label']} against {arm['label']}): " + "; ".join(parts) + f". {reached}.")
+    return "\n\n".join(lines)
+
+
+def gen_fc_share() -> str:
+    """The fully connected layers' share of each variant's parameters, from the table."""
+    parts = []
+    for v in A.VARIANTS:
+        infos = _infos(v)
+        fc = sum(i.params for i in _infos(v, A.Linear))
+        parts.append(f"`{v}` {100 * fc / sum(i.params for i in infos):.1f}%")
+    return "The fully connected layers hold " + ", ".join(parts) + " of the parameters (from the layer tables)."
+
+
+def gen_costs() -> str:
+    """Images per second per backend against PyTorch in the same run, and where a batch-32 forward's
+    time goes (``docs/benchmarks/costs.json``, from ``benchmarks/bench_costs.py``)."""
+    result = _recorded("costs.json")
+    if result is None:
+        return _not_recorded("What AlexNet costs per backend", "python benchmarks/bench_costs.py --out docs/benchmarks/costs.md")
+    torch_ips = {int(k): v for k, v in result["torch_images_per_second"].items()}
+    rows = [["PyTorch (peer)", f"{torch_ips[1]:.1f}", "1.00", f"{torch_ips[32]:.1f}", "1.00", "", "", "", ""]]
+    for name, r in result["backends"].items():
+        ips = {int(k): v for k, v in r["images_per_second"].items()}
+        kinds = r["kind_ms_batch32"]
+        total = sum(kinds.values())
+        rows.append([f"`{name}`", f"{ips[1]:.1f}", f"{ips[1] / torch_ips[1]:.2f}", f"{ips[32]:.1f}",
+                     f"{ips[32] / torch_ips[32]:.2f}", f"{total / 32:.1f}"]
+                    + [f"{100 * kinds.get(k, 0.0) / total:.0f}%" for k in ("convolutions", "LRN", "fully connected")])
+    return (_table(["backend", "img/s, batch 1", "vs PyTorch", "img/s, batch 32", "vs PyTorch", "ms per image (batch 32)",
+                    "convolutions", "LRN", "fully connected"], rows, "lrrrrrrrr")
+            + f"\n\nThe `{result['variant']}` table, measured {result['date']} on {result['machine']}; "
+            "the shares are of a batch-32 forward's time, layer by layer.")
 
 
 def generators() -> dict:

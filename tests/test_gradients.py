@@ -105,6 +105,19 @@ def test_linear_backward_is_the_derivative(relu):
     assert _directional(f, [x, w, b], list(R.linear_backward(x, w, y, dy, relu)), rng, range(3)) < 1e-6
 
 
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def test_activation_backward_is_the_derivative(name):
+    rng = np.random.default_rng(5)
+    be = ArrayAPIBackend(dtype="float64")
+    x = 3 * rng.standard_normal((2, 3, 4, 5))
+    y = np.asarray(ops.activation(be, x, name))
+    want = np.tanh(x) if name == "tanh" else 1 / (1 + np.exp(-x))
+    assert np.abs(y - want).max() < 1e-15
+    dy = rng.standard_normal(y.shape)
+    f = lambda x_: float(np.sum(np.asarray(ops.activation(be, x_, name)) * dy))  # noqa: E731
+    assert _directional(f, [x], [np.asarray(ops.activation_backward(be, y, dy, name))], rng, range(1)) < 1e-6
+
+
 @pytest.mark.parametrize("h, size", [(13, 6), (2, 6), (7, 3), (6, 6)])
 def test_adaptive_avg_pool2d_backward_is_the_derivative(h, size):
     rng = np.random.default_rng(h)
@@ -150,7 +163,9 @@ def _network_loss(arch, arrays: dict, x, labels, grads: bool):
     return loss, out
 
 
-@pytest.mark.parametrize("variant, size", [("paper", 227), ("caffe", 227), ("torchvision", 224), ("torchvision", 100)])
+@pytest.mark.parametrize("variant, size", [("paper", 227), ("caffe", 227), ("torchvision", 224), ("torchvision", 100),
+                                           ("paper+tanh+no-overlap+input=99", 99),
+                                           ("caffe+sigmoid+no-lrn+groups=1+dropout=0.3+input=99", 99)])
 def test_network_gradients_are_the_derivative_of_the_loss(variant, size):
     """The whole table in float64, dropout on: ``⟨grads, v⟩`` against the loss's central difference
     along a random direction of all 61M weights (ε small enough that no ReLU unit changes sides)."""

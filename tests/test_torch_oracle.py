@@ -56,7 +56,8 @@ def test_lrn_window_odd_sizes_as_torch_even_sizes_as_onnx():
 
 
 @pytest.mark.parametrize("backend", ["array-api", "numpy"])
-@pytest.mark.parametrize("variant, size", [("paper", 227), ("caffe", 227), ("torchvision", 224), ("torchvision", 100)])
+@pytest.mark.parametrize("variant, size", [("paper", 227), ("caffe", 227), ("torchvision", 224), ("torchvision", 100),
+                                           ("paper+tanh+input=99", 99), ("caffe+sigmoid+no-overlap+groups=1+input=99", 99)])
 def test_gradients_agree_with_torch_autograd(variant, size, backend):
     """``model.gradients`` against PyTorch autograd on the same weights, input, labels and dropout masks,
     both sides in float64 (so no ReLU unit sits within rounding of zero); float32 is what comes back."""

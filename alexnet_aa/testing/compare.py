@@ -20,14 +20,17 @@ from ..reference import ArrayAPIBackend
 #: each tensor's update (new minus old weights) in a training step, where float32 storage rounds
 #: ``w + v`` to a few ulps of ``w``, far more than of the update.
 TOLERANCES: dict[str, dict[str, float]] = {
-    "float32": {"conv2d": 1e-5, "max_pool2d": 1e-6, "lrn": 1e-5, "linear": 1e-5, "network": 1e-4,
+    "float32": {"conv2d": 1e-5, "max_pool2d": 1e-6, "lrn": 1e-5, "linear": 1e-5, "activation": 1e-6, "network": 1e-4,
+                "activation_backward": 1e-6,
                 "conv2d_backward": 1e-5, "max_pool2d_backward": 1e-6, "lrn_backward": 1e-5, "linear_backward": 1e-5,
                 "network_gradients": 1e-4, "sgd": 1e-3},
-    "float64": {"conv2d": 1e-12, "max_pool2d": 1e-14, "lrn": 1e-12, "linear": 1e-12, "network": 1e-10,
+    "float64": {"conv2d": 1e-12, "max_pool2d": 1e-14, "lrn": 1e-12, "linear": 1e-12, "activation": 1e-14,
+                "network": 1e-10, "activation_backward": 1e-14,
                 "conv2d_backward": 1e-12, "max_pool2d_backward": 1e-14, "lrn_backward": 1e-12, "linear_backward": 1e-12,
                 "network_gradients": 1e-7, "sgd": 1e-9},
     # float32 storage with TF32 products (10-bit mantissa) in GEMMs: opt-in by name only.
-    "tf32": {"conv2d": 2e-3, "max_pool2d": 1e-6, "lrn": 1e-5, "linear": 2e-3, "network": 1e-2,
+    "tf32": {"conv2d": 2e-3, "max_pool2d": 1e-6, "lrn": 1e-5, "linear": 2e-3, "activation": 1e-6, "network": 1e-2,
+             "activation_backward": 1e-6,
              "conv2d_backward": 2e-3, "max_pool2d_backward": 1e-6, "lrn_backward": 1e-5, "linear_backward": 2e-3,
              "network_gradients": 1e-2, "sgd": 1e-2},
 }

@@ -42,6 +42,7 @@ __all__ = [
     "test_max_pool2d",
     "test_lrn",
     "test_linear",
+    "test_activation",
     "test_ops_reject_bad_arguments",
     "test_ops_reject_foreign_arrays",
     "test_nonfinite",
@@ -55,6 +56,7 @@ __all__ = [
     "test_max_pool2d_backward_nonfinite",
     "test_lrn_backward",
     "test_linear_backward",
+    "test_activation_backward",
     "test_network_gradients",
     "test_network_gradients_float64",
     "test_sgd_steps",
@@ -272,6 +274,27 @@ def test_linear(alexnet_backend, case_rng, conformance_record, case, noncontiguo
                     context=f"case={case} x={x.shape} w={(fo, fi)} relu={relu} noncontiguous={noncontiguous}")
 
 
+# -- the ablations' activations (Array API glue on the backend's namespace) -------------------------
+
+#: id: (shape, scale): maps and features, around zero and far into saturation (|x| up to ~200,
+#: where float32's exp(-x) overflows and the sigmoid must still be finite).
+ACTIVATION_CASES = {"map": ((2, 5, 7, 6), 3.0), "features": ((3, 33), 1.0), "saturated": ((2, 4, 5, 5), 50.0)}
+
+
+def _activation_input(rng, case: str) -> np.ndarray:
+    shape, scale = ACTIVATION_CASES[case]
+    return _f32(scale * rng.standard_normal(shape))
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("case", list(ACTIVATION_CASES), ids=list(ACTIVATION_CASES))
+def test_activation(alexnet_backend, case_rng, conformance_record, case, name):
+    """tanh and the sigmoid (the ablations' alternatives to ReLU), finite everywhere."""
+    x = _activation_input(case_rng, case)
+    _against_oracle(alexnet_backend, conformance_record, "activation", "activation", x, {}, name,
+                    context=f"case={case} x={x.shape} name={name}")
+
+
 # -- what ops refuse ---------------------------------------------------------------------------------
 
 _W = {"w.weight": (4, 3, 3, 3), "w.bias": (4,)}
@@ -353,14 +376,18 @@ def test_nonfinite(alexnet_backend, case_rng, conformance_record, case, value):
 
 # -- the whole network -------------------------------------------------------------------------------
 
-#: id: (variant, input size): every variant at its size, and torchvision at two others, where the
-#: adaptive average pool really pools (pool5 7x7 → 6x6) and repeats (2x2 → 6x6).
+#: id: (variant, input size): every variant at its size, torchvision at two others, where the
+#: adaptive average pool really pools (pool5 7x7 → 6x6) and repeats (2x2 → 6x6), and two ablated
+#: tables that change every axis :data:`~alexnet_aa.architecture.ABLATIONS` has.
 NETWORK_CASES = {
     "paper": ("paper", 227),
     "caffe": ("caffe", 227),
     "torchvision": ("torchvision", 224),
     "torchvision-256": ("torchvision", 256),
     "torchvision-100": ("torchvision", 100),
+    # ablated tables (alexnet-aa ablate) at the reduced size their runs train at
+    "paper-ablated": ("paper+tanh+no-overlap+input=99", 99),
+    "caffe-ablated": ("caffe+sigmoid+no-lrn+groups=1+dropout=0.3+input=99", 99),
 }
 
 
@@ -453,6 +480,8 @@ def run_backward(backend: Backend, op: str, x, params: dict, args: tuple, y, dy,
     dy_n = _to_native(backend, dy, noncontiguous)
     if op == "conv2d":
         grads = ops.conv2d_backward(backend, x_n, native[0], y_n, dy_n, *args, need_dx)
+    elif op == "activation":  # the element-wise twin needs its output only
+        grads = (ops.activation_backward(backend, y_n, dy_n, *args), None, None)
     elif op == "linear":
         grads = ops.linear_backward(backend, x_n, native[0], y_n, dy_n, *args, need_dx)
     else:
@@ -559,6 +588,14 @@ def test_linear_backward(alexnet_backend, case_rng, conformance_record, case, re
                              noncontiguous=relu, context=f"case={case} x={x.shape} w={(fo, fi)} relu={relu}")
 
 
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("case", list(ACTIVATION_CASES), ids=list(ACTIVATION_CASES))
+def test_activation_backward(alexnet_backend, case_rng, conformance_record, case, name):
+    x = _activation_input(case_rng, case)
+    _backward_against_oracle(alexnet_backend, conformance_record, case_rng, "activation", x, {}, (name,),
+                             noncontiguous=case == "map", context=f"case={case} x={x.shape} name={name}")
+
+
 def _gradient_case(rng, case: str, batch: int):
     variant, size = NETWORK_CASES[case]
     weights = he_weights(get_architecture(variant), rng)
@@ -568,7 +605,7 @@ def _gradient_case(rng, case: str, batch: int):
 #: (network case, dropout): every variant with dropout off and on, and torchvision where its adaptive
 #: average pool has a backward to do.
 GRADIENT_CASES = [(case, dropout) for case in ("paper", "caffe", "torchvision") for dropout in (False, True)]
-GRADIENT_CASES.append(("torchvision-100", True))
+GRADIENT_CASES += [("torchvision-100", True), ("paper-ablated", True), ("caffe-ablated", True)]
 
 
 @pytest.mark.parametrize("case, dropout", GRADIENT_CASES,

@@ -69,6 +69,9 @@ class OnnxOps:
     def dropout(self, x, p, mask=None):
         return x  # evaluation mode: the identity
 
+    def activation(self, x, name):
+        return self._node("Tanh" if name == "tanh" else "Sigmoid", [x], f".{name}")
+
 
 def onnx_model(onnx: Any, arch: Architecture, weights: Mapping[str, np.ndarray], input_size: int | None = None,
                batch: int | None = None) -> Any:

@@ -50,6 +50,9 @@ class TorchOps:
     def dropout(self, x, p, mask=None):
         return x if mask is None else x * mask
 
+    def activation(self, x, name):
+        return self.torch.tanh(x) if name == "tanh" else self.torch.sigmoid(x)
+
 
 def torch_layers(torch: Any, arch: Architecture, weights: Mapping[str, Any], x: Any) -> Iterator[tuple[str, Any]]:
     """Yield ``(layer name, output)`` for every layer of ``arch``, NCHW, in evaluation mode."""
