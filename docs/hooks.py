@@ -581,10 +581,12 @@ def gen_ablation(what: str) -> str:
                      _spread(s["final_val_error"], missing="diverged"), _spread(s["best_val_error"], missing="diverged"),
                      _spread(s[f"epochs_to_{target:g}"], False, missing="not reached"), str(s["diverged"])])
     seeds = ", ".join(map(str, cfg["seeds"]))
+    png = f"benchmarks/ablations/ablate-{what}.png"
+    plot = f"\n\n![{what}: training and validation error against epochs]({png})" if (DOCS / png).is_file() else ""
     return (_table(["arm", "table", "lr", f"training error, epoch {cfg['epochs']}", f"validation error, epoch {cfg['epochs']}",
                     "best validation error", f"epochs to {target:.0%} training error", "diverged"], rows, "lllrrrrr")
             + f"\n\nMean [best–worst] over seeds {seeds}; {cfg['epochs']} epochs of batch {cfg['batch']} on "
-            f"`{cfg['backend']}`, {result.get('finished', 'in progress')}.")
+            f"`{cfg['backend']}`, {result.get('finished', 'in progress')}." + plot)
 
 
 def gen_reduced() -> str:
@@ -640,7 +642,9 @@ CLAIMS = {"relu-vs-tanh": "train_error", "lrn": "val_error", "overlap": "val_err
 
 def gen_verdict(what: str) -> str:
     """What a recorded ablation shows about its claim, computed from its runs: the base arm against each
-    other one, and whether the difference is larger than the spread between seeds."""
+    other one, and whether the seeds' ranges are apart. "Reproduces" where the claimed measure
+    (:data:`CLAIMS`) is lower for the base arm with the ranges apart, "does not reproduce" where it is
+    higher with the ranges apart, "not distinguishable" where they overlap."""
     result = _recorded(f"ablations/ablate-{what}.json")
     if result is None or any("summary" not in a for a in result["arms"]):
         return ""
@@ -664,7 +668,7 @@ def gen_verdict(what: str) -> str:
                 continue
             apart = _apart(a, b)
             parts.append(f"{words[key]} {100 * np.mean(a):.1f}% with {base['label']} against {100 * np.mean(b):.1f}% "
-                         f"with {arm['label']} ({'apart' if apart else 'within'} the spread between seeds)")
+                         f"with {arm['label']} ({'outside' if apart else 'within'} the seeds' spread)")
         reach = {x["label"]: x["summary"][f"epochs_to_{target:g}"] for x in (base, arm)}
         reached = "; ".join(f"{label} reached {target:.0%} training error in "
                             + (f"{s['mean']:.1f} epochs" if s["mean"] is not None else f"none of the {epochs} epochs in {s['missing']} run(s)")
