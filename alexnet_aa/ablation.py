@@ -117,8 +117,8 @@ def summarize(runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
         "final_train_loss": last("train_loss"),
         "final_val_loss": last("val_loss"),
         f"epochs_to_{target:g}": _spread([epochs_to(e, target) for e in train_err]),
-        "seconds_per_epoch": _spread([float(np.mean([r["seconds"] for r in run["history"]])) if run["history"] else None
-                                      for run in runs]),
+        "seconds_per_epoch": _spread([float(np.mean([r["seconds"] for r in run["history"]]))
+                                      for run in runs if run["history"]]),
         "diverged": sum("stopped" in run for run in runs),
     }
 
@@ -147,7 +147,8 @@ def run_ablation(cfg: TrainConfig, what: str, seeds: list[int], out: str | os.Pa
     learning rates for each network were chosen independently to make training as fast as
     possible"); its other seeds train at that rate. Checkpoints go to a temporary folder removed
     after each run (``keep_checkpoints``: to ``OUT/checkpoints/``). A JSON already at the path from
-    the same configuration keeps its runs.
+    the same configuration keeps its runs. An arm that diverges at every rate of a sweep trains no
+    other seed; with one rate, every seed trains (whether a divergence is systematic is the result).
     """
     if what not in EXPERIMENTS:
         raise AblationError(f"--what: expected one of {', '.join(EXPERIMENTS)}, got {what!r}")
@@ -210,8 +211,8 @@ def run_ablation(cfg: TrainConfig, what: str, seeds: list[int], out: str | os.Pa
         settle(entry)
     for seed in seeds[1:]:
         for arm, entry in zip(arms, result["arms"]):
-            if all("stopped" in r for r in entry["runs"] if r["seed"] == seeds[0]):
-                log(f"{what}: arm {arm.name} diverged at every rate ({', '.join(f'{lr:g}' for lr in lrs)}): "
+            if len(lrs) > 1 and all("stopped" in r for r in entry["runs"] if r["seed"] == seeds[0]):
+                log(f"{what}: arm {arm.name} diverged at every rate of the sweep ({', '.join(f'{lr:g}' for lr in lrs)}): "
                     f"seed {seed} is not trained")
                 continue
             run(arm, entry, seed, entry["lr"])
@@ -331,8 +332,8 @@ def format_summary(result: dict[str, Any]) -> str:
     for arm in result["arms"]:
         s = arm.get("summary", {})
         rows.append([arm["arm"], arm["variant"], f"{arm['params']:,}", f"{arm['lr']:g}" if "lr" in arm else "-",
-                     cell(s.get("final_train_error")),
-                     cell(s.get("final_val_error")), cell(s.get("best_val_error")),
+                     cell(s.get("final_train_error"), missing="diverged"),
+                     cell(s.get("final_val_error"), missing="diverged"), cell(s.get("best_val_error"), missing="diverged"),
                      cell(s.get(f"epochs_to_{target:g}"), False, "not reached"), cell(s.get("seconds_per_epoch"), False),
                      str(s.get("diverged", "-"))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -660,11 +660,16 @@ def gen_verdict(what: str) -> str:
              "gap": "overfitting gap (validation minus training error, last epoch)"}
     lines = []
     for arm in others:
-        parts = []
+        diverged = [(x["label"], x["summary"]["diverged"], len(_arm_runs(x))) for x in (base, arm)]
+        parts = [f"{label} diverged in {n} of its {runs} seeds at lr {x['lr']:g} (the loss stopped being finite)"
+                 for (label, n, runs), x in zip(diverged, (base, arm)) if n]
         for key in ("train_error", "val_error", "gap"):
             a, b = metric(base, key), metric(arm, key)
             if not a or not b:
-                parts.append(f"no {words[key]} to compare (no validation split, or every seed of an arm diverged)")
+                if key == "train_error":
+                    parts.append("no errors to compare: every seed of an arm diverged")
+                    break
+                parts.append(f"no {words[key]} (no validation split)")
                 continue
             apart = _apart(a, b)
             parts.append(f"{words[key]} {100 * np.mean(a):.1f}% with {base['label']} against {100 * np.mean(b):.1f}% "

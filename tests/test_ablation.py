@@ -186,14 +186,15 @@ def test_the_learning_rate_sweep_keeps_each_arms_fastest_and_records_a_divergenc
         assert sorted((r["seed"], r["lr"]) for r in arm["runs"]) == [(0, 1e-4), (0, 1e6), (1, 1e-4)]
         assert arm["summary"]["diverged"] == 0  # the summary covers the kept rate's runs
     assert "lr 1e+06" in capsys.readouterr().err
-    assert main(["ablate", str(data), "--what", "dropout", *SMALL, "--seeds", "0,1", "--lr", "1e6",
+    assert main(["ablate", str(data), "--what", "dropout", *SMALL, "--seeds", "0,1", "--lr", "1e6,1e7",
                  "--out", str(tmp_path / "diverged")]) == 0
     result = json.loads((tmp_path / "diverged" / "ablate-dropout.json").read_text())
     for arm in result["arms"]:
-        assert [r["seed"] for r in arm["runs"]] == [0] and arm["summary"]["diverged"] == 1
+        assert [r["seed"] for r in arm["runs"]] == [0, 0] and arm["summary"]["diverged"] == 1
         assert arm["summary"]["final_train_error"] == {"mean": None, "min": None, "max": None, "missing": 1}
     out, err = capsys.readouterr()
-    assert "diverged at every rate (1e+06): seed 1 is not trained" in err and "diverged" in out
+    assert "diverged at every rate of the sweep (1e+06, 1e+07): seed 1 is not trained" in err
+    assert "diverged in 1 run(s)" in out
 
 
 def test_chosen_lr_and_the_summary_rules():
