@@ -203,7 +203,7 @@ def run_ablation(cfg: TrainConfig, what: str, seeds: list[int], out: str | os.Pa
         entry["lr"] = chosen_lr(entry["runs"], seeds[0], lrs)
         entry["sweep"] = [{"lr": r["lr"], "final_train_error": _final(r, "train_error"), "stopped": r.get("stopped")}
                           for r in entry["runs"] if r["seed"] == seeds[0]]
-        entry["summary"] = summarize([r for r in entry["runs"] if r["lr"] == entry["lr"]], target_error)
+        entry["summary"] = summarize(kept_runs(entry), target_error)
 
     for arm, entry in zip(arms, result["arms"]):  # the sweep: the first seed at every rate
         for lr in lrs:
@@ -221,6 +221,12 @@ def run_ablation(cfg: TrainConfig, what: str, seeds: list[int], out: str | os.Pa
 
     plot_ablation(result, png_path)
     return result
+
+
+def kept_runs(arm: dict[str, Any]) -> list[dict[str, Any]]:
+    """An arm's runs at the rate it kept (one per seed): what its summary, its curve and its verdict
+    stand on (none while its sweep is incomplete)."""
+    return [r for r in arm["runs"] if r["lr"] == arm.get("lr")]
 
 
 def _final(run: dict[str, Any], key: str) -> float | None:

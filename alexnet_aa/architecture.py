@@ -549,6 +549,11 @@ ABLATIONS = {
 }
 
 
+def _kind(name: str) -> str:
+    """What an ablation changes: the two activations change the same thing, each other one its own."""
+    return "activation" if name in ("tanh", "sigmoid") else name
+
+
 def _parse_change(change: str) -> tuple[str, str]:
     """``"dropout=0.2"`` → ``("dropout=P", "0.2")``; ``"tanh"`` → ``("tanh", "")``; else a ValueError."""
     key, eq, value = change.partition("=")
@@ -580,14 +585,14 @@ def ablate(arch: Architecture, changes: list[str] | tuple[str, ...]) -> Architec
     parsed: dict[str, tuple[str, str]] = {}
     for change in changes:
         name, text = _parse_change(change)
-        kind = "activation" if name in ("tanh", "sigmoid") else name
+        kind = _kind(name)
         if kind in parsed:
             raise ValueError(f"ablations {parsed[kind][0]!r} and {change!r} change the same thing: give one")
         parsed[kind] = (change, text)
     layers, size = list(arch.layers), arch.input_size
     done = []
     for name in ABLATIONS:
-        kind = "activation" if name in ("tanh", "sigmoid") else name
+        kind = _kind(name)
         if kind not in parsed or (kind == "activation" and parsed[kind][0] != name):
             continue
         change, text = parsed[kind]

@@ -473,24 +473,15 @@ def cmd_ablate(args) -> int:
     return 0
 
 
-def _rate_list(text: str) -> list[float]:
-    try:
-        rates = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not all(0 < r < float("inf") for r in rates) or len(set(rates)) != len(rates):
-        raise argparse.ArgumentTypeError(f"expected distinct positive learning rates, got {text!r}")
-    return rates
+def _comma_list(kind: type, what: str):
+    """An argparse type: comma-separated ``kind`` values (``run_ablation`` checks what they must be)."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
 
-
-def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, got {text!r}")
-    return seeds
+    return parse
 
 
 def _add_train_parser(sub) -> None:
@@ -526,10 +517,10 @@ def _add_ablate_parser(sub) -> None:
     p.add_argument("--variant", default="paper", type=_variant, help=f"the base table: {VARIANT_HELP} (default: paper)")
     p.add_argument("--input-size", type=_positive_int, default=None,
                    help="train every arm at this input side (the table's +input=S ablation; default: the variant's)")
-    p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="comma-separated seeds, one run per arm each (default: 0,1,2)")
+    p.add_argument("--seeds", type=_comma_list(int, "whole numbers"), default=[0, 1, 2], help="comma-separated seeds, one run per arm each (default: 0,1,2)")
     p.add_argument("--target-error", type=float, default=0.25,
                    help="report the epochs each arm takes to this training error (default: the paper's 0.25)")
-    _add_recipe_args(p, (_rate_list, "learning rate, or comma-separated rates: each arm trains the first seed at "
+    _add_recipe_args(p, (_comma_list(float, "numbers"), "learning rate, or comma-separated rates: each arm trains the first seed at "
                                       "each and keeps the one with the lowest final training error (default: 0.01)"),
                      augment="none")
     p.add_argument("--out", required=True, metavar="DIR", help="where ablate-WHAT.json and ablate-WHAT.png go")

@@ -228,6 +228,8 @@ def plot_ablation(result: dict, path: str | Path) -> Path:
     line is the target training error."""
     import matplotlib
 
+    from .ablation import kept_runs
+
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -236,7 +238,7 @@ def plot_ablation(result: dict, path: str | Path) -> Path:
     axes = fig.subplots(1, 2, sharey=True)
     for ax, key, label in zip(axes, ("train_error", "val_error"), ("training error", "validation error")):
         for index, arm in enumerate(result["arms"]):
-            curves = [[r[key] for r in run["history"]] for run in arm["runs"] if run["lr"] == arm.get("lr")]
+            curves = [[r[key] for r in run["history"]] for run in kept_runs(arm)]
             curves = [c for c in curves if c and None not in c]
             if not curves:
                 continue

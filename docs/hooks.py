@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_aa import architecture as A
+from alexnet_aa.ablation import kept_runs
 from alexnet_aa.summary import format_markdown
 
 DOCS = Path(__file__).resolve().parent
@@ -604,10 +605,6 @@ def gen_reduced() -> str:
             "256 inputs, so most of the parameters left are fc7's.")
 
 
-def _arm_runs(arm: dict) -> list[dict]:
-    return [r for r in arm["runs"] if r["lr"] == arm["lr"]]
-
-
 def gen_sweep(what: str) -> str:
     """The learning-rate sweep of a recorded ablation: each arm's final training error per rate (first seed)."""
     result = _recorded(f"ablations/ablate-{what}.json")
@@ -626,7 +623,7 @@ def gen_sweep(what: str) -> str:
 def _values(arm: dict, key: str) -> list[float]:
     """The last epoch's ``key`` of each seed's run at the arm's kept rate (none for a run that
     diverged, or without a validation split)."""
-    return [r["history"][-1][key] for r in _arm_runs(arm)
+    return [r["history"][-1][key] for r in kept_runs(arm)
             if r["history"] and "stopped" not in r and r["history"][-1][key] is not None]
 
 
@@ -660,7 +657,7 @@ def gen_verdict(what: str) -> str:
              "gap": "overfitting gap (validation minus training error, last epoch)"}
     lines = []
     for arm in others:
-        diverged = [(x["label"], x["summary"]["diverged"], len(_arm_runs(x))) for x in (base, arm)]
+        diverged = [(x["label"], x["summary"]["diverged"], len(kept_runs(x))) for x in (base, arm)]
         parts = [f"{label} diverged in {n} of its {runs} seeds at lr {x['lr']:g} (the loss stopped being finite)"
                  for (label, n, runs), x in zip(diverged, (base, arm)) if n]
         for key in ("train_error", "val_error", "gap"):

@@ -217,6 +217,8 @@ def test_chosen_lr_and_the_summary_rules():
     (["--what", "lrn", "--variant", "torchvision"], "--what lrn on the torchvision variant: ablation 'no-lrn' changes nothing"),
     (["--what", "groups", "--input-size", "30"], "input 30x30 is too small for paper"),
     (["--what", "lrn", "--target-error", "1.5"], "--target-error: expected a training error in (0, 1)"),
+    (["--what", "lrn", "--seeds", "1,1"], "--seeds: expected distinct seeds >= 0, got [1, 1]"),
+    (["--what", "lrn", "--lr", "1e-3,0"], "--lr: expected distinct positive learning rates, got [0.001, 0.0]"),
 ])
 def test_ablate_refuses_what_cannot_run_before_training(data, tmp_path, capsys, args, message):
     assert main(["ablate", str(data), *args, "--out", str(tmp_path / "out")]) == 2
