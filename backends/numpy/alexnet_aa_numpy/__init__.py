@@ -12,7 +12,10 @@ math of each op is on the reference op of the same name in
   writes group ``g``'s columns of the NHWC output directly (no transposes).
   The batch is folded into the GEMM's M dimension, in micro-batches whose
   patch matrix stays under :data:`SCRATCH_BYTES`. Bias and ReLU are applied
-  in place on the output.
+  in place on the output. 3×3 and 5×5 stride-1 layers (conv2–conv5) run
+  Winograd F(2×2, r×r) instead where the batch has :data:`WINOGRAD_MIN_TILES`
+  output tiles per worker (:mod:`.winograd`; ``prepare`` transforms their
+  weights once).
 * **max_pool2d** — separable: a running ``np.maximum`` over the ``K_w``
   strided column views, then over the ``K_h`` row views of that
   (``K_h + K_w − 2`` passes instead of ``K_h·K_w − 1``); ceil mode pads the
@@ -22,8 +25,8 @@ math of each op is on the reference op of the same name in
   ``x · (k + α/n · s)^(−β)`` with ``β = 0.75`` as two square roots (NumPy's
   ``power`` is scalar code; ``sqrt`` is SIMD), in blocks of pixels of
   :data:`LRN_BLOCK_BYTES` so every pass stays in cache.
-* **linear** — one BLAS GEMM ``x @ w.T`` (GEMV for a single row), bias and
-  ReLU in place.
+* **linear** — one BLAS GEMM ``(w · xᵀ)ᵀ`` per slice of features (GEMV for a
+  single row), bias and ReLU in place.
 
 Every op is cut into one slice per core (output rows of a conv, with their
 im2col gather, GEMM and epilogue; feature columns of a linear layer; pixel
@@ -50,12 +53,19 @@ from alexnet_aa.architecture import conv_output_size, pool_output_size, pool_ove
 from alexnet_aa.arrays import to_numpy
 from alexnet_aa.backend import Backend
 
-__all__ = ["COL2IM_BYTES", "LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WORKERS"]
+from . import winograd
+
+__all__ = ["COL2IM_BYTES", "LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WINOGRAD_BLOCK_BYTES", "WORKERS"]
 
 #: Upper bound on one micro-batch's patch matrix in conv2d.
 SCRATCH_BYTES = 32 * 1024 * 1024
 #: LRN works on blocks of pixels this large, so its passes stay in the L2 cache.
 LRN_BLOCK_BYTES = 256 * 1024
+#: About the bytes of one block of Winograd tiles (their transformed input and output), per worker.
+WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024
+#: Winograd runs where a layer's batch gives each worker at least this many 2×2 output tiles; with
+#: fewer (batch 1 on a 13×13 map: 49 tiles) its GEMMs are too short to beat im2col's.
+WINOGRAD_MIN_TILES = 64
 #: Upper bound on the tap gradients a conv's input gradient adds from at a time (at least one image's).
 COL2IM_BYTES = 4 * 1024 * 1024
 
@@ -212,7 +222,103 @@ class NumpyBackend(Backend):
     def to_host(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
+    def prepare(self, params):
+        """The base class's conversion (conv weights HWIO), then each 3×3 and 5×5 conv weight with its
+        Winograd transform, as a :class:`~.winograd.ConvWeight`."""
+        out = super().prepare(params)
+        for name, value in out.items():
+            if value.ndim == 4 and winograd.applies(value.shape, (1, 1)) and value.size:
+                out[name] = winograd.ConvWeight(value, winograd.weight_transform(value))
+        return out
+
     def conv2d(self, x, w, b, stride, padding, groups, relu):
+        """NHWC ``x``, HWIO ``w``: Winograd F(2×2, r×r) for 3×3 and 5×5 at stride 1
+        (:mod:`.winograd`) where the batch has :data:`WINOGRAD_MIN_TILES` output tiles per worker;
+        im2col + one GEMM per micro-batch and group otherwise, and for the images or weights
+        holding a NaN or ±inf. The two algorithms round differently (both well inside the suite's
+        tolerance; its batch-split check measures an image alone against it in a batch)."""
+        hwio = w.hwio if isinstance(w, winograd.ConvWeight) else w
+        if not winograd.applies(hwio.shape, stride):
+            return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
+        n, h, wd, _ = x.shape
+        r, (ph, pw) = hwio.shape[0], padding
+        tiles = n * -(-(h + 2 * ph - r + 1) // winograd.TILE) * -(-(wd + 2 * pw - r + 1) // winograd.TILE)
+        if tiles < WORKERS * WINOGRAD_MIN_TILES:
+            return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
+        u = w.winograd if isinstance(w, winograd.ConvWeight) else winograd.weight_transform(hwio)
+        if u is None:  # a NaN or ±inf in the weight
+            return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
+        out, finite = self._conv2d_winograd(x, r, u, b, padding, groups, relu)
+        if not finite.all():
+            odd = np.flatnonzero(~finite)
+            out[odd] = self._conv2d_im2col(x[odd], hwio, b, stride, padding, groups, relu)
+        return out
+
+    def _conv2d_winograd(self, x, r, u, b, padding, groups, relu):
+        """F(2×2, r×r), stride 1: the output and which images were finite (their rows are the result;
+        the others' the caller recomputes). Blocks of tiles — whole images, or tile rows of one
+        image — of about :data:`WINOGRAD_BLOCK_BYTES` each run on the workers: gather, input
+        transform, ``α²`` GEMMs per group, output transform with bias and ReLU, scatter, all in cache."""
+        (ph, pw), m = padding, winograd.TILE
+        n, h, wd, c = x.shape
+        a2, cg, o = u.shape
+        alpha = r + m - 1
+        ho, wo = h + 2 * ph - r + 1, wd + 2 * pw - r + 1
+        th, tw = -(-ho // m), -(-wo // m)
+        xpad = np.zeros((n, th * m + r - 1, tw * m + r - 1, c), dtype=self._np_dtype)
+
+        def pad(i0: int, i1: int) -> None:  # the input, zero padded on every side to whole tiles
+            xpad[i0:i1, ph : ph + h, pw : pw + wd, :] = x[i0:i1]
+
+        _parallel(pad, n)
+        finite = winograd.finite_images(xpad)
+        xpad[~finite] = 0  # recomputed by the direct path; zeros keep the transforms quiet meanwhile
+        out = np.empty((n, ho, wo, o), dtype=self._np_dtype)
+        og = o // groups
+        kb, ka = (winograd.kronecker(r, side, self._np_dtype.name) for side in ("input", "output"))
+        per_tile = a2 * (c + o) * self._np_dtype.itemsize
+        tiles = max(1, min(WINOGRAD_BLOCK_BYTES // per_tile, -(-n * th * tw // WORKERS)))
+        if tiles >= th * tw:  # whole images per block
+            per = tiles // (th * tw)
+            blocks = [(i, min(n, i + per), 0, th) for i in range(0, n, per)]
+        else:  # tile rows of one image per block
+            rows = max(1, tiles // tw)
+            blocks = [(i, i + 1, t, min(th, t + rows)) for i in range(n) for t in range(0, th, rows)]
+        s_n, s_h, s_w, s_c = xpad.strides
+
+        def run_blocks(first: int, last: int) -> None:
+            most = max((i1 - i0) * (t1 - t0) for i0, i1, t0, t1 in blocks[first:last]) * tw
+            d_buf = np.empty(a2 * most * c, dtype=self._np_dtype)
+            v_buf, m_buf = np.empty_like(d_buf), np.empty(a2 * most * o, dtype=self._np_dtype)
+            y_buf = np.empty(m * m * most * o, dtype=self._np_dtype)
+            for i0, i1, t0, t1 in blocks[first:last]:
+                k, rows = i1 - i0, t1 - t0
+                t = k * rows * tw
+                tiles_view = as_strided(xpad[i0:, t0 * m :], shape=(alpha, alpha, k, rows, tw, c),
+                                        strides=(s_h, s_w, s_n, m * s_h, m * s_w, s_c), writeable=False)
+                d = d_buf[: a2 * t * c].reshape(a2, t * c)
+                np.copyto(d.reshape(alpha, alpha, k, rows, tw, c), tiles_view)
+                v = np.matmul(kb, d, out=v_buf[: a2 * t * c].reshape(a2, t * c)).reshape(a2, t, c)
+                mm = m_buf[: a2 * t * o].reshape(a2, t, o)
+                for g in range(groups):
+                    np.matmul(v[:, :, g * cg : (g + 1) * cg], u[:, :, g * og : (g + 1) * og], out=mm[:, :, g * og : (g + 1) * og])
+                y = np.matmul(ka, mm.reshape(a2, t * o), out=y_buf[: m * m * t * o].reshape(m * m, t * o))
+                y = y.reshape(m, m, k, rows, tw, o)
+                if b is not None:
+                    y += b
+                if relu:
+                    np.maximum(y, 0, out=y)
+                for i in range(m):
+                    target = out[i0:i1, t0 * m + i : min(t1 * m, ho) : m]
+                    for j in range(m):
+                        part = target[:, :, j::m]
+                        part[...] = y[i, j, :, : part.shape[1], : part.shape[2]]
+
+        with _blas_single_threaded():
+            _parallel(run_blocks, len(blocks))
+        return out, finite
+
+    def _conv2d_im2col(self, x, w, b, stride, padding, groups, relu):
         """NHWC ``x``, HWIO ``w``: im2col per micro-batch and group, one GEMM each."""
         (sh, sw), (ph, pw) = stride, padding
         n, h, wd, c = x.shape
@@ -318,7 +424,11 @@ class NumpyBackend(Backend):
         return out.reshape(x.shape)
 
     def linear(self, x, w, b, relu):
-        """``x @ w.T`` through BLAS (GEMV for one row); bias and ReLU in place."""
+        """``x @ w.T`` through BLAS, as ``(w · xᵀ)ᵀ`` (GEMV for one row); bias and ReLU in place.
+
+        Each worker multiplies its rows of ``w`` by ``xᵀ``: with ``w`` as BLAS's first operand the
+        weight (fc6's 151 MB) is streamed once, where ``x · wᵀ`` for a few rows of ``x`` was 1.4×
+        slower (OpenBLAS 0.3.31, batch 32: it repacks the weight as the second operand)."""
         y = np.empty((x.shape[0], w.shape[0]), dtype=self._np_dtype)
 
         def features(start: int, stop: int) -> None:
@@ -326,7 +436,7 @@ class NumpyBackend(Backend):
             if x.shape[0] == 1:  # GEMV: memory-bound, each worker streams its rows of w
                 np.matmul(w[start:stop], x[0], out=part[0])
             else:
-                np.matmul(x, w[start:stop].T, out=part)
+                part[...] = np.matmul(w[start:stop], x.T).T
             if b is not None:
                 part += b[start:stop]
             if relu:
@@ -357,6 +467,7 @@ class NumpyBackend(Backend):
         ``dy · wᵀ`` gives every tap's contribution, added into the padded input gradient at the tap's
         strided view (``K_h·K_w`` adds; split over images, which never share a pixel), then cropped.
         ``db``: summed in float64."""
+        w = w.hwio if isinstance(w, winograd.ConvWeight) else w
         (sh, sw), (ph, pw) = stride, padding
         n, h, wd, c = x.shape
         kh, kw, cg, o = w.shape
