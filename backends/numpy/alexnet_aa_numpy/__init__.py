@@ -55,7 +55,9 @@ from alexnet_aa.backend import Backend
 
 from . import winograd
 
-__all__ = ["COL2IM_BYTES", "LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WINOGRAD_BLOCK_BYTES", "WORKERS"]
+__all__ = [
+    "COL2IM_BYTES", "LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WINOGRAD_BLOCK_BYTES", "WINOGRAD_MIN_TILES", "WORKERS",
+]
 
 #: Upper bound on one micro-batch's patch matrix in conv2d.
 SCRATCH_BYTES = 32 * 1024 * 1024
@@ -242,8 +244,8 @@ class NumpyBackend(Backend):
             return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
         n, h, wd, _ = x.shape
         r, (ph, pw) = hwio.shape[0], padding
-        tiles = n * -(-(h + 2 * ph - r + 1) // winograd.TILE) * -(-(wd + 2 * pw - r + 1) // winograd.TILE)
-        if tiles < WORKERS * WINOGRAD_MIN_TILES:
+        th, tw = winograd.tiles(conv_output_size(h, r, 1, ph), conv_output_size(wd, r, 1, pw))
+        if n * th * tw < WORKERS * WINOGRAD_MIN_TILES:
             return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
         u = w.winograd if isinstance(w, winograd.ConvWeight) else winograd.weight_transform(hwio)
         if u is None:  # a NaN or ±inf in the weight
@@ -263,16 +265,12 @@ class NumpyBackend(Backend):
         n, h, wd, c = x.shape
         a2, cg, o = u.shape
         alpha = r + m - 1
-        ho, wo = h + 2 * ph - r + 1, wd + 2 * pw - r + 1
-        th, tw = -(-ho // m), -(-wo // m)
-        xpad = np.zeros((n, th * m + r - 1, tw * m + r - 1, c), dtype=self._np_dtype)
-
-        def pad(i0: int, i1: int) -> None:  # the input, zero padded on every side to whole tiles
-            xpad[i0:i1, ph : ph + h, pw : pw + wd, :] = x[i0:i1]
-
-        _parallel(pad, n)
+        ho, wo = conv_output_size(h, r, 1, ph), conv_output_size(wd, r, 1, pw)
+        th, tw = winograd.tiles(ho, wo)
+        xpad = self._zero_padded(x, ph, pw, th * m + r - 1 - h - ph, tw * m + r - 1 - wd - pw)  # to whole tiles
         finite = winograd.finite_images(xpad)
-        xpad[~finite] = 0  # recomputed by the direct path; zeros keep the transforms quiet meanwhile
+        if not finite.all():  # recomputed by the direct path; zeros keep the transforms quiet meanwhile
+            xpad = np.where(finite[:, None, None, None], xpad, self._np_dtype.type(0))
         out = np.empty((n, ho, wo, o), dtype=self._np_dtype)
         og = o // groups
         kb, ka = (winograd.kronecker(r, side, self._np_dtype.name) for side in ("input", "output"))
@@ -357,12 +355,15 @@ class NumpyBackend(Backend):
                 _parallel(functools.partial(rows_of_output, m, windows, out[n0 : n0 + m].reshape(m, ho * wo, o)), ho)
         return out
 
-    def _zero_padded(self, x: np.ndarray, ph: int, pw: int) -> np.ndarray:
-        """NHWC ``x`` with ``ph`` rows and ``pw`` columns of zeros on each side (copied per image in parallel)."""
-        if not (ph or pw):
+    def _zero_padded(self, x: np.ndarray, ph: int, pw: int, bottom: int | None = None, right: int | None = None) -> np.ndarray:
+        """NHWC ``x`` with ``ph`` rows of zeros above, ``bottom`` (default ``ph``) below, ``pw`` columns
+        on the left and ``right`` (default ``pw``) on the right, copied per image in parallel; ``x``
+        itself (contiguous) where all four are 0."""
+        bottom, right = ph if bottom is None else bottom, pw if right is None else right
+        if not (ph or pw or bottom or right):
             return np.ascontiguousarray(x, dtype=self._np_dtype)
         n, h, wd, c = x.shape
-        xpad = np.zeros((n, h + 2 * ph, wd + 2 * pw, c), dtype=self._np_dtype)
+        xpad = np.zeros((n, h + ph + bottom, wd + pw + right, c), dtype=self._np_dtype)
 
         def pad(a: int, b: int) -> None:
             xpad[a:b, ph : ph + h, pw : pw + wd, :] = x[a:b]

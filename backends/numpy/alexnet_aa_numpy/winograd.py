@@ -22,9 +22,9 @@ size (13 → 14: 1.16× for AlexNet's conv3–5).
 ``U`` is computed in float64 from the float32 weight and rounded once
 (:func:`weight_transform`, called by ``NumpyBackend.prepare`` and, for a plain
 weight array, by ``conv2d`` itself: the same bits either way). The error
-against the float64 reference is measured by the conformance suite's 3×3 and
-5×5 stride-1 cases (``paper-conv2``, ``paper-conv4``, ``odd-spatial``, …; the
-numbers are in ``docs/backends/numpy.md``).
+against the float64 reference is measured by ``tests/test_numpy_winograd.py``
+and, of the conformance suite's cases, by ``paper-conv2`` (the others have too
+few tiles for the path to run); the numbers are in ``docs/backends/numpy.md``.
 
 Non-finite values: the Kronecker GEMMs multiply every entry of a tile by a
 coefficient, zeros included, so one NaN or ±inf input makes its whole tile NaN
@@ -40,7 +40,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["KERNELS", "TILE", "ConvWeight", "applies", "finite_images", "kronecker", "weight_transform"]
+__all__ = ["KERNELS", "TILE", "ConvWeight", "applies", "finite_images", "kronecker", "tiles", "weight_transform"]
 
 #: Output tile side: F(2×2, r×r).
 TILE = 2
@@ -79,6 +79,11 @@ KERNELS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
                   [0, 1, -1, 2, -2, 1]], dtype=np.float64),
     ),
 }
+
+
+def tiles(ho: int, wo: int) -> tuple[int, int]:
+    """The rows and columns of 2×2 output tiles covering an ``ho × wo`` output (the last ones overhang)."""
+    return -(-ho // TILE), -(-wo // TILE)
 
 
 def applies(w_shape: tuple[int, ...], stride: tuple[int, int]) -> bool:
