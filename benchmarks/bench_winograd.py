@@ -2,7 +2,8 @@
 
 One model per variant; ``alexnet_aa_numpy.WINOGRAD_MIN_TILES`` is set so high
 for the im2col arm that no layer takes the Winograd path, and to 0 for the
-"everywhere" arm. The arms
+"everywhere" arm (every ungrouped 3×3 and 5×5 layer: grouped ones always take
+im2col, so the paper's and Caffe's arms differ in conv3 only). The arms
 alternate, round after round, and each cell is the fastest call of all rounds.
 This is what the tile threshold (Winograd only with at least
 ``WINOGRAD_MIN_TILES`` tiles per worker) was chosen from.

@@ -36,10 +36,10 @@ def _always_winograd(monkeypatch):
 
 CASES = {  # n, h, w, c, o, r, padding, groups
     "3x3-13x13-batch3": (3, 13, 13, 32, 48, 3, 1, 1),
-    "3x3-13x13-groups2": (3, 13, 13, 32, 48, 3, 1, 2),
+    "3x3-13x13-c48-to-24": (3, 13, 13, 48, 24, 3, 1, 1),
     "3x3-odd-no-pad": (4, 15, 10, 8, 8, 3, 0, 1),
     "5x5-27x27-pad2": (2, 27, 27, 16, 24, 5, 2, 1),
-    "5x5-groups2-odd": (2, 21, 19, 12, 8, 5, 2, 2),
+    "5x5-odd": (2, 21, 19, 12, 8, 5, 2, 1),
 }
 
 
@@ -57,8 +57,9 @@ def test_winograd_agrees_with_the_reference(name, relu):
     x, hwio, b, pad, groups = _case(name)
     be = nb.NumpyBackend()
     prepared = be.prepare({"w": np.ascontiguousarray(hwio.transpose(3, 2, 0, 1))})["w"]
-    assert isinstance(prepared, winograd.ConvWeight) and prepared.winograd is not None
+    assert isinstance(prepared, winograd.ConvWeight) and prepared._transform is None, "transformed on first use only"
     y = be.conv2d(x, prepared, b, (1, 1), (pad, pad), groups, relu)
+    assert prepared.winograd() is not None and prepared._transform is not None
     ref = _direct(x, hwio, b, pad, groups)
     ref = np.maximum(ref, 0) if relu else ref
     assert relative_error(y, ref) <= 1e-5
@@ -69,7 +70,7 @@ def test_winograd_agrees_with_the_reference(name, relu):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
-@pytest.mark.parametrize("name", ["3x3-13x13-groups2", "5x5-27x27-pad2"])
+@pytest.mark.parametrize("name", ["3x3-13x13-batch3", "5x5-27x27-pad2"])
 def test_nonfinite_inputs_and_weights_conform(name, value):
     """An image with a NaN or ±inf goes the direct way (its neighbours in the batch stay on Winograd);
     a weight with one is never transformed: NaN and ±inf exactly where the float64 reference has them."""
@@ -83,7 +84,19 @@ def test_nonfinite_inputs_and_weights_conform(name, value):
     assert relative_error(y[finite], ref[finite]) <= 1e-5
     x, hwio, b, pad, groups = _case(name, seed=2)
     hwio[1, 1, 0, 3] = value
-    assert be.prepare({"w": np.ascontiguousarray(hwio.transpose(3, 2, 0, 1))})["w"].winograd is None
+    assert be.prepare({"w": np.ascontiguousarray(hwio.transpose(3, 2, 0, 1))})["w"].winograd() is None
     y, ref = be.conv2d(x, hwio, b, (1, 1), (pad, pad), groups, False), _direct(x, hwio, b, pad, groups)
     for test in (np.isnan, np.isposinf, np.isneginf):
         assert np.array_equal(test(y), test(ref)), test.__name__
+
+
+def test_grouped_layers_take_im2col(monkeypatch):
+    """Winograd runs ungrouped layers only: a grouped 3×3 never asks for its weight's transform."""
+    x, hwio, b, pad, _ = _case("3x3-13x13-batch3")
+    hwio = np.ascontiguousarray(hwio[:, :, :16])
+    be = nb.NumpyBackend()
+    prepared = be.prepare({"w": np.ascontiguousarray(hwio.transpose(3, 2, 0, 1))})["w"]
+    monkeypatch.setattr(nb.NumpyBackend, "_conv2d_winograd", lambda *a: pytest.fail("grouped conv took Winograd"))
+    y = be.conv2d(x, prepared, b, (1, 1), (pad, pad), 2, False)
+    assert prepared._transform is None
+    assert relative_error(y, _direct(x, hwio, b, pad, 2)) <= 1e-5

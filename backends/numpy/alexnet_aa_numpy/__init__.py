@@ -1,7 +1,7 @@
 """The ``numpy`` backend: AlexNet on any CPU, fast, with NumPy and its BLAS.
 
-Layout NHWC, conv weights HWIO ``(K_h, K_w, C/g, O)``, linear weights as
-given ``(F_out, F_in)``, converted once by the base class's ``prepare``. The
+Layout NHWC, conv weights HWIO ``(K_h, K_w, C/g, O)``, linear weights IO
+``(F_in, F_out)``, converted once by the base class's ``prepare``. The
 math of each op is on the reference op of the same name in
 :mod:`alexnet_aa.reference`; the arguments arrive validated by
 :mod:`alexnet_aa.ops`; this module says only how it computes.
@@ -9,13 +9,13 @@ math of each op is on the reference op of the same name in
 * **conv2d** — im2col + GEMM. In NHWC an image patch ``(K_h, K_w, C)`` is
   ``K_h`` runs of ``K_w·C`` contiguous floats, so the patch matrix is one
   strided gather, and ``patches (N·H_out·W_out, K_h·K_w·C/g) @ w_g (K_h·K_w·C/g, O/g)``
-  writes group ``g``'s columns of the NHWC output directly (no transposes).
-  The batch is folded into the GEMM's M dimension, in micro-batches whose
-  patch matrix stays under :data:`SCRATCH_BYTES`. Bias and ReLU are applied
-  in place on the output. 3×3 and 5×5 stride-1 layers (conv2–conv5) run
-  Winograd F(2×2, r×r) instead where the batch has :data:`WINOGRAD_MIN_TILES`
-  output tiles per worker (:mod:`.winograd`; ``prepare`` transforms their
-  weights once).
+  writes group ``g``'s columns of the NHWC output directly (no transposes),
+  in blocks of output rows (whole images where one is small) whose patch
+  matrix stays in the L2 cache (:data:`IM2COL_BLOCK_BYTES`). Bias and ReLU
+  are applied in place on each block. Ungrouped 3×3 and 5×5 stride-1 layers
+  (torchvision's conv2–conv5) run Winograd F(2×2, r×r) instead where the
+  batch has :data:`WINOGRAD_MIN_TILES` output tiles per worker
+  (:mod:`.winograd`; each weight is transformed once, on first use).
 * **max_pool2d** — separable: a running ``np.maximum`` over the ``K_w``
   strided column views, then over the ``K_h`` row views of that
   (``K_h + K_w − 2`` passes instead of ``K_h·K_w − 1``); ceil mode pads the
@@ -25,14 +25,16 @@ math of each op is on the reference op of the same name in
   ``x · (k + α/n · s)^(−β)`` with ``β = 0.75`` as two square roots (NumPy's
   ``power`` is scalar code; ``sqrt`` is SIMD), in blocks of pixels of
   :data:`LRN_BLOCK_BYTES` so every pass stays in cache.
-* **linear** — one BLAS GEMM ``(w · xᵀ)ᵀ`` per slice of features (GEMV for a
-  single row), bias and ReLU in place.
+* **linear** — one BLAS GEMM ``x · w`` per slice of output features (GEMV for
+  a single row), bias and ReLU in place.
 
-Every op is cut into one slice per core (output rows of a conv, with their
-im2col gather, GEMM and epilogue; feature columns of a linear layer; pixel
-blocks of LRN; output rows of pooling) and run on a small thread pool
-(:data:`WORKERS` threads; NumPy releases the GIL in its loops), with BLAS held
-to one thread meanwhile (why: ``docs/backends/numpy.md``).
+Every op is cut into blocks for a small thread pool (:data:`WORKERS` threads;
+NumPy releases the GIL in its loops), with BLAS held to one thread meanwhile
+(why: ``docs/backends/numpy.md``): blocks of images or output rows for a conv
+(its gather, GEMM and epilogue in cache) and for pooling, drawn by the workers
+from one queue (:func:`_each_block`; per-thread scratch, :func:`_scratch`);
+feature columns of a linear layer and pixel blocks of LRN as one slice per
+worker.
 """
 
 from __future__ import annotations
@@ -56,15 +58,32 @@ from alexnet_aa.backend import Backend
 from . import winograd
 
 __all__ = [
-    "COL2IM_BYTES", "LRN_BLOCK_BYTES", "NumpyBackend", "SCRATCH_BYTES", "WINOGRAD_BLOCK_BYTES", "WINOGRAD_MIN_TILES", "WORKERS",
+    "COL2IM_BYTES",
+    "IM2COL_BLOCK_BYTES",
+    "IM2COL_MIN_ROWS",
+    "LRN_BLOCK_BYTES",
+    "SCRATCH_BYTES",
+    "WINOGRAD_BLOCK_TILES",
+    "WINOGRAD_MIN_TILES",
+    "WORKERS",
+    "NumpyBackend",
 ]
 
-#: Upper bound on one micro-batch's patch matrix in conv2d.
+#: About the bytes of one block's patch matrix in conv2d's im2col path, per worker: it stays in the
+#: L2 cache from its gather to its GEMM. conv1 at batch 32 (55×55 outputs, 363 wide) took 50 ms in
+#: blocks of 1 MiB, 63 ms in whole images (4.4 MB) and 95 ms in 32 MB micro-batches (2-core Zen 3).
+IM2COL_BLOCK_BYTES = 1024 * 1024
+#: The fewest GEMM rows (output pixels) of an im2col block, where the batch allows: OpenBLAS packs
+#: the whole weight (conv3–5: 2–3.5 MB) once per GEMM, which fewer rows do not amortise.
+IM2COL_MIN_ROWS = 256
+#: The fewest 2×2 output tiles (the rows of its α² GEMMs) of a Winograd block, where the batch
+#: allows: one core's OpenBLAS ran conv4's GEMMs at 27 GFLOP/s in blocks of one 13×13 image (49
+#: tiles) and at 63 GFLOP/s in blocks of 8 (392 tiles) (2-core Zen 3).
+WINOGRAD_BLOCK_TILES = 384
+#: Upper bound on one micro-batch's patch matrix in conv2d_backward's weight gradient.
 SCRATCH_BYTES = 32 * 1024 * 1024
 #: LRN works on blocks of pixels this large, so its passes stay in the L2 cache.
 LRN_BLOCK_BYTES = 256 * 1024
-#: About the bytes of one block of Winograd tiles (their transformed input and output), per worker.
-WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024
 #: Winograd runs where a layer's batch gives each worker at least this many 2×2 output tiles; with
 #: fewer (batch 1 on a 13×13 map: 49 tiles) its GEMMs are too short to beat im2col's.
 WINOGRAD_MIN_TILES = 64
@@ -170,6 +189,65 @@ def _parallel(fn: Callable[[int, int], None], n: int) -> None:
         future.result()
 
 
+def _blocks(n: int, rows: int, per_row: int, least: int) -> list[tuple[int, int, int, int]]:
+    """``n`` images of ``rows`` rows, each row ``per_row`` rows of a GEMM, cut into blocks
+    ``(i0, i1, r0, r1)`` of images ``i0..i1-1``, rows ``r0..r1-1``: whole images when one image has
+    fewer than ``least`` GEMM rows, else even runs of rows of one image with at least ``least``
+    (or one per row); no block bigger than one worker's share of the rows, at least one block per
+    worker where there are images or rows enough, and two per worker where rows of one image are
+    cut, so that :func:`_each_block` keeps every worker busy."""
+    per = min(max(1, -(-least // per_row)), -(-n * rows // WORKERS))
+    if per >= rows:
+        count = min(n, max(-(-n // (per // rows)), WORKERS))
+        return [(n * j // count, n * (j + 1) // count, 0, rows) for j in range(count)]
+    split = -(-rows // per)
+    while n * split < 2 * WORKERS and split < rows:
+        split += 1
+    return [(i, i + 1, rows * j // split, rows * (j + 1) // split) for i in range(n) for j in range(split)]
+
+
+def _each_block(run_blocks: Callable[[Iterator[int]], None], count: int) -> None:
+    """Run ``run_blocks(indices)`` once per worker, each drawing block indices ``0..count-1`` from one
+    shared queue as it gets free (so blocks of unequal cost still balance); a worker allocates its
+    scratch once, before its first block. Which worker computes a block does not change its bits."""
+    lock, queue = threading.Lock(), iter(range(count))
+
+    def indices() -> Iterator[int]:
+        while True:
+            with lock:
+                index = next(queue, None)
+            if index is None:
+                return
+            yield index
+
+    if min(WORKERS, count) <= 1:
+        run_blocks(indices())
+        return
+    for future in [_executor().submit(run_blocks, indices()) for _ in range(min(WORKERS, count))]:
+        future.result()
+
+
+_thread_scratch = threading.local()
+
+
+def _scratch(dtype: np.dtype, *sizes: int) -> list[np.ndarray]:
+    """Flat scratch arrays of ``sizes`` elements for the calling thread, each 64-byte aligned, carved
+    from one buffer that the thread keeps and grows to its largest request (a few tens of MB per
+    worker thread). A fresh allocation of that size faults in and zeroes every page again: 2–4 ms
+    per conv layer at batch 32."""
+    step = 64 // dtype.itemsize
+    spans = [-(-size // step) * step for size in sizes]
+    buffer = getattr(_thread_scratch, "buffer", None)
+    if buffer is None or buffer.size < (sum(spans) + step) * dtype.itemsize:
+        buffer = _thread_scratch.buffer = np.empty((sum(spans) + step) * dtype.itemsize, dtype=np.uint8)
+    start = -buffer.ctypes.data % 64
+    arrays = []
+    for size, span in zip(sizes, spans, strict=True):
+        arrays.append(buffer[start : start + size * dtype.itemsize].view(dtype))
+        start += span * dtype.itemsize
+    return arrays
+
+
 def _ceil_padded(x: np.ndarray, kernel, stride, ceil_mode: bool) -> np.ndarray:
     """NHWC ``x`` with the −∞ rows and columns a ceil-mode pool's last windows reach into (``x`` itself in floor mode)."""
     n, h, w, c = x.shape
@@ -201,6 +279,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     layout = "NHWC"
     conv_weight_layout = "HWIO"
+    linear_weight_layout = "IO"
 
     def __init__(self, dtype: str = "float32") -> None:
         if dtype not in ("float32", "float64"):
@@ -225,45 +304,48 @@ class NumpyBackend(Backend):
         return np.asarray(x)
 
     def prepare(self, params):
-        """The base class's conversion (conv weights HWIO), then each 3×3 and 5×5 conv weight with its
-        Winograd transform, as a :class:`~.winograd.ConvWeight`."""
+        """The base class's conversion (conv weights HWIO), each 3×3 and 5×5 conv weight wrapped as
+        a :class:`~.winograd.ConvWeight` (its transform is computed the first time Winograd runs it)."""
         out = super().prepare(params)
         for name, value in out.items():
             if value.ndim == 4 and winograd.applies(value.shape, (1, 1)) and value.size:
-                out[name] = winograd.ConvWeight(value, winograd.weight_transform(value))
+                out[name] = winograd.ConvWeight(value)
         return out
 
     def conv2d(self, x, w, b, stride, padding, groups, relu):
-        """NHWC ``x``, HWIO ``w``: Winograd F(2×2, r×r) for 3×3 and 5×5 at stride 1
+        """NHWC ``x``, HWIO ``w``: Winograd F(2×2, r×r) for ungrouped 3×3 and 5×5 at stride 1
         (:mod:`.winograd`) where the batch has :data:`WINOGRAD_MIN_TILES` output tiles per worker;
-        im2col + one GEMM per micro-batch and group otherwise, and for the images or weights
-        holding a NaN or ±inf. The two algorithms round differently (both well inside the suite's
-        tolerance; its batch-split check measures an image alone against it in a batch)."""
+        im2col + one GEMM per block and group otherwise, and for the images or weights holding a
+        NaN or ±inf. Grouped layers always take im2col: the paper's and Caffe's conv2, conv4 and
+        conv5 (48–192 channels per group) took 1.1–1.45× its time in Winograd at batch 8–32 (2-core
+        Zen 3). The two algorithms round differently (both well inside the suite's tolerance; its
+        batch-split check measures an image alone against it in a batch)."""
         hwio = w.hwio if isinstance(w, winograd.ConvWeight) else w
-        if not winograd.applies(hwio.shape, stride):
+        if groups != 1 or not winograd.applies(hwio.shape, stride):
             return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
         n, h, wd, _ = x.shape
         r, (ph, pw) = hwio.shape[0], padding
         th, tw = winograd.tiles(conv_output_size(h, r, 1, ph), conv_output_size(wd, r, 1, pw))
         if n * th * tw < WORKERS * WINOGRAD_MIN_TILES:
             return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
-        u = w.winograd if isinstance(w, winograd.ConvWeight) else winograd.weight_transform(hwio)
+        u = w.winograd() if isinstance(w, winograd.ConvWeight) else winograd.weight_transform(hwio)
         if u is None:  # a NaN or ±inf in the weight
             return self._conv2d_im2col(x, hwio, b, stride, padding, groups, relu)
-        out, finite = self._conv2d_winograd(x, r, u, b, padding, groups, relu)
+        out, finite = self._conv2d_winograd(x, r, u, b, padding, relu)
         if not finite.all():
             odd = np.flatnonzero(~finite)
             out[odd] = self._conv2d_im2col(x[odd], hwio, b, stride, padding, groups, relu)
         return out
 
-    def _conv2d_winograd(self, x, r, u, b, padding, groups, relu):
-        """F(2×2, r×r), stride 1: the output and which images were finite (their rows are the result;
-        the others' the caller recomputes). Blocks of tiles — whole images, or tile rows of one
-        image — of about :data:`WINOGRAD_BLOCK_BYTES` each run on the workers: gather, input
-        transform, ``α²`` GEMMs per group, output transform with bias and ReLU, scatter, all in cache."""
+    def _conv2d_winograd(self, x, r, u, b, padding, relu):
+        """F(2×2, r×r), stride 1, ungrouped: the output and which images were finite (their rows are
+        the result; the others' the caller recomputes). Blocks of tiles — whole images, or tile rows
+        of one image — of at least :data:`WINOGRAD_BLOCK_TILES` tiles where the batch allows run on
+        the workers: gather, input transform, ``α²`` GEMMs, output transform with bias and ReLU,
+        scatter."""
         (ph, pw), m = padding, winograd.TILE
         n, h, wd, c = x.shape
-        a2, cg, o = u.shape
+        a2, _, o = u.shape
         alpha = r + m - 1
         ho, wo = conv_output_size(h, r, 1, ph), conv_output_size(wd, r, 1, pw)
         th, tw = winograd.tiles(ho, wo)
@@ -272,24 +354,14 @@ class NumpyBackend(Backend):
         if not finite.all():  # recomputed by the direct path; zeros keep the transforms quiet meanwhile
             xpad = np.where(finite[:, None, None, None], xpad, self._np_dtype.type(0))
         out = np.empty((n, ho, wo, o), dtype=self._np_dtype)
-        og = o // groups
         kb, ka = (winograd.kronecker(r, side, self._np_dtype.name) for side in ("input", "output"))
-        per_tile = a2 * (c + o) * self._np_dtype.itemsize
-        tiles = max(1, min(WINOGRAD_BLOCK_BYTES // per_tile, -(-n * th * tw // WORKERS)))
-        if tiles >= th * tw:  # whole images per block
-            per = tiles // (th * tw)
-            blocks = [(i, min(n, i + per), 0, th) for i in range(0, n, per)]
-        else:  # tile rows of one image per block
-            rows = max(1, tiles // tw)
-            blocks = [(i, i + 1, t, min(th, t + rows)) for i in range(n) for t in range(0, th, rows)]
+        blocks = _blocks(n, th, tw, WINOGRAD_BLOCK_TILES)  # in tile rows
+        most = max((i1 - i0) * (t1 - t0) for i0, i1, t0, t1 in blocks) * tw
         s_n, s_h, s_w, s_c = xpad.strides
 
-        def run_blocks(first: int, last: int) -> None:
-            most = max((i1 - i0) * (t1 - t0) for i0, i1, t0, t1 in blocks[first:last]) * tw
-            d_buf = np.empty(a2 * most * c, dtype=self._np_dtype)
-            v_buf, m_buf = np.empty_like(d_buf), np.empty(a2 * most * o, dtype=self._np_dtype)
-            y_buf = np.empty(m * m * most * o, dtype=self._np_dtype)
-            for i0, i1, t0, t1 in blocks[first:last]:
+        def run_blocks(indices: Iterator[int]) -> None:
+            d_buf, v_buf, m_buf, y_buf = _scratch(self._np_dtype, a2 * most * c, a2 * most * c, a2 * most * o, m * m * most * o)
+            for i0, i1, t0, t1 in (blocks[j] for j in indices):
                 k, rows = i1 - i0, t1 - t0
                 t = k * rows * tw
                 tiles_view = as_strided(xpad[i0:, t0 * m :], shape=(alpha, alpha, k, rows, tw, c),
@@ -297,9 +369,7 @@ class NumpyBackend(Backend):
                 d = d_buf[: a2 * t * c].reshape(a2, t * c)
                 np.copyto(d.reshape(alpha, alpha, k, rows, tw, c), tiles_view)
                 v = np.matmul(kb, d, out=v_buf[: a2 * t * c].reshape(a2, t * c)).reshape(a2, t, c)
-                mm = m_buf[: a2 * t * o].reshape(a2, t, o)
-                for g in range(groups):
-                    np.matmul(v[:, :, g * cg : (g + 1) * cg], u[:, :, g * og : (g + 1) * og], out=mm[:, :, g * og : (g + 1) * og])
+                mm = np.matmul(v, u, out=m_buf[: a2 * t * o].reshape(a2, t, o))
                 y = np.matmul(ka, mm.reshape(a2, t * o), out=y_buf[: m * m * t * o].reshape(m * m, t * o))
                 y = y.reshape(m, m, k, rows, tw, o)
                 if b is not None:
@@ -313,11 +383,12 @@ class NumpyBackend(Backend):
                         part[...] = y[i, j, :, : part.shape[1], : part.shape[2]]
 
         with _blas_single_threaded():
-            _parallel(run_blocks, len(blocks))
+            _each_block(run_blocks, len(blocks))
         return out, finite
 
     def _conv2d_im2col(self, x, w, b, stride, padding, groups, relu):
-        """NHWC ``x``, HWIO ``w``: im2col per micro-batch and group, one GEMM each."""
+        """NHWC ``x``, HWIO ``w``: im2col per block of output rows (:data:`IM2COL_BLOCK_BYTES` of
+        patches, :data:`IM2COL_MIN_ROWS` GEMM rows at least) and group, one GEMM each, on the workers."""
         (sh, sw), (ph, pw) = stride, padding
         n, h, wd, c = x.shape
         kh, kw, cg, o = w.shape
@@ -325,71 +396,85 @@ class NumpyBackend(Backend):
 
         xpad = self._zero_padded(x, ph, pw)
         s_n, s_h, s_w, s_c = xpad.strides
-        og, rows = o // groups, kh * kw * cg
-        wmat = w.reshape(rows, o)  # HWIO is already (K_h·K_w·C/g, O), rows ordered (p, q, c)
+        windows = as_strided(xpad, shape=(n, ho, wo, kh, kw, c),
+                             strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False)
+        og, k = o // groups, kh * kw * cg
+        wmat = w.reshape(k, o)  # HWIO is already (K_h·K_w·C/g, O), rows ordered (p, q, c)
         out = np.empty((n, ho, wo, o), dtype=self._np_dtype)
-        nb = _micro_batch(n, ho * wo * rows * self._np_dtype.itemsize)
-        patches = np.empty(nb * ho * wo * rows, dtype=self._np_dtype)
+        least = max(IM2COL_MIN_ROWS, IM2COL_BLOCK_BYTES // (k * self._np_dtype.itemsize))
+        blocks = _blocks(n, ho, wo, least)
+        most = max((i1 - i0) * (r1 - r0) for i0, i1, r0, r1 in blocks) * wo
 
-        def rows_of_output(m: int, windows: np.ndarray, out3: np.ndarray, start: int, stop: int) -> None:
-            """Output rows start..stop-1 of a micro-batch of m images: gather, GEMM, epilogue, in cache."""
-            cols = patches[m * start * wo * rows : m * stop * wo * rows].reshape(m, (stop - start) * wo, rows)
-            y = out3[:, start * wo : stop * wo]
-            for g in range(groups):
-                np.copyto(cols.reshape(m, stop - start, wo, kh, kw, cg), windows[:, start:stop, ..., g * cg : (g + 1) * cg])
-                np.matmul(cols, wmat[:, g * og : (g + 1) * og], out=y[..., g * og : (g + 1) * og])
-            if b is not None:
-                y += b
-            if relu:
-                np.maximum(y, 0, out=y)
+        def run_blocks(indices: Iterator[int]) -> None:
+            """Gather, GEMM and epilogue per block, while its patches are in cache."""
+            (patches,) = _scratch(self._np_dtype, most * k)
+            for i0, i1, r0, r1 in (blocks[j] for j in indices):
+                pixels = (i1 - i0) * (r1 - r0) * wo
+                cols = patches[: pixels * k].reshape(pixels, k)
+                y = out[i0:i1, r0:r1].reshape(pixels, o)  # a view: whole images, or rows of one
+                for g in range(groups):
+                    np.copyto(cols.reshape(i1 - i0, r1 - r0, wo, kh, kw, cg), windows[i0:i1, r0:r1, ..., g * cg : (g + 1) * cg])
+                    np.matmul(cols, wmat[:, g * og : (g + 1) * og], out=y[:, g * og : (g + 1) * og])
+                if b is not None:
+                    y += b
+                if relu:
+                    np.maximum(y, 0, out=y)
 
         with _blas_single_threaded():
-            for n0 in range(0, n, nb):
-                m = min(nb, n - n0)
-                windows = as_strided(
-                    xpad[n0:],
-                    shape=(m, ho, wo, kh, kw, c),
-                    strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
-                    writeable=False,
-                )
-                _parallel(functools.partial(rows_of_output, m, windows, out[n0 : n0 + m].reshape(m, ho * wo, o)), ho)
+            _each_block(run_blocks, len(blocks))
         return out
 
     def _zero_padded(self, x: np.ndarray, ph: int, pw: int, bottom: int | None = None, right: int | None = None) -> np.ndarray:
         """NHWC ``x`` with ``ph`` rows of zeros above, ``bottom`` (default ``ph``) below, ``pw`` columns
-        on the left and ``right`` (default ``pw``) on the right, copied per image in parallel; ``x``
-        itself (contiguous) where all four are 0."""
+        on the left and ``right`` (default ``pw``) on the right, as a contiguous copy made per image in
+        parallel; ``x`` itself where all four are 0 and it is contiguous in the backend's dtype.
+
+        The network's input arrives as an NCHW array seen as NHWC (a transposed view): it is copied
+        one channel plane at a time, 3× faster than NumPy's copy of the view (224×224×3, batch 32)."""
         bottom, right = ph if bottom is None else bottom, pw if right is None else right
-        if not (ph or pw or bottom or right):
-            return np.ascontiguousarray(x, dtype=self._np_dtype)
+        padded = bool(ph or pw or bottom or right)
+        if not padded and x.flags.c_contiguous and x.dtype == self._np_dtype:
+            return x
         n, h, wd, c = x.shape
-        xpad = np.zeros((n, h + ph + bottom, wd + pw + right, c), dtype=self._np_dtype)
+        xpad = (np.zeros if padded else np.empty)((n, h + ph + bottom, wd + pw + right, c), dtype=self._np_dtype)
+        planes = x.strides[3] > x.strides[2]  # channels are not the innermost axis in memory
 
         def pad(a: int, b: int) -> None:
-            xpad[a:b, ph : ph + h, pw : pw + wd, :] = x[a:b]
+            if planes:
+                for i in range(a, b):
+                    for ch in range(c):
+                        xpad[i, ph : ph + h, pw : pw + wd, ch] = x[i, :, :, ch]
+            else:
+                xpad[a:b, ph : ph + h, pw : pw + wd, :] = x[a:b]
 
         _parallel(pad, n)
         return xpad
 
     def max_pool2d(self, x, kernel, stride, ceil_mode):
-        """NHWC, separable: a running maximum over the ``K_w`` column views, then over the ``K_h`` row views."""
+        """NHWC, separable: a running maximum over the ``K_w`` column views, then over the ``K_h`` row
+        views, per image (or run of output rows of one image) on the workers, so each pass is in cache."""
         (kh, kw), (sh, sw) = kernel, stride
         n, h, w, c = x.shape
         ho, wo = pool_output_size(h, kh, sh, ceil_mode), pool_output_size(w, kw, sw, ceil_mode)
         x = _ceil_padded(x, kernel, stride, ceil_mode)
         out = np.empty((n, ho, wo, c), dtype=x.dtype)
 
-        def pool_rows(a: int, b: int) -> None:  # output rows a..b-1 read input rows a·S_h .. (b-1)·S_h + K_h - 1
-            rows = x[:, a * sh : (b - 1) * sh + kh]
-            cols = np.array(rows[:, :, 0 : sw * (wo - 1) + 1 : sw, :])  # (N, rows, W_out, C)
-            for j in range(1, kw):
-                np.maximum(cols, rows[:, :, j : j + sw * (wo - 1) + 1 : sw, :], out=cols)
-            y = out[:, a:b]
-            y[...] = cols[:, 0 : sh * (b - a - 1) + 1 : sh]
-            for i in range(1, kh):
-                np.maximum(y, cols[:, i : i + sh * (b - a - 1) + 1 : sh], out=y)
+        blocks = _blocks(n, ho, 1, ho)  # whole images, or runs of output rows of one
 
-        _parallel(pool_rows, ho)
+        def pool_blocks(indices: Iterator[int]) -> None:
+            (buffer,) = _scratch(x.dtype, max((i1 - i0) * ((r1 - r0 - 1) * sh + kh) for i0, i1, r0, r1 in blocks) * wo * c)
+            for i0, i1, a, b in (blocks[j] for j in indices):  # output rows a..b-1 read rows a·S_h .. (b-1)·S_h + K_h - 1
+                rows = x[i0:i1, a * sh : (b - 1) * sh + kh]
+                cols = buffer[: rows.shape[0] * rows.shape[1] * wo * c].reshape(rows.shape[0], rows.shape[1], wo, c)
+                np.copyto(cols, rows[:, :, 0 : sw * (wo - 1) + 1 : sw, :])
+                for j in range(1, kw):
+                    np.maximum(cols, rows[:, :, j : j + sw * (wo - 1) + 1 : sw, :], out=cols)
+                y = out[i0:i1, a:b]
+                y[...] = cols[:, 0 : sh * (b - a - 1) + 1 : sh]
+                for i in range(1, kh):
+                    np.maximum(y, cols[:, i : i + sh * (b - a - 1) + 1 : sh], out=y)
+
+        _each_block(pool_blocks, len(blocks))
         return out
 
     def lrn(self, x, size, alpha, beta, k):
@@ -425,26 +510,27 @@ class NumpyBackend(Backend):
         return out.reshape(x.shape)
 
     def linear(self, x, w, b, relu):
-        """``x @ w.T`` through BLAS, as ``(w · xᵀ)ᵀ`` (GEMV for one row); bias and ReLU in place.
+        """``x · w`` through BLAS, ``w`` ``(F_in, F_out)`` (GEMV for one row); bias and ReLU in place.
 
-        Each worker multiplies its rows of ``w`` by ``xᵀ``: with ``w`` as BLAS's first operand the
-        weight (fc6's 151 MB) is streamed once, where ``x · wᵀ`` for a few rows of ``x`` was 1.4×
-        slower (OpenBLAS 0.3.31, batch 32: it repacks the weight as the second operand)."""
-        y = np.empty((x.shape[0], w.shape[0]), dtype=self._np_dtype)
+        Each worker multiplies ``x`` by its columns of ``w``. The weight is stored ``IO``
+        (:attr:`linear_weight_layout`) so that BLAS reads it as a plain row-major second operand:
+        with the canonical ``(F_out, F_in)`` as ``x · wᵀ`` or ``(w · xᵀ)ᵀ``, fc6 (151 MB) took 1.3×
+        as long at batch 32 and 1.2× at batch 1 (OpenBLAS 0.3.31, Zen 3)."""
+        y = np.empty((x.shape[0], w.shape[1]), dtype=self._np_dtype)
 
         def features(start: int, stop: int) -> None:
             part = y[:, start:stop]
-            if x.shape[0] == 1:  # GEMV: memory-bound, each worker streams its rows of w
-                np.matmul(w[start:stop], x[0], out=part[0])
+            if x.shape[0] == 1:  # GEMV: memory-bound, each worker streams its columns of w
+                np.matmul(x[0], w[:, start:stop], out=part[0])
             else:
-                part[...] = np.matmul(w[start:stop], x.T).T
+                np.matmul(x, w[:, start:stop], out=part)
             if b is not None:
                 part += b[start:stop]
             if relu:
                 np.maximum(part, 0, out=part)
 
         with _blas_single_threaded():
-            _parallel(features, w.shape[0])
+            _parallel(features, w.shape[1])
         return y
 
     # -- the backward twins -------------------------------------------------------------------
@@ -585,22 +671,22 @@ class NumpyBackend(Backend):
         return out.reshape(x.shape)
 
     def linear_backward(self, x, w, y, dy, relu, need_dx):
-        """``dw = dyᵀ·x`` split over output features, ``dx = dy·w`` over input features, through BLAS;
+        """``dw = xᵀ·dy`` (``IO``) split over output features, ``dx = dy·wᵀ`` over input features, through BLAS;
         ``db`` summed in float64."""
         g = self._relu_masked(y, dy, relu)
         dw = np.empty(w.shape, dtype=self._np_dtype)
         dx = np.empty(x.shape, dtype=self._np_dtype) if need_dx else None
 
         def out_features(a: int, b: int) -> None:
-            np.matmul(g[:, a:b].T, x, out=dw[a:b])
+            np.matmul(x.T, g[:, a:b], out=dw[:, a:b])
 
         def in_features(a: int, b: int) -> None:
-            np.matmul(g, w[:, a:b], out=dx[:, a:b])
+            np.matmul(g, w[a:b].T, out=dx[:, a:b])
 
         with _blas_single_threaded():
-            _parallel(out_features, w.shape[0])
+            _parallel(out_features, w.shape[1])
             if need_dx:
-                _parallel(in_features, w.shape[1])
+                _parallel(in_features, w.shape[0])
         return dx, dw, g.sum(axis=0, dtype=np.float64).astype(self._np_dtype)
 
     def describe(self) -> dict[str, str]:

@@ -11,7 +11,7 @@ image (zeros outside it):
     M_\xi = \sum_c V_\xi[t, c]\; U_\xi[c, o] \qquad Y = A^\top M A
 
 ``U`` per weight ``(c, o)`` (``r × r → α × α``), ``V`` per input tile and
-channel, ``M`` as ``α²`` GEMMs ``(tiles, C/g) · (C/g, O/g)`` per group, ``Y``
+channel, ``M`` as ``α²`` GEMMs ``(tiles, C) · (C, O)`` (ungrouped layers only), ``Y``
 per output tile and channel (``α × α → 2 × 2``). The two transforms of a block
 of tiles are one GEMM each, by ``vec(Bᵀ d B) = (Bᵀ ⊗ Bᵀ) vec(d)``:
 ``(α², α²) · (α², tiles·C)`` and ``(4, α²) · (α², tiles·O)``. Multiplications
@@ -20,11 +20,13 @@ per output against direct convolution: 16/4 against 9 for 3×3 (2.25× fewer),
 size (13 → 14: 1.16× for AlexNet's conv3–5).
 
 ``U`` is computed in float64 from the float32 weight and rounded once
-(:func:`weight_transform`, called by ``NumpyBackend.prepare`` and, for a plain
-weight array, by ``conv2d`` itself: the same bits either way). The error
-against the float64 reference is measured by ``tests/test_numpy_winograd.py``
-and, of the conformance suite's cases, by ``paper-conv2`` (the others have too
-few tiles for the path to run); the numbers are in ``docs/backends/numpy.md``.
+(:func:`weight_transform`, by :meth:`ConvWeight.winograd` the first time the
+path runs a prepared weight and, for a plain weight array, by ``conv2d`` itself
+per call: the same bits either way). The error against the float64 reference
+is measured by ``tests/test_numpy_winograd.py`` and, of the conformance suite's
+cases, by ``tv-conv2`` (5×5) and ``tv-conv3-batch3`` (3×3), the two with tiles
+enough for the path to run on two cores (``tests/test_numpy_blocks.py`` checks
+that they do); the numbers are in ``docs/backends/numpy.md``.
 
 Non-finite values: the Kronecker GEMMs multiply every entry of a tile by a
 coefficient, zeros included, so one NaN or ±inf input makes its whole tile NaN
@@ -121,14 +123,22 @@ def finite_images(x: np.ndarray) -> np.ndarray:
 
 
 class ConvWeight:
-    """A 3×3 or 5×5 conv weight as ``NumpyBackend.prepare`` returns it: the HWIO array and its
-    Winograd transform ``U`` (:func:`weight_transform`; ``None`` for a non-finite weight).
-    ``shape`` and ``dtype`` are the HWIO array's, which is what every other op and the backward read."""
+    """A 3×3 or 5×5 conv weight as ``NumpyBackend.prepare`` returns it: the HWIO array, and its
+    Winograd transform ``U`` once :meth:`winograd` has been asked for it (the first time the
+    Winograd path runs the layer; grouped layers and small batches never ask). ``shape`` and
+    ``dtype`` are the HWIO array's, which is what every other op and the backward read."""
 
-    __slots__ = ("hwio", "winograd")
+    __slots__ = ("_transform", "hwio")
 
-    def __init__(self, hwio: np.ndarray, winograd: np.ndarray | None) -> None:
-        self.hwio, self.winograd = hwio, winograd
+    def __init__(self, hwio: np.ndarray) -> None:
+        self.hwio, self._transform = hwio, None
+
+    def winograd(self) -> np.ndarray | None:
+        """``U`` (:func:`weight_transform`, computed on the first call and kept; ``None`` for a
+        weight holding a NaN or ±inf). Two threads asking at once compute the same bits."""
+        if self._transform is None:
+            self._transform = (weight_transform(self.hwio),)
+        return self._transform[0]
 
     @property
     def shape(self) -> tuple[int, ...]:
