@@ -248,6 +248,14 @@ def _scratch(dtype: np.dtype, *sizes: int) -> list[np.ndarray]:
     return arrays
 
 
+def _bias_relu(y: np.ndarray, b: np.ndarray | None, relu: bool) -> None:
+    """The epilogue of conv2d and linear, in place on a block of their output: ``y += b``, then ReLU."""
+    if b is not None:
+        y += b
+    if relu:
+        np.maximum(y, 0, out=y)
+
+
 def _ceil_padded(x: np.ndarray, kernel, stride, ceil_mode: bool) -> np.ndarray:
     """NHWC ``x`` with the −∞ rows and columns a ceil-mode pool's last windows reach into (``x`` itself in floor mode)."""
     n, h, w, c = x.shape
@@ -372,10 +380,7 @@ class NumpyBackend(Backend):
                 mm = np.matmul(v, u, out=m_buf[: a2 * t * o].reshape(a2, t, o))
                 y = np.matmul(ka, mm.reshape(a2, t * o), out=y_buf[: m * m * t * o].reshape(m * m, t * o))
                 y = y.reshape(m, m, k, rows, tw, o)
-                if b is not None:
-                    y += b
-                if relu:
-                    np.maximum(y, 0, out=y)
+                _bias_relu(y, b, relu)
                 for i in range(m):
                     target = out[i0:i1, t0 * m + i : min(t1 * m, ho) : m]
                     for j in range(m):
@@ -415,10 +420,7 @@ class NumpyBackend(Backend):
                 for g in range(groups):
                     np.copyto(cols.reshape(i1 - i0, r1 - r0, wo, kh, kw, cg), windows[i0:i1, r0:r1, ..., g * cg : (g + 1) * cg])
                     np.matmul(cols, wmat[:, g * og : (g + 1) * og], out=y[:, g * og : (g + 1) * og])
-                if b is not None:
-                    y += b
-                if relu:
-                    np.maximum(y, 0, out=y)
+                _bias_relu(y, b, relu)
 
         with _blas_single_threaded():
             _each_block(run_blocks, len(blocks))
@@ -460,9 +462,10 @@ class NumpyBackend(Backend):
         out = np.empty((n, ho, wo, c), dtype=x.dtype)
 
         blocks = _blocks(n, ho, 1, ho)  # whole images, or runs of output rows of one
+        most = max((i1 - i0) * ((r1 - r0 - 1) * sh + kh) for i0, i1, r0, r1 in blocks) * wo * c  # column-pass floats
 
         def pool_blocks(indices: Iterator[int]) -> None:
-            (buffer,) = _scratch(x.dtype, max((i1 - i0) * ((r1 - r0 - 1) * sh + kh) for i0, i1, r0, r1 in blocks) * wo * c)
+            (buffer,) = _scratch(x.dtype, most)
             for i0, i1, a, b in (blocks[j] for j in indices):  # output rows a..b-1 read rows a·S_h .. (b-1)·S_h + K_h - 1
                 rows = x[i0:i1, a * sh : (b - 1) * sh + kh]
                 cols = buffer[: rows.shape[0] * rows.shape[1] * wo * c].reshape(rows.shape[0], rows.shape[1], wo, c)
@@ -524,10 +527,7 @@ class NumpyBackend(Backend):
                 np.matmul(x[0], w[:, start:stop], out=part[0])
             else:
                 np.matmul(x, w[:, start:stop], out=part)
-            if b is not None:
-                part += b[start:stop]
-            if relu:
-                np.maximum(part, 0, out=part)
+            _bias_relu(part, None if b is None else b[start:stop], relu)
 
         with _blas_single_threaded():
             _parallel(features, w.shape[1])
