@@ -391,6 +391,21 @@ def gen_bundles() -> str:
 SUITE_SPECS = ("example", "numpy")
 
 
+def _junit_failures(path: Path) -> str:
+    """Each failed or erroring test in a JUnit XML report: its id and the start of its message (the
+    run's own output is too long to show whole, and its tail holds only the skip reasons)."""
+    import xml.etree.ElementTree as ET
+
+    if not path.exists():
+        return f"(no JUnit report at {path})\n"
+    lines = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        for bad in [*case.iter("failure"), *case.iter("error")]:
+            lines.append(f"{bad.tag.upper()} {case.get('classname')}::{case.get('name')}\n"
+                         f"{(bad.get('message') or '')[:1500]}\n{(bad.text or '')[-2500:]}\n")
+    return "".join(lines)
+
+
 @functools.lru_cache(maxsize=1)
 def suite_run() -> tuple[str, str, dict]:
     """``(command, output, report)`` of one run of the conformance suite on :data:`SUITE_SPECS`, the
@@ -409,7 +424,9 @@ def suite_run() -> tuple[str, str, dict]:
         done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv], cwd=tmp, env=env,
                               capture_output=True, text=True, timeout=1200)
         if done.returncode != 0:
-            raise RuntimeError(f"the conformance run for the docs failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
+            raise RuntimeError(f"the conformance run for the docs failed (seed and command in its header):\n"
+                               f"{done.stdout[:600]}\n...\n{_junit_failures(Path(tmp) / 'conformance.xml')}"
+                               f"{done.stdout[-1500:]}{done.stderr[-2000:]}")
         report = json.loads((Path(tmp) / "conformance.json").read_text(encoding="utf-8"))
     return f"python -m pytest {shlex.join(argv)}", done.stdout, report
 
