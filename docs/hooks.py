@@ -423,11 +423,13 @@ def suite_run() -> tuple[str, str, dict]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALEXNET_AA")} | {"PYTHONPATH": path}
         done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv], cwd=tmp, env=env,
                               capture_output=True, text=True, timeout=1200)
+        report_path = Path(tmp) / "conformance.json"
         if done.returncode != 0:
-            raise RuntimeError(f"the conformance run for the docs failed (seed and command in its header):\n"
-                               f"{done.stdout[:600]}\n...\n{_junit_failures(Path(tmp) / 'conformance.xml')}"
+            seed = json.loads(report_path.read_text(encoding="utf-8"))["seed"] if report_path.exists() else "?"
+            raise RuntimeError(f"the conformance run for the docs failed (seed {seed}: rerun with --alexnet-seed {seed}):\n"
+                               f"{_junit_failures(Path(tmp) / 'conformance.xml')}"
                                f"{done.stdout[-1500:]}{done.stderr[-2000:]}")
-        report = json.loads((Path(tmp) / "conformance.json").read_text(encoding="utf-8"))
+        report = json.loads(report_path.read_text(encoding="utf-8"))
     return f"python -m pytest {shlex.join(argv)}", done.stdout, report
 
 
