@@ -12,6 +12,8 @@ attribute                 meaning
                           (a permutation of ``"OIHW"``; default ``"OIHW"``)
 ``linear_weight_layout``  ``"OI"`` (default) or ``"IO"``: the same for linear weights
 ``dtype``                 the compute dtype, ``"float32"`` unless asked otherwise
+                          (``"float64"``, ``"tf32"``, ``"float16"``, ``"bfloat16"``: each
+                          opt-in by name, each with its own conformance tolerances)
 ``unsupported``           ``{capability: reason}`` for each of :data:`CAPABILITIES` it
                           lacks: ops refuse those calls with :class:`UnsupportedError`
                           and the conformance suite skips the cases that need them
@@ -21,8 +23,8 @@ attribute                 meaning
 Methods: :meth:`Backend.available`, :meth:`Backend.asarray`,
 :meth:`Backend.to_host`, :meth:`Backend.prepare` (a default is provided), the
 ops :meth:`Backend.conv2d`, :meth:`Backend.max_pool2d`, :meth:`Backend.lrn`,
-:meth:`Backend.linear`, and the optional :meth:`Backend.warmup` and
-:meth:`Backend.describe`.
+:meth:`Backend.linear`, and the optional :meth:`Backend.capture` (a recorded forward pass, replayed),
+:meth:`Backend.warmup` and :meth:`Backend.describe`.
 
 The ops are called through :mod:`alexnet_aa.ops`, which has validated every
 argument: a backend's op receives native arrays of the right ranks and
@@ -70,6 +72,8 @@ CAPABILITIES = {
     "ceil_mode": "max_pool2d with ceil_mode=True where it differs from floor mode",
     "lrn_even_size": "lrn with an even window size",
     "float64": "computing in float64 (the constructor option dtype='float64')",
+    "training": "the backward ops and training steps (model.gradients, model.train_step) on this instance "
+                "(e.g. a half-precision one, which has no float32 master weights)",
 }
 
 
@@ -127,7 +131,7 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def asarray(self, x: Any) -> Any:
         """Host (NumPy) or native array → native array of the backend's storage dtype
-        (float32, float64 for a float64 backend; ``"tf32"`` stores float32)."""
+        (float32; float64, float16 or bfloat16 for a backend of that dtype; ``"tf32"`` stores float32)."""
 
     @abc.abstractmethod
     def to_host(self, x: Any) -> np.ndarray:
@@ -201,6 +205,14 @@ class Backend(abc.ABC):
         raise inference_only(self, "linear_backward")
 
     # -- optional -----------------------------------------------------------
+    def capture(self, forward, x):
+        """``forward`` (native input → native output: the model's whole forward pass) recorded for
+        inputs of ``x``'s shape and dtype, as a callable that replays it on a new such input and
+        returns a new array; ``None`` (the default) where the backend records nothing, and the model
+        then runs every call eagerly. A replay must give the bits ``forward`` gives (the same kernels);
+        the model keeps the callable, with whatever buffers it holds, for as long as it uses it."""
+        return None
+
     def warmup(self) -> float:
         """Compile or load whatever the ops need up front; return the seconds it took."""
         return 0.0
@@ -231,9 +243,15 @@ def inference_only(backend: Backend | type, op: str) -> UnsupportedError:
 
 
 def require_training(backend: Backend, op: str) -> None:
-    """Raise :func:`inference_only` for ``op`` where ``backend`` lacks any backward op; nothing where it trains."""
+    """Raise :func:`inference_only` for ``op`` where ``backend`` lacks any backward op, or
+    :class:`UnsupportedError` where the instance declares ``unsupported["training"]`` (a backend
+    built for half-precision inference); nothing where it trains."""
     if missing_backward_ops(type(backend)):
         raise inference_only(backend, op)
+    reason = backend.unsupported.get("training")
+    if reason is not None:
+        raise UnsupportedError("training", f"[{op}] the {backend.name!r} backend built with dtype={backend.dtype!r} "
+                                           f"cannot train: {reason}")
 
 
 def protocol_problems(cls: type) -> list[str]:

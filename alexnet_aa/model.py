@@ -17,6 +17,7 @@ backend and from its input. Layout conversions are :mod:`alexnet_aa.layouts`'.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from os import PathLike
 from typing import Any, NamedTuple
@@ -44,6 +45,12 @@ from .weights import (
     init_weights,
     read_weights_file,
 )
+
+
+#: How many input shapes a model keeps a recorded forward pass for (:meth:`Backend.capture
+#: <alexnet_aa.backend.Backend.capture>`), the least recently used dropped first: each holds its
+#: activations on the device.
+MAX_CAPTURED_SHAPES = 4
 
 
 class NonFiniteLossError(ValueError):
@@ -144,6 +151,7 @@ class AlexNet:
         self._owns_native = False  # True once the native weights are the model's own plain arrays (native_tensors)
         self.frozen: frozenset[str] = frozenset()
         self._train_from = 0
+        self._captured: OrderedDict[tuple, Any] = OrderedDict()  # (shape, dtype) -> replay, or None: eager
 
     def _checked(self, given: dict[str, Any] | None, source: str, seed: int, fresh_head: bool) -> dict[str, Any]:
         if given is None:
@@ -216,9 +224,28 @@ class AlexNet:
             yield layer.name, x
 
     def __call__(self, x):
-        """Logits ``(N, num_classes)`` for an NCHW float batch, as an array of the backend's namespace."""
-        for _, x in self.iter_layers(x):
-            pass
+        """Logits ``(N, num_classes)`` for an NCHW float batch, as an array of the backend's namespace.
+
+        Where the backend records forward passes (:meth:`Backend.capture
+        <alexnet_aa.backend.Backend.capture>`: the ``cupy`` backend's CUDA graphs), the first batch of
+        each shape is recorded and every later one replays it — the same kernels, the same bits; the
+        model keeps the recordings of :data:`MAX_CAPTURED_SHAPES` shapes at most.
+        """
+        x = self._native_input(x)
+        key = (tuple(x.shape), str(x.dtype))
+        if key in self._captured:
+            self._captured.move_to_end(key)
+        else:
+            while len(self._captured) >= MAX_CAPTURED_SHAPES:
+                self._captured.popitem(last=False)
+            self._captured[key] = self.backend.capture(self._forward, x)
+        replay = self._captured[key]
+        return self._forward(x) if replay is None else replay(x)
+
+    def _forward(self, x):
+        """The forward pass on a native input: every layer of the table, in order."""
+        for layer in self.arch.layers:
+            x = layer.apply(self.ops, self._native, x)
         return x
 
     def canonical(self, layer_name: str, y):
@@ -346,6 +373,7 @@ class AlexNet:
         :meth:`frozen <freeze>`. Returns the batch's loss (a float) before the step; with
         ``outputs=True``, ``(loss, logits)``, the training forward's logits on the backend.
         :meth:`state_dict` then gives the trained weights."""
+        self._captured.clear()  # recorded forward passes read the weights they were recorded with
         if not self._owns_native:  # copies: the update writes into them
             self._native = self.native_tensors({name: value.copy() for name, value in self._state.items()})
             self._owns_native = True

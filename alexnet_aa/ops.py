@@ -115,6 +115,24 @@ def _storage_dtype(backend: Backend) -> str:
     return "float32" if backend.dtype == "tf32" else backend.dtype
 
 
+def native_dtype(backend: Backend) -> Any:
+    """The dtype object of ``backend``'s arrays in its namespace: ``xp.<storage dtype>``, or, for
+    bfloat16 in a NumPy-like namespace without one (CuPy), ``ml_dtypes.bfloat16``, the extension
+    dtype CuPy's bfloat16 arrays carry."""
+    name = _storage_dtype(backend)
+    dtype = getattr(backend.xp, name, None)
+    if dtype is None and name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise BackendError(f"[{backend.name}] bfloat16 arrays of {getattr(backend.xp, '__name__', backend.xp)} "
+                               "need ml_dtypes: python -m pip install ml_dtypes") from None
+        dtype = np.dtype(ml_dtypes.bfloat16)
+    if dtype is None:
+        raise BackendError(f"[{backend.name}] its namespace has no dtype {name!r}")
+    return dtype
+
+
 def _axes(layout: str) -> str:
     return "(" + ", ".join(layout) + ")"
 
@@ -134,9 +152,8 @@ def check_array(backend: Backend, op: str, what: str, a: Any, rank: int, axes: s
             f"[{op}] {what}: expected an array of the {backend.name!r} backend's namespace "
             f"({getattr(backend.xp, '__name__', backend.xp)}), as {source}, got {type(a).__module__}.{type(a).__name__}"
         )
-    dtype = _storage_dtype(backend)
-    if a.dtype != getattr(backend.xp, dtype):
-        raise TypeError(f"[{op}] {what}: expected dtype {dtype} (the backend's), got {a.dtype}")
+    if a.dtype != native_dtype(backend):
+        raise TypeError(f"[{op}] {what}: expected dtype {_storage_dtype(backend)} (the backend's), got {a.dtype}")
     if len(a.shape) != rank:
         raise ValueError(f"[{op}] {what}: expected a rank-{rank} array {axes}, got shape {tuple(a.shape)}")
 
@@ -166,7 +183,7 @@ def _returned(backend: Backend, op: str, y: Any, shape: tuple[int, ...], what: s
     if getattr(y, "shape", None) is None or tuple(y.shape) != shape:
         raise BackendError(f"[{op}] the {backend.name!r} backend returned {label}shape "
                            f"{tuple(getattr(y, 'shape', ())) if y is not None else None}, expected {shape}")
-    if y.dtype != getattr(backend.xp, _storage_dtype(backend)):
+    if y.dtype != native_dtype(backend):
         raise BackendError(f"[{op}] the {backend.name!r} backend returned {label}dtype {y.dtype}, expected {_storage_dtype(backend)}")
     return y
 

@@ -138,11 +138,23 @@ def test_tile_tables_match_the_kernels_they_name():
     found = {m.group(2): tuple(int(v) for v in m.group(1, 3, 4, 5, 6, 7))
              for f in kernels.SOURCES for m in entry.finditer((PKG / f).read_text())}
     tiles = [*kernels.CONV_TILES.values(), *kernels.WINOGRAD_TILES.values(), kernels.WINOGRAD_SCALAR_TILE,
-             *kernels.WEIGHT_GRAD_TILES.values()]
+             *kernels.WEIGHT_GRAD_TILES.values(), *kernels.LINEAR_TILES.values()]
     for t in tiles:
         threads, bm, bn, bk, tm, tn = found[t.kernel]
         assert (t.threads, t.bm, t.bn, t.bk) == (threads, bm, bn, bk), f"{t} disagrees with the .cu: {found[t.kernel]}"
         assert (bm // tm) * (bn // tn) == threads, f"{t.kernel}: the micro-tiles do not make {threads} threads"
+    # tensor-core tiles: <T, BM, BN, WM, WN>, one entry point per half dtype
+    mma = re.compile(r"__launch_bounds__\((\d+)\)\s*(\w+)\((?:[^()]|\([^()]*\))*\)\s*\{\s*\w+<(\w+), (\d+), (\d+), (\d+), (\d+)>")
+    found = {m.group(2): (int(m.group(1)), m.group(3), *(int(v) for v in m.group(4, 5, 6, 7)))
+             for f in kernels.SOURCES for m in mma.finditer((PKG / f).read_text())}
+    for t in (*kernels.MMA_CONV_TILES.values(), *kernels.LINEAR_MMA_TILES.values()):
+        for dtype, storage in (("float16", "half_t"), ("bfloat16", "bf16_t")):
+            threads, ctype, bm, bn, wm, wn = found[t.kernel + kernels.DTYPES[dtype]]
+            assert (t.threads, t.bm, t.bn, ctype) == (threads, bm, bn, storage), f"{t} ({dtype}) disagrees with the .cu"
+            assert (bm // wm) * (bn // wn) * 32 == threads and t.bk == 32, f"{t.kernel}: the warps do not make {threads} threads"
+    constants = dict(re.findall(r"constexpr int (LINEAR_\w+) = (\d+);", (PKG / "linear.cu").read_text()))
+    for name in ("LINEAR_K_CHUNK", "LINEAR_GEMV_ROWS", "LINEAR_GEMV_THREADS"):
+        assert int(constants[name]) == getattr(kernels, name), f"kernels.{name} differs from linear.cu's"
 
 
 def test_sources_have_no_system_headers():
@@ -150,7 +162,8 @@ def test_sources_have_no_system_headers():
     for f in (*kernels.SOURCES, *kernels.HEADERS):
         text = (PKG / f).read_text()
         includes = re.findall(r'^[ \t]*#[ \t]*include\b(.*)$', text, re.MULTILINE)
-        allowed = () if f in kernels.HEADERS else tuple(f'"{h}"' for h in kernels.HEADERS)
+        earlier = kernels.HEADERS[:kernels.HEADERS.index(f)] if f in kernels.HEADERS else kernels.HEADERS
+        allowed = tuple(f'"{h}"' for h in earlier)  # a header includes only those inlined before it
         others = [i.strip() for i in includes if i.strip() not in allowed]
         assert not others, f"{f} includes {others}; NVRTC sources may include only kernels.HEADERS {kernels.HEADERS}"
         assert text.startswith("// " + f), f"{f} must open with its header comment naming the file"
@@ -187,7 +200,7 @@ def _run(lib, plan) -> None:
         types.append(ctypes.c_uint)
     for a in plan.args:
         if isinstance(a, np.ndarray):
-            assert a.dtype == np.float32 and a.flags.c_contiguous
+            assert a.dtype.name in kernels.DTYPES and a.flags.c_contiguous, (a.dtype, a.flags)
             args.append(a.ctypes.data_as(ctypes.c_void_p))
             types.append(ctypes.c_void_p)
         elif isinstance(a, np.int32):
@@ -674,6 +687,229 @@ def test_weight_grad_plan_covers_alexnet_layers(layer, batch):
         assert splits > 1, "an under-filled GPU must split the reduction"
 
 
+# -- own linear kernels (float32): GEMV and tiled GEMM, the same bits ------------------
+
+LINEAR_CASES = {
+    # name: (batch, in, out): tails of every tile and chunk, several GEMV row groups
+    "fc-like-tails": (3, 1100, 70),
+    "one-chunk": (1, 300, 130),
+    "rows-over-8": (11, 700, 33),
+    "rows-over-128": (130, 520, 20),
+    "exact-chunks": (2, 1024, 64),
+}
+
+
+def _linear_emu(lib, x, w_io, b, relu, algo, tile=None):
+    """``kernels.linear``'s float32 launches in the emulation: partials, then their ordered sum."""
+    n, i = x.shape
+    o = w_io.shape[1]
+    p = np.full((kernels.linear_chunks(i), n, o), np.nan, np.float32)
+    plan = kernels.plan_linear_gemv(x, w_io, p) if algo == "gemv" else kernels.plan_linear_gemm(x, w_io, p, sms=1, tile=tile)
+    _run(lib, plan)
+    y = np.full((n, o), np.nan, np.float32)
+    _run(lib, kernels.plan_linear_reduce(p, b, y, relu, sms=1))
+    return y
+
+
+@pytest.mark.parametrize("case", list(LINEAR_CASES))
+def test_linear_kernels_on_cpu(emu, case):
+    """``linear.cu``: GEMV and every GEMM tile agree with float64 and with each other bit for bit (the fixed
+    chunks, each summed in input order: DESIGN.md §7), and an image's logits are the same alone."""
+    n, i, o = LINEAR_CASES[case]
+    rng = np.random.default_rng(len(case))
+    x = rng.standard_normal((n, i)).astype(np.float32)
+    w_io = (rng.standard_normal((i, o)) / np.sqrt(i)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    ref = x.astype(np.float64) @ w_io.astype(np.float64) + b
+    gemv = _linear_emu(emu, x, w_io, b, True, "gemv")
+    _assert_close(gemv, np.maximum(ref, 0), f"linear gemv[{case}]", tol=1e-6)
+    for tile in kernels.LINEAR_TILES:
+        gemm = _linear_emu(emu, x, w_io, b, True, "gemm", tile)
+        assert np.array_equal(gemm, gemv), f"linear gemm {tile} differs from the GEMV [{case}]: {np.abs(gemm - gemv).max():.3g}"
+    alone = _linear_emu(emu, np.ascontiguousarray(x[-1:]), w_io, b, True, "gemv")
+    assert np.array_equal(alone[0], gemv[-1]), f"linear[{case}]: the last row alone differs from its batch"
+
+
+def test_linear_kernels_keep_nan_on_cpu(emu):
+    """NaN and ±inf inputs: NaN where the float64 product has NaN (inf * 0 included), ±inf where it has ±inf."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 600)).astype(np.float32)
+    x[0, 5], x[1, 599] = np.nan, np.inf
+    w_io = rng.standard_normal((600, 9)).astype(np.float32)
+    w_io[599, 2] = 0.0
+    b = np.zeros(9, np.float32)
+    with np.errstate(invalid="ignore"):
+        ref = x.astype(np.float64) @ w_io.astype(np.float64)
+    for algo in kernels.LINEAR_ALGOS:
+        y = _linear_emu(emu, x, w_io, b, False, algo, None if algo == "gemv" else "64x64")
+        assert np.array_equal(np.isnan(y), np.isnan(ref)) and np.array_equal(np.isinf(y), np.isinf(ref)), (algo, y, ref)
+
+
+# -- half precision: conversions, tensor cores (emulated), pool and LRN -----------------
+
+HALF = {"float16": np.float16}
+try:
+    import ml_dtypes
+
+    HALF["bfloat16"] = ml_dtypes.bfloat16
+except ImportError:  # ml_dtypes comes with onnx, a test dependency; without it bfloat16 cases skip
+    ml_dtypes = None
+#: Relative L2 error of one rounding to the dtype (float32 in between): the tolerance of results
+#: computed in float32 from inputs already in the dtype, then rounded once (4x the unit roundoff).
+HALF_TOL = {"float16": 4 * 2.0**-11, "bfloat16": 4 * 2.0**-8}
+half_dtypes = pytest.mark.parametrize("dtype", ["float16", pytest.param("bfloat16", marks=pytest.mark.skipif(
+    ml_dtypes is None, reason="ml_dtypes (bfloat16 for NumPy) is not installed"))])
+
+
+def _half(a, dtype):
+    return np.ascontiguousarray(np.asarray(a, np.float32).astype(HALF[dtype]))
+
+
+def test_float16_conversions_on_cpu(emu):
+    """precision.cuh without __CUDA_ARCH__: float16 → float for all 65,536 patterns, float → float16 and
+    → bfloat16 (round to nearest even, overflow, subnormals, NaN) equal to NumPy's and ml_dtypes' rounding."""
+    bits = np.arange(65536, dtype=np.uint16)
+    f = np.empty(65536, np.float32)
+    emu.emu_float16_to_float(bits.ctypes.data_as(ctypes.c_void_p), f.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(65536))
+    want = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(f), nan) and np.array_equal(f[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    rng = np.random.default_rng(0)
+    edges = [0.0, -0.0, 65504.0, 65519.99, 65520.0, -65520.0, 1e30, np.inf, -np.inf, np.nan, 2.0**-24, 2.0**-25,
+             2.0**-25 * 1.0000001, 3 * 2.0**-26, 2.0**-14, 2.0**-14 * (1 - 2.0**-12), 1 + 2.0**-11, 1 + 3 * 2.0**-11]
+    scaled = rng.standard_normal(20000) * 10.0 ** rng.integers(-9, 6, 20000)
+    values = np.concatenate([np.array(edges, np.float32), scaled.astype(np.float32),
+                             rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)])
+    out = np.empty(values.size, np.uint16)
+    for name, fn, ref in (("float16", emu.emu_float_to_float16, lambda v: v.astype(np.float16).view(np.uint16)),
+                          ("bfloat16", emu.emu_float_to_bfloat16, None if ml_dtypes is None else
+                           lambda v: v.astype(ml_dtypes.bfloat16).view(np.uint16))):
+        if ref is None:
+            continue
+        fn(values.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(values.size))
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = ref(values)
+        got_f = out.view(np.float16) if name == "float16" else out.view(HALF["bfloat16"])
+        want_f = want.view(np.float16) if name == "float16" else want.view(HALF["bfloat16"])
+        isnan = np.isnan(want_f.astype(np.float32))
+        assert np.array_equal(np.isnan(got_f.astype(np.float32)), isnan), f"float → {name}: NaN differs"
+        bad = np.flatnonzero(out[~isnan] != want[~isnan])
+        assert not bad.size, f"float → {name}: {bad.size} values round differently, e.g. {values[~isnan][bad[:3]]}"
+
+
+MMA_CONV_CASES = {
+    # name: (n, c, h, w, o, (kh, kw), stride, padding, groups): K % 8 == 0 (vector A loads) and not
+    "11x11-s4-p2-scalar-a": (1, 3, 23, 21, 10, (11, 11), (4, 4), (2, 2), 1),
+    "3x3-p1-g2-vector-a": (2, 16, 7, 9, 20, (3, 3), (1, 1), (1, 1), 2),
+    "5x5-p2-m-over-64": (1, 8, 6, 7, 72, (5, 5), (1, 1), (2, 2), 1),
+    "1x1-map-odd-k": (3, 5, 1, 1, 7, (1, 1), (1, 1), (0, 0), 1),
+}
+
+
+@half_dtypes
+@pytest.mark.parametrize("case", list(MMA_CONV_CASES))
+def test_conv2d_mma_on_cpu(emu, case, dtype):
+    """``conv2d_mma.cu`` (tensor cores emulated): against the float64 convolution of the same half inputs,
+    within one rounding of the output; every tile gives the same bits, and an image alone its batch's bits."""
+    n, c, h, w, o, k, stride, padding, groups = MMA_CONV_CASES[case]
+    rng = np.random.default_rng(len(case))
+    x32, w32, b32 = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+    x, wt, b = _half(x32, dtype), _half(w32, dtype), _half(b32, dtype)
+    ref = conv2d_ref(x.astype(np.float32), wt.astype(np.float32), b.astype(np.float32), stride, padding, groups, True)
+    shape = kernels.conv2d_output_shape(x.shape, (c // groups, *k, o), stride, padding)
+    results = {}
+    for tile in kernels.MMA_CONV_TILES:
+        y = np.full(shape, np.nan, np.float32).astype(HALF[dtype])
+        _run(emu, kernels.plan_conv2d_mma(x, wt, b, y, stride, padding, groups, True, sms=1, tile=tile))
+        _assert_close(y.astype(np.float32), ref, f"conv2d_mma[{case}, {tile}, {dtype}]", tol=HALF_TOL[dtype])
+        results[tile] = y.view(np.uint16)
+    first, *others = results.values()
+    assert all(np.array_equal(first, r) for r in others), f"conv2d_mma[{case}, {dtype}]: tiles give different bits"
+    alone = np.full((1, *shape[1:]), np.nan, np.float32).astype(HALF[dtype])
+    _run(emu, kernels.plan_conv2d_mma(np.ascontiguousarray(x[-1:]), wt, b, alone, stride, padding, groups, True, sms=1))
+    assert np.array_equal(alone.view(np.uint16)[0], first[-1]), f"conv2d_mma[{case}, {dtype}]: an image alone differs"
+
+
+@half_dtypes
+def test_conv2d_mma_keeps_nan_on_cpu(emu, dtype):
+    """NaN inputs give NaN exactly at the outputs whose window holds them, through the fused ReLU."""
+    n, c, h, w, o, k, stride, padding, groups = CONV_CASES["3x3-p1-groups2-odd"]
+    rng = np.random.default_rng(29)
+    x32, w32, b32 = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+    x = _half(_poison(x32, np.nan, NONFINITE_AT), dtype)
+    wt, b = _half(w32, dtype), _half(b32, dtype)
+    y = np.zeros(kernels.conv2d_output_shape(x.shape, (c // groups, *k, o), stride, padding), HALF[dtype])
+    _run(emu, kernels.plan_conv2d_mma(x, wt, b, y, stride, padding, groups, True, sms=1))
+    ref = conv2d_ref(x.astype(np.float32), wt.astype(np.float32), b.astype(np.float32), stride, padding, groups, True)
+    assert np.array_equal(np.isnan(y.astype(np.float32)), np.isnan(ref)), "NaN where the reference has none, or missing"
+
+
+LINEAR_MMA_CASES = {
+    # name: (batch, in, out): I % 8 == 0 (vector loads) or not, chunk tails, rows over one 128x8 tile
+    "vector-two-chunks": (3, 1040, 40),
+    "scalar-odd-in": (2, 37, 130),
+    "rows-over-8": (12, 64, 20),
+}
+
+
+@half_dtypes
+@pytest.mark.parametrize("case", list(LINEAR_MMA_CASES))
+def test_linear_mma_on_cpu(emu, case, dtype):
+    """``linear_mma_forward_<tile>_<dtype>`` + ``linear_reduce_forward_<dtype>``: within one rounding of the
+    float64 product of the same half inputs; both tiles give the same bits."""
+    n, i, o = LINEAR_MMA_CASES[case]
+    rng = np.random.default_rng(len(case) + 1)
+    x = _half(rng.standard_normal((n, i)), dtype)
+    w_oi = _half(rng.standard_normal((o, i)) / np.sqrt(i), dtype)
+    b = _half(rng.standard_normal(o), dtype)
+    ref = x.astype(np.float64) @ w_oi.astype(np.float64).T + b.astype(np.float64)
+    bits = []
+    for tile in kernels.LINEAR_MMA_TILES:
+        p = np.full((kernels.linear_chunks(i), n, o), np.nan, np.float32)
+        _run(emu, kernels.plan_linear_mma(x, w_oi, p, tile=tile))
+        y = np.full((n, o), np.nan, np.float32).astype(HALF[dtype])
+        _run(emu, kernels.plan_linear_reduce(p, b, y, False, sms=1))
+        _assert_close(y.astype(np.float32), ref, f"linear_mma[{case}, {tile}, {dtype}]", tol=HALF_TOL[dtype])
+        bits.append(y.view(np.uint16))
+    assert np.array_equal(*bits), f"linear_mma[{case}, {dtype}]: the tiles give different bits"
+
+
+@half_dtypes
+def test_pool_and_lrn_half_on_cpu(emu, dtype):
+    """max_pool2d keeps the window's element as it is (no rounding); LRN computes in float32 from the half
+    input and rounds once."""
+    rng = np.random.default_rng(13)
+    x = _half(rng.standard_normal((2, 7, 9, 8)) * 2, dtype)
+    y = np.zeros(kernels.max_pool2d_output_shape(x.shape, (3, 3), (2, 2), True), HALF[dtype])
+    _run(emu, kernels.plan_max_pool2d(x, y, (3, 3), (2, 2), sms=1))
+    assert np.array_equal(y.astype(np.float32), max_pool2d_ref(x.astype(np.float32), (3, 3), (2, 2), True).astype(np.float32))
+    z = np.zeros_like(x)
+    _run(emu, kernels.plan_lrn(x, z, 5, 0.5, 0.75, 2.0, sms=1))
+    _assert_close(z.astype(np.float32), lrn_ref(x.astype(np.float32), 5, 0.5, 0.75, 2.0), f"lrn[{dtype}]", tol=HALF_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_linear_wrapper_on_cpu(emulated_cupy, dtype):
+    """``kernels.linear`` end to end (partials buffer, algorithm or tile choice, reduce) in float32 (IO
+    weights: GEMV for a small batch, GEMM for a large one, the same bits) and float16 (OI weights)."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((20, 600)).astype(np.float32)
+    w = (rng.standard_normal((600, 50)) / 25).astype(np.float32)
+    b = rng.standard_normal(50).astype(np.float32)
+    ref = np.maximum(x.astype(np.float64) @ w + b, 0)
+    if dtype == "float32":
+        y = emulated_cupy.linear(x, w, b, True)   # batch 20: the GEMM
+        small = emulated_cupy.linear(np.ascontiguousarray(x[:3]), w, b, True)   # batch 3: the GEMV
+        assert np.array_equal(small, y[:3]), "GEMV and GEMM rows differ"
+        _assert_close(y, ref, "kernels.linear float32", tol=1e-6)
+    else:
+        xh, wh, bh = _half(x, dtype), _half(w.T, dtype), _half(b, dtype)
+        y = emulated_cupy.linear(xh, wh, bh, True)
+        assert y.dtype == np.float16 and y.shape == (20, 50)
+        ref = np.maximum(xh.astype(np.float64) @ wh.astype(np.float64).T + bh, 0)
+        _assert_close(y.astype(np.float32), ref, "kernels.linear float16", tol=HALF_TOL[dtype])
+
+
 # -- 3. plans without any device -----------------------------------------------------
 
 ALEXNET_CONVS = {
@@ -771,3 +1007,26 @@ def test_backend_without_cupy_names_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
     with pytest.raises(BackendUnavailableError, match=re.escape(INSTALL_HINTS["cupy"])):
         cls()
+
+
+def test_backend_dtype_and_capture_options(monkeypatch):
+    """Half precision by name: OIHW/OI weights, 'training' unsupported with the reason; float64 and unknown
+    dtypes, TF32 outside float32 and capture with TF32 refused, each naming the fix."""
+    from alexnet_aa.backend import BackendError, require_training
+
+    cls = _backend_with_fake_cupy(monkeypatch, 1)
+    half = cls(dtype="float16")
+    assert (half.dtype, half.conv_weight_layout, half.linear_weight_layout) == ("float16", "OIHW", "OI")
+    assert "training" in half.unsupported and "training" not in cls.unsupported and cls().linear_weight_layout == "IO"
+    with pytest.raises(Exception, match=r"dtype='float16' cannot train: half-precision storage"):
+        require_training(half, "gradients")
+    with pytest.raises(BackendError, match=r"dtype='float64' is not supported: the CUDA kernels compute in float32"):
+        cls(dtype="float64")
+    with pytest.raises(ValueError, match=r"dtype: expected one of 'float32', 'float16', 'bfloat16', got 'int8'"):
+        cls(dtype="int8")
+    with pytest.raises(ValueError, match=r"tf32=True is a float32 mode"):
+        cls(dtype="bfloat16", tf32=True)
+    monkeypatch.setenv("CUPY_TF32", "1")
+    with pytest.raises(BackendError, match=r"capture=True with tf32=True: .* pass capture=False"):
+        cls(tf32=True, capture=True)
+    assert cls(tf32=True).capture(lambda x: x, None) is None

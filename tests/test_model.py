@@ -262,3 +262,50 @@ def test_bundle_not_downloaded_or_not_verified_says_what_to_run(tmp_path, monkey
     with pytest.raises(WeightsFileError, match=r"is not the verified download of TORCHVISION_IMAGENET1K_V1.*--force"):
         AlexNet("torchvision", "numpy", weights=AlexNetWeights.DEFAULT)
     assert cached_path(AlexNetWeights.DEFAULT).parent == tmp_path
+
+
+class _Recorder(alexnet_aa.reference.ArrayAPIBackend):
+    """The reference backend with a "recorded" forward: capture() runs the forward once and returns a
+    replay that runs it again, counting both (what the cupy backend does with a CUDA graph)."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.captures, self.replays = [], 0
+
+    def capture(self, forward, x):
+        self.captures.append(tuple(x.shape))
+        forward(x)
+
+        def replay(x_new):
+            self.replays += 1
+            return forward(x_new)
+
+        return replay
+
+
+def test_recorded_forward_per_shape_bounded_and_dropped_by_training():
+    """``model(x)`` records the forward once per input shape (least recently used dropped beyond
+    MAX_CAPTURED_SHAPES) and replays it with the eager bits; a training step drops every recording
+    (they read the old weights); ``layers()`` and ``gradients`` stay eager."""
+    from alexnet_aa.model import MAX_CAPTURED_SHAPES
+
+    be = _Recorder()
+    model = AlexNet("torchvision", be, weights=he_weights(get_architecture("torchvision"), np.random.default_rng(0)))
+    eager = AlexNet("torchvision", "array-api", weights=model.state_dict())
+    x = np.random.default_rng(1).standard_normal((2, 3, 70, 70)).astype(np.float32)
+    first, again = model(x), model(x)
+    assert be.captures == [(2, 3, 70, 70)] and be.replays == 2
+    assert np.array_equal(np.asarray(first), np.asarray(eager(x))) and np.array_equal(np.asarray(again), np.asarray(first))
+    for size in range(64, 64 + MAX_CAPTURED_SHAPES):  # fills the cache: (2, 3, 70, 70) is the oldest, dropped
+        model(x[:1, :, :size, :size].copy())
+    model(x)
+    assert be.captures[-1] == (2, 3, 70, 70) and len(be.captures) == MAX_CAPTURED_SHAPES + 2
+    model.layers(x)
+    assert len(be.captures) == MAX_CAPTURED_SHAPES + 2, "layers() must run eagerly"
+    replays = be.replays
+    model.train_step(x, [1, 2], alexnet_aa.SGD(0.1))
+    after = model(x)
+    assert be.captures[-1] == (2, 3, 70, 70) and len(be.captures) == MAX_CAPTURED_SHAPES + 3 and be.replays == replays + 1
+    assert np.array_equal(np.asarray(after), np.asarray(AlexNet("torchvision", "array-api", weights=model.state_dict())(x)))

@@ -33,6 +33,11 @@ TOLERANCES: dict[str, dict[str, float]] = {
              "activation_backward": 1e-6,
              "conv2d_backward": 2e-3, "max_pool2d_backward": 1e-6, "lrn_backward": 1e-5, "linear_backward": 2e-3,
              "network_gradients": 1e-2, "sgd": 1e-2},
+    # half-precision storage (inference only: no backward entries), float32 accumulation in the GEMMs;
+    # opt-in by name only. PROVISIONAL, to be set from measurements.
+    "float16": {"conv2d": 2e-3, "max_pool2d": 1e-3, "lrn": 2e-3, "linear": 2e-3, "activation": 2e-3, "network": 1e-2},
+    "bfloat16": {"conv2d": 1.5e-2, "max_pool2d": 8e-3, "lrn": 1.5e-2, "linear": 1.5e-2, "activation": 1.5e-2,
+                 "network": 8e-2},
 }
 
 

@@ -119,7 +119,7 @@ def _against_oracle(backend, record, check, op, x, params, *args, context, nonco
 # -- the protocol ----------------------------------------------------------------------
 
 _PROTOCOL = ("available", "asarray", "to_host", "prepare", "conv2d", "max_pool2d", "lrn", "linear", *BACKWARD_OPS,
-             "warmup", "describe")
+             "capture", "warmup", "describe")
 
 
 def test_backend_protocol(alexnet_backend_class):

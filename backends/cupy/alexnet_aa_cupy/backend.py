@@ -19,8 +19,16 @@ Native weights, converted once by :meth:`CupyBackend.prepare`:
   :class:`~.kernels.ConvWeight` holding that array and its Winograd transform
   ``U = G g Gᵀ`` ``(ALPHA², in/groups, out)``, ALPHA = kh + 1 (prepare does not
   know the stride; the Winograd path runs at stride 1, the implicit GEMM at any other);
-- linear: ``(out, in)`` unchanged (cuBLAS reads it transposed at no cost);
+- linear: ``(in, out)`` ("IO"): rows contiguous along the outputs, so the GEMV reads the weight in one
+  coalesced pass and the tiled GEMM's A operand is the array itself;
 - biases: ``(out,)``.
+
+Half precision (``CupyBackend(dtype="float16")`` or ``"bfloat16"``, inference only): activations, weights
+and biases stored in the dtype, conv and linear weights in the canonical OIHW and OI (the tensor cores'
+A operand, K contiguous), every product summed in float32 on tensor cores (``mma.sync``), the epilogue
+(+ bias, ReLU) and LRN in float32, each result rounded once when stored. bfloat16 arrays are CuPy
+arrays of ``ml_dtypes.bfloat16`` (CuPy has no bfloat16 of its own); :meth:`CupyBackend.to_host` widens
+them to float32 (NumPy has none either).
 
 Kernels (see the header comment of each ``.cu`` file and :mod:`.kernels`):
 
@@ -35,8 +43,12 @@ Kernels (see the header comment of each ``.cu`` file and :mod:`.kernels`):
   (:func:`.kernels.choose_conv_algo`), never on the batch size.
 - ``max_pool2d``: one thread per output, floor or ceil mode.
 - ``lrn``: one pass across channels, one thread per output.
-- ``linear``: cuBLAS SGEMM through ``cupy.matmul``, then one kernel for
-  bias + ReLU. True float32 by default. TF32 is opt-in by name
+- ``linear``: split-K over fixed chunks of 512 inputs: a GEMV (batches up to 16: one coalesced pass over
+  the weight per 8 rows) or a register-blocked GEMM writes each chunk's partial sums, and one kernel
+  adds them in chunk order, the bias and ReLU (``linear.cu``); both sum every output in the same order,
+  so an image's logits do not depend on its batch, bit for bit. Our own kernels, not cuBLAS: CUDA
+  graphs cannot capture CuPy's cuBLAS calls. With ``tf32=True`` linear is cuBLAS SGEMM through
+  ``cupy.matmul`` with TF32 products, then one kernel for bias + ReLU. TF32 is opt-in by name
   (DESIGN.md §5, §7): CuPy makes cuBLAS use TF32 for float32 products when the
   environment variable ``CUPY_TF32`` is a positive integer (read by CuPy once per
   process, at the first float32 matmul, and cached; CuPy's per-dtype switch,
@@ -46,6 +58,11 @@ Kernels (see the header comment of each ``.cu`` file and :mod:`.kernels`):
   reports ``dtype = "tf32"``, so the conformance suite applies the ``"tf32"``
   tolerances. Only ``linear`` is affected: the conv, pool and LRN kernels are
   hand-written float32 FMA code and never use TF32.
+
+A captured forward (``capture=True``, the default without ``tf32``): :meth:`CupyBackend.capture` records
+the model's whole forward pass for one input shape as a CUDA graph (:mod:`.graph`) and the model replays
+it, one launch per call instead of one per kernel; the same kernels, so the same bits as the eager
+forward. ``capture=False`` runs every call eagerly.
 
 Non-finite values (DESIGN.md §5): NaN propagates as in the reference — the
 fused ReLU is ``v < 0 ? 0 : v`` (``maximum(v, 0)``: NaN stays NaN, -inf → 0),
@@ -100,8 +117,14 @@ def _tf32_requested() -> bool:
         ) from None
 
 
+#: The storage dtypes of :class:`CupyBackend` (``dtype=``): float32 (default), and the half-precision ones.
+DTYPES = ("float32", "float16", "bfloat16")
+_HALF_TRAINING = ("half-precision storage has no float32 master weights and the backward kernels are float32: "
+                  "train with dtype='float32'")
+
+
 class CupyBackend(Backend):
-    """AlexNet ops as CUDA kernels compiled by NVRTC through CuPy (NCHW, float32).
+    """AlexNet ops as CUDA kernels compiled by NVRTC through CuPy (NCHW; float32, float16 or bfloat16).
 
     ``device``: the CUDA device ordinal to run on (default: CuPy's current device);
     :class:`~alexnet_aa.backend.BackendUnavailableError` when there is no such device.
@@ -114,15 +137,34 @@ class CupyBackend(Backend):
     tolerances); ``tf32=False`` (the default) raises
     :class:`~alexnet_aa.backend.BackendError` when it is set, so TF32 is never
     used unnamed.
+
+    ``dtype``: ``"float32"`` (default), or ``"float16"`` / ``"bfloat16"`` for half-precision
+    inference on tensor cores (sm_80 or newer; float32 accumulation; training refused, see
+    :data:`_HALF_TRAINING`). The conformance suite applies the tolerances of the dtype's name.
+
+    ``capture``: record the forward pass as a CUDA graph per input shape and replay it
+    (:meth:`capture`); default on, except with ``tf32=True`` (cuBLAS, which graphs cannot
+    capture: ``capture=True`` is then an error).
     """
 
     name = "cupy"
     layout = "NCHW"
     conv_weight_layout = "IHWO"
+    linear_weight_layout = "IO"
     dtype = "float32"
     unsupported = {"float64": "the CUDA kernels compute in float32 (float32 accumulators, float32 storage)"}
 
-    def __init__(self, *, device: int | None = None, tf32: bool = False) -> None:
+    def __init__(self, *, device: int | None = None, dtype: str = "float32", tf32: bool = False,
+                 capture: bool | None = None) -> None:
+        if dtype == "float64":
+            raise BackendError(f"[cupy] dtype='float64' is not supported: {self.unsupported['float64']}")
+        if dtype not in DTYPES:
+            raise ValueError(f"[cupy] dtype: expected one of {', '.join(map(repr, DTYPES))}, got {dtype!r}")
+        if tf32 and dtype != "float32":
+            raise ValueError(f"[cupy] tf32=True is a float32 mode (TF32 products in cuBLAS); got dtype={dtype!r}")
+        if capture and tf32:
+            raise BackendError("[cupy] capture=True with tf32=True: TF32 runs linear through cuBLAS, which CuPy "
+                               "cannot record in a CUDA graph; pass capture=False (or drop tf32)")
         try:
             import cupy
         except ImportError as exc:
@@ -157,11 +199,25 @@ class CupyBackend(Backend):
             have = "no CUDA device" if count == 0 else (
                 f"{count} CUDA device{'s' if count > 1 else ''} ({', '.join(map(str, range(count)))})")
             raise BackendUnavailableError(f"[cupy] device {device} does not exist: this machine has {have}")
+        if dtype == "bfloat16":
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise BackendUnavailableError("[cupy] dtype='bfloat16' needs ml_dtypes (CuPy's bfloat16 arrays are "
+                                              "ml_dtypes.bfloat16): python -m pip install ml_dtypes") from None
+            self._np_dtype = np.dtype(ml_dtypes.bfloat16)
+        else:
+            self._np_dtype = np.dtype(dtype)
         self._cupy = cupy
         self._device = device
         self._tf32 = bool(tf32)
+        self._capture = (not tf32) if capture is None else bool(capture)
         if self._tf32:
             self.dtype = "tf32"
+        elif dtype != "float32":
+            self.dtype = dtype
+            self.conv_weight_layout, self.linear_weight_layout = "OIHW", "OI"
+            self.unsupported = {**type(self).unsupported, "training": _HALF_TRAINING}
         self._xp = None
 
     # -- where it runs ------------------------------------------------------
@@ -210,21 +266,29 @@ class CupyBackend(Backend):
         return self._xp
 
     def asarray(self, x: Any) -> Any:
+        """To the storage dtype (rounded to nearest even), contiguous, on the backend's device; a host
+        array is converted on the host (``ml_dtypes`` for bfloat16) and copied once."""
         cp = self._cupy
         with cp.cuda.Device(self._device):
             if isinstance(x, cp.ndarray):
-                return cp.ascontiguousarray(x.astype(cp.float32, copy=False))
-            return cp.asarray(np.ascontiguousarray(np.asarray(x), dtype=np.float32))
+                return cp.ascontiguousarray(x.astype(self._np_dtype, copy=False))
+            host = np.asarray(x)
+            if self._np_dtype != np.float32 and host.dtype != self._np_dtype:
+                host = host.astype(np.float32).astype(self._np_dtype)
+            return cp.asarray(np.ascontiguousarray(host, dtype=self._np_dtype))
 
     def to_host(self, x: Any) -> np.ndarray:
-        if isinstance(x, self._cupy.ndarray):
-            return self._cupy.asnumpy(x)
-        return np.asarray(x)
+        """A NumPy copy: float32 and float16 as they are, bfloat16 widened to float32 (exactly)."""
+        host = self._cupy.asnumpy(x) if isinstance(x, self._cupy.ndarray) else np.asarray(x)
+        return host.astype(np.float32) if host.dtype.name == "bfloat16" else host
 
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """The base class's conversion (conv weights IHWO), then 3x3 and 5x5 conv weights with their
-        Winograd transform, as :class:`~.kernels.ConvWeight` (see the module docstring)."""
+        """The base class's conversion (float32: conv weights IHWO, linear IO; half: OIHW and OI), then, in
+        float32, 3x3 and 5x5 conv weights with their Winograd transform, as :class:`~.kernels.ConvWeight`
+        (see the module docstring)."""
         out = super().prepare(params)
+        if self.dtype in ("float16", "bfloat16"):
+            return out
         with self._cupy.cuda.Device(self._device):
             for name, value in out.items():
                 if value.ndim == 4 and kernels.winograd_kernel_applies(value.shape) and value.size:
@@ -236,32 +300,39 @@ class CupyBackend(Backend):
 
     # -- the four ops -----------------------------------------------------------
     def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
-        """NCHW × IHWO weights with fused bias (+ ReLU): implicit GEMM (``conv2d.cu``), or
-        Winograd F(2x2, 3x3) / F(2x2, 5x5) for 3x3 / 5x5 stride-1 layers (``conv2d_winograd.cu``)."""
+        """float32: NCHW × IHWO weights with fused bias (+ ReLU): implicit GEMM (``conv2d.cu``), or
+        Winograd F(2x2, 3x3) / F(2x2, 5x5) for 3x3 / 5x5 stride-1 layers (``conv2d_winograd.cu``);
+        half: NCHW × OIHW on tensor cores (``conv2d_mma.cu``)."""
         cp = self._cupy
         if isinstance(w, kernels.ConvWeight):
             w = kernels.ConvWeight(self._contiguous(w.ihwo), None if w.winograd is None else self._contiguous(w.winograd))
         else:
             w = self._contiguous(w)
-        b = cp.zeros((w.shape[-1],), dtype=cp.float32) if b is None else self._contiguous(b)
+        out = w.shape[-1] if self.conv_weight_layout == "IHWO" else w.shape[0]
+        b = cp.zeros((out,), dtype=self._np_dtype) if b is None else self._contiguous(b)
         with cp.cuda.Device(self._device):
             return kernels.conv2d(self._contiguous(x), w, b, stride, padding, groups, relu)
 
     def max_pool2d(self, x, kernel, stride, ceil_mode: bool):
-        """NCHW, one thread per output: ``max_pool2d.cu``."""
+        """NCHW, one thread per output, in the storage dtype: ``max_pool2d.cu``."""
         with self._cupy.cuda.Device(self._device):
             return kernels.max_pool2d(self._contiguous(x), kernel, stride, ceil_mode)
 
     def lrn(self, x, size: int, alpha: float, beta: float, k: float):
-        """NCHW, across channels in one pass: ``lrn.cu``."""
+        """NCHW, across channels in one pass, computed in float32: ``lrn.cu``."""
         with self._cupy.cuda.Device(self._device):
             return kernels.lrn(self._contiguous(x), size, alpha, beta, k)
 
     def linear(self, x, w, b, relu: bool):
-        """cuBLAS SGEMM (TF32 only with ``tf32=True`` and ``CUPY_TF32=1``) + fused bias/ReLU kernel: ``linear.cu``."""
+        """Split-K GEMV or GEMM (float32, IO weights) or tensor-core GEMM (half, OI weights), then the
+        chunks summed in order with bias and ReLU: ``linear.cu``; with ``tf32=True``, cuBLAS with TF32
+        products and the bias/ReLU kernel."""
         cp = self._cupy
-        b = cp.zeros((w.shape[0],), dtype=cp.float32) if b is None else self._contiguous(b)
+        out = w.shape[1] if self.linear_weight_layout == "IO" else w.shape[0]
+        b = cp.zeros((out,), dtype=self._np_dtype) if b is None else self._contiguous(b)
         with cp.cuda.Device(self._device):
+            if self._tf32:
+                return kernels.linear_cublas(self._contiguous(x), self._contiguous(w), b, relu)
             return kernels.linear(self._contiguous(x), self._contiguous(w), b, relu)
 
     # -- the backward twins -------------------------------------------------------
@@ -284,12 +355,22 @@ class CupyBackend(Backend):
             return kernels.lrn_backward(self._contiguous(x), self._contiguous(y), self._contiguous(dy), size, alpha, beta, k)
 
     def linear_backward(self, x, w, y, dy, relu: bool, need_dx: bool):
-        """cuBLAS GEMMs for ``dx`` and ``dw`` (TF32 only with ``tf32=True``); ``db`` a CuPy sum."""
+        """cuBLAS GEMMs for ``dx`` and ``dw`` (IO, as the weight; TF32 only with ``tf32=True``); ``db`` a CuPy sum."""
         with self._cupy.cuda.Device(self._device):
             return kernels.linear_backward(self._contiguous(x), self._contiguous(w), self._contiguous(y),
                                            self._contiguous(dy), relu, need_dx)
 
     # -- optional ---------------------------------------------------------------
+    def capture(self, forward, x):
+        """``forward`` recorded for ``x``'s shape as a CUDA graph (:class:`.graph.CapturedForward`), or
+        ``None`` with ``capture=False`` (and with ``tf32=True``)."""
+        if not self._capture:
+            return None
+        from .graph import CapturedForward
+
+        with self._cupy.cuda.Device(self._device):
+            return CapturedForward(self._cupy, forward, x)
+
     def warmup(self) -> float:
         """Compile (or load from ``CUPY_CACHE_DIR``) every kernel; return the seconds it took."""
         t0 = time.perf_counter()
@@ -309,10 +390,20 @@ class CupyBackend(Backend):
             "compute capability": f"{props['major']}.{props['minor']}",
             "CUDA runtime": _fmt_cuda_version(cp.cuda.runtime.runtimeGetVersion()),
             "CUDA driver": _fmt_cuda_version(cp.cuda.runtime.driverGetVersion()),
-            "conv2d": "implicit GEMM, tiles " + "/".join(kernels.CONV_TILES) + ", fused bias+ReLU; "
-            "3x3/5x5 stride 1: Winograd F(2x2,3x3)/F(2x2,5x5), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES),
+            "dtype": self.dtype if self.dtype != "tf32" else "float32 (TF32 products in linear)",
+            "conv2d": ("implicit GEMM on tensor cores (mma.sync, float32 accumulation), tiles "
+                       + "/".join(kernels.MMA_CONV_TILES) + ", fused bias+ReLU in float32"
+                       if self.dtype in ("float16", "bfloat16") else
+                       "implicit GEMM, tiles " + "/".join(kernels.CONV_TILES) + ", fused bias+ReLU; "
+                       "3x3/5x5 stride 1: Winograd F(2x2,3x3)/F(2x2,5x5), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES)),
+            "linear": "cuBLAS (TF32 products) + bias/ReLU kernel" if self._tf32 else
+            f"own kernels: split-K in chunks of {kernels.LINEAR_K_CHUNK}, "
+            + ("tensor-core GEMM" if self.dtype in ("float16", "bfloat16") else
+               f"GEMV up to batch {kernels.LINEAR_GEMV_MAX_BATCH}, tiled GEMM above") + ", chunks summed in order",
+            "captured forward": "on (a CUDA graph per input shape, replayed)" if self._capture else
+            "off" + (" (tf32=True: cuBLAS cannot be captured)" if self._tf32 else " (capture=False)"),
             "tf32": "on (tf32=True, CUPY_TF32=1: cuBLAS uses TF32 in linear; conv/pool/LRN stay float32)"
-            if self._tf32 else "off (true float32 everywhere)",
+            if self._tf32 else "off (true float32 everywhere)" if self.dtype == "float32" else "off",
             "cache dir": os.environ.get("CUPY_CACHE_DIR", "~/.cupy/kernel_cache (default)"),
         }
         try:

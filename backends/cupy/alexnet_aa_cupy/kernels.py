@@ -36,9 +36,14 @@ from alexnet_aa.architecture import conv_output_size, pool_output_size, transpos
 HERE = Path(__file__).resolve().parent
 
 #: The ``.cu`` files, in the order they are concatenated into the module.
-SOURCES = ("conv2d.cu", "conv2d_winograd.cu", "conv2d_backward.cu", "max_pool2d.cu", "lrn.cu", "linear.cu")
-#: The headers beside them that they ``#include "..."``; :func:`source` inlines each once, first.
-HEADERS = ("gemm_tile.cuh",)
+SOURCES = ("conv2d.cu", "conv2d_mma.cu", "conv2d_winograd.cu", "conv2d_backward.cu", "max_pool2d.cu", "lrn.cu",
+           "linear.cu")
+#: The headers beside them that they ``#include "..."`` (a header only those before it); :func:`source`
+#: inlines each once, first, in this order.
+HEADERS = ("gemm_tile.cuh", "precision.cuh", "mma_tile.cuh")
+
+#: Storage dtypes of the forward kernels, and the suffix of their entry points (float32: none).
+DTYPES = {"float32": "", "float16": "_float16", "bfloat16": "_bfloat16"}
 
 #: NVRTC options (CuPy adds ``-ftz=true`` and ``--device-as-default-execution-space``).
 OPTIONS = ("-std=c++17",)
@@ -78,6 +83,32 @@ WEIGHT_GRAD_TILES = {
     "64x64": ConvTile("conv2d_backward_weight_64x64", 64, 64, 256, 8),
 }
 
+#: Tile configurations of ``conv2d_mma.cu`` (half precision, tensor cores): ``bk`` is mma_tile.cuh's slice
+#: (32); the kernel is named ``<kernel>_<dtype>``.
+MMA_CONV_TILES = {
+    "128x128": ConvTile("conv2d_mma_forward_128x128", 128, 128, 256, 32),
+    "64x64": ConvTile("conv2d_mma_forward_64x64", 64, 64, 128, 32),
+}
+
+#: ``linear.cu``: the fixed chunks of the split reduction, the rows of x one GEMV block takes, its threads.
+LINEAR_K_CHUNK = 512
+LINEAR_GEMV_ROWS = 8
+LINEAR_GEMV_THREADS = 256
+#: Batches up to this run the float32 GEMV (one pass over the weight per 8 rows), larger ones the tiled GEMM.
+LINEAR_GEMV_MAX_BATCH = 16
+#: Tile configurations of ``linear.cu``'s float32 GEMM (bm along the outputs, bn along the rows of x).
+LINEAR_TILES = {
+    "128x128": ConvTile("linear_gemm_forward_128x128", 128, 128, 256, 8),
+    "64x64": ConvTile("linear_gemm_forward_64x64", 64, 64, 256, 8),
+}
+#: ... and of its half-precision GEMM on tensor cores (``<kernel>_<dtype>``): 128x8 for batches up to 8.
+LINEAR_MMA_TILES = {
+    "128x8": ConvTile("linear_mma_forward_128x8", 128, 8, 128, 32),
+    "128x128": ConvTile("linear_mma_forward_128x128", 128, 128, 256, 32),
+}
+#: The float32 linear algorithms :func:`linear` can run (``algo=``): the same sums, bit for bit.
+LINEAR_ALGOS = ("gemv", "gemm")
+
 #: The conv2d algorithms :func:`conv2d` can run (``algo=``); see :func:`choose_conv_algo`.
 CONV_ALGOS = ("gemm", "winograd")
 
@@ -93,10 +124,15 @@ NAME_EXPRESSIONS = (
     WINOGRAD_SCALAR_TILE.kernel,
     *(t.kernel for t in WEIGHT_GRAD_TILES.values()),
     "conv2d_backward_weight_reduce",
-    "max_pool2d_forward",
+    *(t.kernel + DTYPES[d] for t in MMA_CONV_TILES.values() for d in ("float16", "bfloat16")),
+    *("max_pool2d_forward" + suffix for suffix in DTYPES.values()),
     "max_pool2d_backward",
-    "lrn_forward",
+    *("lrn_forward" + suffix for suffix in DTYPES.values()),
     "lrn_backward",
+    "linear_gemv_forward",
+    *(t.kernel for t in LINEAR_TILES.values()),
+    *(t.kernel + DTYPES[d] for t in LINEAR_MMA_TILES.values() for d in ("float16", "bfloat16")),
+    *("linear_reduce_forward" + suffix for suffix in DTYPES.values()),
     "linear_bias_act_forward",
 )
 
@@ -134,10 +170,10 @@ def source() -> str:
     """The concatenated CUDA source handed to NVRTC: :data:`HEADERS`, then :data:`SOURCES`.
 
     Self-contained (no ``-I``): each header is inlined once at the top and the
-    ``#include`` lines of the ``.cu`` files become comments, so the text CuPy
+    ``#include`` lines of the headers and ``.cu`` files become comments, so the text CuPy
     hashes for its disk cache covers the headers too.
     """
-    parts = [f"// ---- {name} ----\n" + (HERE / name).read_text() for name in HEADERS]
+    parts = [f"// ---- {name} ----\n" + _inline_includes(name, (HERE / name).read_text()) for name in HEADERS]
     parts += [f"// ---- {name} ----\n" + _inline_includes(name, (HERE / name).read_text()) for name in SOURCES]
     return "\n".join(parts)
 
@@ -196,6 +232,15 @@ def _run(plan: Launch) -> None:
 def _elementwise_grid(total: int, sms: int) -> tuple[int, int, int]:
     blocks = max(1, min(-(-total // _ELEMENTWISE_THREADS), 32 * sms))
     return (blocks, 1, 1)
+
+
+def storage_dtype(a) -> str:
+    """The key of :data:`DTYPES` for an array's dtype (NumPy's or CuPy's float32 and float16, and
+    ml_dtypes' bfloat16, whose name is ``"bfloat16"``)."""
+    name = getattr(a.dtype, "name", str(a.dtype))
+    if name not in DTYPES:
+        raise TypeError(f"the CUDA kernels take {', '.join(DTYPES)} arrays, got {name}")
+    return name
 
 
 # -- conv2d ---------------------------------------------------------------------
@@ -410,6 +455,36 @@ def plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups: int, r
     ]
 
 
+def choose_mma_conv_tile(m: int, n: int, groups: int, sms: int) -> ConvTile:
+    """The half-precision conv tile: as :func:`choose_conv_tile` over :data:`MMA_CONV_TILES`."""
+    return choose_conv_tile(m, n, groups, sms, tiles=MMA_CONV_TILES)
+
+
+def plan_conv2d_mma(x, w_oihw, b_o, y, stride, padding, groups: int, relu: bool, *, sms: int,
+                    tile: str | None = None) -> Launch:
+    """Plan ``conv2d_mma_forward_<tile>_<dtype>`` (``conv2d_mma.cu``) on contiguous half-precision arrays:
+    ``x`` NCHW, ``w_oihw`` the canonical (out, in/groups, kh, kw), ``b_o`` (out,), ``y`` the NCHW output."""
+    dtype = storage_dtype(x)
+    if dtype == "float32":
+        raise TypeError("[conv2d] the tensor-core kernels take float16 or bfloat16 arrays, got float32")
+    n, c, h, w_ = x.shape
+    o, cg, kh, kw = w_oihw.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w_, kw, sw, pw)
+    assert tuple(y.shape) == (n, o, oh, ow), (y.shape, (n, o, oh, ow))
+    cfg = MMA_CONV_TILES[tile] if tile is not None else choose_mma_conv_tile(o // groups, n * oh * ow, groups, sms)
+    if max(c * h * w_, cg * kh * kw * o) > _INT32_MAX:
+        raise ValueError(f"[conv2d] too large for 32-bit offsets: C*H*W={c * h * w_}, weight {cg * kh * kw * o} elements")
+    if max(h + ph, w_ + pw) >= 2**15:
+        raise ValueError(f"[conv2d] height/width + padding must be < 32768, got {(h, w_)} + {(ph, pw)}")
+    grid = (-(-(n * oh * ow) // cfg.bn), -(-(o // groups) // cfg.bm), groups)
+    if grid[2] > 65535:
+        raise ValueError(f"[conv2d] at most 65535 groups, got {groups}")
+    i32 = np.int32
+    args = (x, w_oihw, b_o, y, *(i32(v) for v in (n, c, h, w_, o, oh, ow, kh, kw, sh, sw, ph, pw, groups, int(bool(relu)))))
+    return Launch(cfg.kernel + DTYPES[dtype], grid, (cfg.threads, 1, 1), args)
+
+
 def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | None = None, tile: str | None = None):
     """Convolution on contiguous float32 cupy arrays; returns NCHW.
 
@@ -423,6 +498,8 @@ def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | N
     """
     import cupy
 
+    if storage_dtype(x) != "float32":
+        return conv2d_mma(x, w, b_o, stride, padding, groups, relu, tile=tile)
     w_ihwo = w.ihwo if isinstance(w, ConvWeight) else w
     shape = conv2d_output_shape(x.shape, w_ihwo.shape, stride, padding)
     algo = resolve_conv_algo(w_ihwo.shape, stride, algo)
@@ -441,6 +518,20 @@ def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | N
     m_xot = cupy.empty(bufs["m_xot"], dtype=cupy.float32)
     for plan in plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups, relu, sms=sms, tile=tile):
         _run(plan)
+    return y
+
+
+def conv2d_mma(x, w_oihw, b_o, stride, padding, groups: int, relu: bool, *, tile: str | None = None):
+    """``conv2d_mma.cu`` on contiguous float16 or bfloat16 cupy arrays (``w_oihw`` canonical OIHW); returns NCHW
+    in the same dtype. ``tile``: a key of :data:`MMA_CONV_TILES` (default :func:`choose_mma_conv_tile`)."""
+    import cupy
+
+    n, _, h, w_ = x.shape
+    o, _, kh, kw = w_oihw.shape
+    shape = (n, o, conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w_, kw, stride[1], padding[1]))
+    y = cupy.empty(shape, dtype=x.dtype)
+    if y.size:
+        _run(plan_conv2d_mma(x, w_oihw, b_o, y, stride, padding, groups, relu, sms=device_facts()["sms"], tile=tile))
     return y
 
 
@@ -584,15 +675,15 @@ def plan_max_pool2d(x, y, kernel, stride, *, sms: int) -> Launch:
     _, _, oh, ow = y.shape
     total = n * c * oh * ow
     args = (x, y, np.int64(n * c), *(np.int32(v) for v in (h, w, oh, ow, kernel[0], kernel[1], stride[0], stride[1])))
-    return Launch("max_pool2d_forward", _elementwise_grid(total, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
+    return Launch("max_pool2d_forward" + DTYPES[storage_dtype(x)], _elementwise_grid(total, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
 
 
 def max_pool2d(x, kernel, stride, ceil_mode: bool):
-    """``max_pool2d.cu: max_pool2d_forward`` on a contiguous float32 NCHW cupy array."""
+    """``max_pool2d.cu: max_pool2d_forward[_<dtype>]`` on a contiguous NCHW cupy array (float32, float16, bfloat16)."""
     import cupy
 
     shape = max_pool2d_output_shape(x.shape, kernel, stride, ceil_mode)
-    y = cupy.empty(shape, dtype=cupy.float32)
+    y = cupy.empty(shape, dtype=x.dtype)
     if y.size:
         _run(plan_max_pool2d(x, y, kernel, stride, sms=device_facts()["sms"]))
     return y
@@ -624,11 +715,11 @@ def plan_lrn(x, y, size: int, alpha: float, beta: float, k: float, *, sms: int) 
         x, y, np.int64(n), np.int32(c), np.int64(h * w), np.int32(size),
         np.float32(float(alpha) / int(size)), np.float32(beta), np.float32(k),
     )
-    return Launch("lrn_forward", _elementwise_grid(x.size, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
+    return Launch("lrn_forward" + DTYPES[storage_dtype(x)], _elementwise_grid(x.size, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
 
 
 def lrn(x, size: int, alpha: float, beta: float, k: float):
-    """``lrn.cu: lrn_forward`` on a contiguous float32 NCHW cupy array."""
+    """``lrn.cu: lrn_forward[_<dtype>]`` on a contiguous NCHW cupy array (float32, float16, bfloat16; computed in float32)."""
     import cupy
 
     y = cupy.empty_like(x)
@@ -659,17 +750,116 @@ def lrn_backward(x, y, dy, size: int, alpha: float, beta: float, k: float):
 # -- linear -----------------------------------------------------------------------
 
 
+def linear_chunks(in_features: int) -> int:
+    """How many fixed chunks of :data:`LINEAR_K_CHUNK` the reduction over ``in_features`` is cut into."""
+    return max(1, -(-in_features // LINEAR_K_CHUNK))
+
+
+def choose_linear_algo(batch: int) -> str:
+    """``"gemv"`` for batches up to :data:`LINEAR_GEMV_MAX_BATCH`, else ``"gemm"`` (both sum in the same order)."""
+    return "gemv" if batch <= LINEAR_GEMV_MAX_BATCH else "gemm"
+
+
+def _check_linear_sizes(n: int, i: int, o: int) -> None:
+    """The sizes the kernels take (int sizes, long long offsets) and their grids' y and z limits (65535)."""
+    if -(-n // LINEAR_GEMV_ROWS) > 65535 or linear_chunks(i) > 65535 or -(-o // 64) > 65535:
+        raise ValueError(f"[linear] at most {65535 * LINEAR_GEMV_ROWS} rows, {65535 * LINEAR_K_CHUNK} inputs and "
+                         f"{65535 * 64} outputs, got batch {n}, in {i}, out {o}")
+
+
+def plan_linear_gemv(x_ni, w_io, p_cno) -> Launch:
+    """Plan ``linear_gemv_forward``: float32 ``x_ni`` (N, I), ``w_io`` (I, O) → partials ``p_cno`` (chunks, N, O)."""
+    n, i = x_ni.shape
+    o = w_io.shape[1]
+    assert tuple(p_cno.shape) == (linear_chunks(i), n, o), (p_cno.shape, x_ni.shape, w_io.shape)
+    _check_linear_sizes(n, i, o)
+    grid = (-(-o // LINEAR_GEMV_THREADS), linear_chunks(i), -(-n // LINEAR_GEMV_ROWS))
+    return Launch("linear_gemv_forward", grid, (LINEAR_GEMV_THREADS, 1, 1), (x_ni, w_io, p_cno, *map(np.int32, (n, i, o))))
+
+
+def plan_linear_gemm(x_ni, w_io, p_cno, *, sms: int, tile: str | None = None) -> Launch:
+    """Plan ``linear_gemm_forward_<tile>``: the same partials as :func:`plan_linear_gemv` by the tiled GEMM
+    (``tile``: a key of :data:`LINEAR_TILES`, default as :func:`choose_conv_tile` over the chunks)."""
+    n, i = x_ni.shape
+    o = w_io.shape[1]
+    chunks = linear_chunks(i)
+    assert tuple(p_cno.shape) == (chunks, n, o), (p_cno.shape, x_ni.shape, w_io.shape)
+    _check_linear_sizes(n, i, o)
+    cfg = LINEAR_TILES[tile] if tile is not None else choose_conv_tile(o, n, chunks, sms, tiles=LINEAR_TILES)
+    grid = (-(-n // cfg.bn), -(-o // cfg.bm), chunks)
+    return Launch(cfg.kernel, grid, (cfg.threads, 1, 1), (x_ni, w_io, p_cno, *map(np.int32, (n, i, o))))
+
+
+def choose_linear_mma_tile(batch: int) -> ConvTile:
+    """The half-precision linear tile: 128x8 (the weight read once per 8 rows) up to 8 rows, else 128x128."""
+    return LINEAR_MMA_TILES["128x8" if batch <= 8 else "128x128"]
+
+
+def plan_linear_mma(x_ni, w_oi, p_cno, *, tile: str | None = None) -> Launch:
+    """Plan ``linear_mma_forward_<tile>_<dtype>``: float16 or bfloat16 ``x_ni`` (N, I), ``w_oi`` (O, I) →
+    float32 partials ``p_cno`` (chunks, N, O)."""
+    dtype = storage_dtype(x_ni)
+    n, i = x_ni.shape
+    o = w_oi.shape[0]
+    chunks = linear_chunks(i)
+    assert tuple(p_cno.shape) == (chunks, n, o), (p_cno.shape, x_ni.shape, w_oi.shape)
+    _check_linear_sizes(n, i, o)
+    cfg = LINEAR_MMA_TILES[tile] if tile is not None else choose_linear_mma_tile(n)
+    grid = (-(-n // cfg.bn), -(-o // cfg.bm), chunks)
+    return Launch(cfg.kernel + DTYPES[dtype], grid, (cfg.threads, 1, 1), (x_ni, w_oi, p_cno, *map(np.int32, (n, i, o))))
+
+
+def plan_linear_reduce(p_cno, b_o, y_no, relu: bool, *, sms: int) -> Launch:
+    """Plan ``linear_reduce_forward[_<dtype>]``: ``y_no`` = the chunks of ``p_cno`` summed in order, + ``b_o``,
+    ReLU where asked, in ``y_no``'s dtype."""
+    chunks, n, o = p_cno.shape
+    assert tuple(y_no.shape) == (n, o) and tuple(b_o.shape) == (o,), (p_cno.shape, y_no.shape, b_o.shape)
+    args = (p_cno, b_o, y_no, np.int64(n * o), np.int32(o), np.int32(chunks), np.int32(int(bool(relu))))
+    return Launch("linear_reduce_forward" + DTYPES[storage_dtype(y_no)], _elementwise_grid(n * o, sms),
+                  (_ELEMENTWISE_THREADS, 1, 1), args)
+
+
+def linear(x, w, b_o, relu: bool, *, algo: str | None = None, tile: str | None = None):
+    """``x @ wᵀ + b`` (+ ReLU) by this module's own kernels (capturable in a CUDA graph; no cuBLAS).
+
+    float32: ``w`` is IO (in, out); the partial sums by ``linear_gemv_forward`` or ``linear_gemm_forward_<tile>``
+    (``algo``: ``"gemv"`` or ``"gemm"``, default :func:`choose_linear_algo`; the two give the same bits).
+    float16 / bfloat16: ``w`` is OI (out, in); ``linear_mma_forward_<tile>_<dtype>`` on tensor cores.
+    Then ``linear_reduce_forward[_<dtype>]``.
+    """
+    import cupy
+
+    n, i = x.shape
+    dtype = storage_dtype(x)
+    o = w.shape[1] if dtype == "float32" else w.shape[0]
+    y = cupy.empty((n, o), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    sms = device_facts()["sms"]
+    p = cupy.empty((linear_chunks(i), n, o), dtype=cupy.float32)
+    if dtype != "float32":
+        _run(plan_linear_mma(x, w, p, tile=tile))
+    else:
+        algo = choose_linear_algo(n) if algo is None else algo
+        if algo not in LINEAR_ALGOS:
+            raise ValueError(f"[linear] algo must be one of {LINEAR_ALGOS} or None, got {algo!r}")
+        _run(plan_linear_gemv(x, w, p) if algo == "gemv" else plan_linear_gemm(x, w, p, sms=sms, tile=tile))
+    _run(plan_linear_reduce(p, b_o, y, relu, sms=sms))
+    return y
+
+
 def plan_linear_bias_act(y, b_f, relu: bool, *, sms: int) -> Launch:
     total, f = y.size, y.shape[1]
     args = (y, b_f, np.int64(total), np.int32(f), np.int32(int(bool(relu))))
     return Launch("linear_bias_act_forward", _elementwise_grid(total, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
 
 
-def linear(x, w_oi, b_f, relu: bool):
-    """``x @ w_oi.T`` by cuBLAS (true float32), then ``linear.cu: linear_bias_act_forward`` in place."""
+def linear_cublas(x, w_io, b_f, relu: bool):
+    """``x @ w_io`` by cuBLAS (TF32 where ``CUPY_TF32=1``: ``CupyBackend(tf32=True)``), then
+    ``linear.cu: linear_bias_act_forward`` in place."""
     import cupy
 
-    y = cupy.matmul(x, w_oi.T)
+    y = cupy.matmul(x, w_io)
     if not y.flags.c_contiguous:  # cupy.matmul returns C-contiguous output; keep the kernel safe anyway
         y = cupy.ascontiguousarray(y)
     if y.size:
@@ -677,11 +867,11 @@ def linear(x, w_oi, b_f, relu: bool):
     return y
 
 
-def linear_backward(x, w_oi, y, dy, relu: bool, need_dx: bool):
-    """``g = dy`` masked by ``y > 0``; ``dx = g·w``, ``dw = gᵀ·x`` by cuBLAS (true float32 unless TF32 was
-    opted in); ``db = Σ g`` (CuPy's reduction)."""
+def linear_backward(x, w_io, y, dy, relu: bool, need_dx: bool):
+    """``g = dy`` masked by ``y > 0``; with ``w_io`` (in, out): ``dx = g·w_ioᵀ``, ``dw = xᵀ·g`` (in, out) by
+    cuBLAS (true float32 unless TF32 was opted in); ``db = Σ g`` (CuPy's reduction)."""
     import cupy
 
     g = cupy.where(y > 0, dy, cupy.float32(0)) if relu else dy
-    dx = cupy.matmul(g, w_oi) if need_dx else None
-    return dx, cupy.matmul(g.T, x), cupy.sum(g, axis=0, dtype=cupy.float32)
+    dx = cupy.matmul(g, w_io.T) if need_dx else None
+    return dx, cupy.matmul(x.T, g), cupy.sum(g, axis=0, dtype=cupy.float32)

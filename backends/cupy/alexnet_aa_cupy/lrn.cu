@@ -14,27 +14,33 @@
 //   threads      one per output element, grid-stride loop; consecutive threads
 //                take consecutive pixels of one channel plane (coalesced); the
 //                `size` reads of neighbouring planes hit L1/L2.
-//   entry points extern "C"; no system headers (NVRTC).
+//   storage      the forward for float, float16 and bfloat16 (precision.cuh): read, widened to
+//                float32, computed in float32, rounded once when stored; the gradient in float32.
+//   entry points extern "C": lrn_forward (float), lrn_forward_float16, lrn_forward_bfloat16,
+//                lrn_backward; no system headers (NVRTC).
+
+#include "precision.cuh"
 
 // s_c = k + (alpha/size) * sum_{c' in window(c)} a_{c'}^2 at one pixel (pixel points at channel 0 of
 // it; channel c' lies at pixel[c' * HW]): the window clipped at the channel edges, summed in channel order.
-__device__ __forceinline__ float lrn_base(const float* __restrict__ pixel, int c, int C, long long HW,
+template <class T>
+__device__ __forceinline__ float lrn_base(const T* __restrict__ pixel, int c, int C, long long HW,
                                           int size, float alpha_over_size, float k)
 {
     const int lo = c - (size - 1) / 2 > 0 ? c - (size - 1) / 2 : 0;
     const int hi = c + size / 2 < C - 1 ? c + size / 2 : C - 1;
     float sum = 0.0f;
     for (int cc = lo; cc <= hi; ++cc) {
-        const float v = pixel[cc * HW];
+        const float v = load_float(pixel[cc * HW]);
         sum = fmaf(v, v, sum);
     }
     return k + alpha_over_size * sum;
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-lrn_forward(const float* __restrict__ x_nchw, float* __restrict__ y_nchw,
-            long long N, int C, long long HW, int size,
-            float alpha_over_size, float beta, float k)
+template <class T>
+__device__ __forceinline__ void lrn_forward_impl(const T* __restrict__ x_nchw, T* __restrict__ y_nchw,
+                                                 long long N, int C, long long HW, int size,
+                                                 float alpha_over_size, float beta, float k)
 {
     const long long total = N * C * HW;
     const long long step = (long long)gridDim.x * blockDim.x;
@@ -43,10 +49,23 @@ lrn_forward(const float* __restrict__ x_nchw, float* __restrict__ y_nchw,
         const long long t = idx / HW;
         const int c = (int)(t % C);
         const long long n = t / C;
-        const float* __restrict__ pixel = x_nchw + n * C * HW + p;   // + c' * HW
-        y_nchw[idx] = x_nchw[idx] * powf(lrn_base(pixel, c, C, HW, size, alpha_over_size, k), -beta);
+        const T* __restrict__ pixel = x_nchw + n * C * HW + p;   // + c' * HW
+        const float y = load_float(x_nchw[idx]) * powf(lrn_base(pixel, c, C, HW, size, alpha_over_size, k), -beta);
+        y_nchw[idx] = store_float<T>(y);
     }
 }
+
+#define LRN_FORWARD_ENTRY(name, T)                                                                      \
+    extern "C" __global__ void __launch_bounds__(256)                                                   \
+    name(const T* __restrict__ x_nchw, T* __restrict__ y_nchw, long long N, int C, long long HW, int size, \
+         float alpha_over_size, float beta, float k)                                                    \
+    {                                                                                                   \
+        lrn_forward_impl<T>(x_nchw, y_nchw, N, C, HW, size, alpha_over_size, beta, k);                  \
+    }
+LRN_FORWARD_ENTRY(lrn_forward, float)
+LRN_FORWARD_ENTRY(lrn_forward_float16, half_t)
+LRN_FORWARD_ENTRY(lrn_forward_bfloat16, bf16_t)
+#undef LRN_FORWARD_ENTRY
 
 // The gradient of lrn_forward with respect to x, one pass, one thread per element:
 //   dx_c = dy_c * s_c^-beta - 2 * (alpha/size) * beta * x_c * sum_{j in T(c)} dy_j * y_j / s_j,

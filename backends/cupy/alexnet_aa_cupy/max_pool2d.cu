@@ -2,6 +2,9 @@
 //
 // Conventions:
 //   layout       NCHW in (x_nchw) and out (y_nchw), contiguous, no padding.
+//   storage      the forward for float, float16 and bfloat16 (precision.cuh: compared as float;
+//                the maximum of rounded values is one of them, so nothing is rounded again);
+//                the gradient in float32.
 //   geometry     the launch wrapper computes OH, OW (floor or ceil mode, the
 //                PyTorch/ONNX rule that the last window starts inside the
 //                input); windows are clipped at the bottom/right edge, so
@@ -12,12 +15,15 @@
 //                inside one plane.
 //   threads      one per output element, grid-stride loop; consecutive
 //                threads take consecutive ow (coalesced stores).
-//   entry points extern "C"; no system headers (NVRTC).
+//   entry points extern "C": max_pool2d_forward (float), max_pool2d_forward_float16,
+//                max_pool2d_forward_bfloat16, max_pool2d_backward; no system headers (NVRTC).
 
-extern "C" __global__ void __launch_bounds__(256)
-max_pool2d_forward(const float* __restrict__ x_nchw, float* __restrict__ y_nchw,
-                   long long NC, int H, int W, int OH, int OW,
-                   int KH, int KW, int SH, int SW)
+#include "precision.cuh"
+
+template <class T>
+__device__ __forceinline__ void max_pool2d_forward_impl(const T* __restrict__ x_nchw, T* __restrict__ y_nchw,
+                                                        long long NC, int H, int W, int OH, int OW,
+                                                        int KH, int KW, int SH, int SW)
 {
     const long long total = NC * OH * OW;
     const long long step = (long long)gridDim.x * blockDim.x;
@@ -30,16 +36,30 @@ max_pool2d_forward(const float* __restrict__ x_nchw, float* __restrict__ y_nchw,
         const int w0 = ow * SW;
         const int h1 = h0 + KH < H ? h0 + KH : H;
         const int w1 = w0 + KW < W ? w0 + KW : W;
-        const float* __restrict__ plane = x_nchw + nc * H * W;
-        float m = plane[h0 * W + w0];
+        const T* __restrict__ plane = x_nchw + nc * H * W;
+        T best = plane[h0 * W + w0];
+        float m = load_float(best);
         for (int h = h0; h < h1; ++h)
             for (int w = w0; w < w1; ++w) {
-                const float v = plane[h * W + w];
-                if (v > m || v != v) m = v;
+                const T e = plane[h * W + w];
+                const float v = load_float(e);
+                if (v > m || v != v) { m = v; best = e; }
             }
-        y_nchw[idx] = m;
+        y_nchw[idx] = best;
     }
 }
+
+#define MAX_POOL2D_FORWARD_ENTRY(name, T)                                                                  \
+    extern "C" __global__ void __launch_bounds__(256)                                                      \
+    name(const T* __restrict__ x_nchw, T* __restrict__ y_nchw, long long NC, int H, int W, int OH, int OW, \
+         int KH, int KW, int SH, int SW)                                                                   \
+    {                                                                                                      \
+        max_pool2d_forward_impl<T>(x_nchw, y_nchw, NC, H, W, OH, OW, KH, KW, SH, SW);                      \
+    }
+MAX_POOL2D_FORWARD_ENTRY(max_pool2d_forward, float)
+MAX_POOL2D_FORWARD_ENTRY(max_pool2d_forward_float16, half_t)
+MAX_POOL2D_FORWARD_ENTRY(max_pool2d_forward_bfloat16, bf16_t)
+#undef MAX_POOL2D_FORWARD_ENTRY
 
 // The gradient of max_pool2d_forward with respect to x: a gather, one thread per input element.
 // Each window's gradient goes to its first maximum in row-major order (the tie rule of

@@ -2,11 +2,13 @@
 // with one C entry point per kernel: emu_<kernel>(grid xyz, block xyz, kernel args...).
 // Built and called (ctypes) by tests/test_cuda_kernels.py with the argument
 // tuples that alexnet_aa_cupy.kernels.plan_* produce for the GPU.
-// conv2d.cu and conv2d_winograd.cu both include gemm_tile.cuh (found beside them;
-// the test also passes -I<alexnet_aa_cupy>): its include guard keeps one copy.
+// The .cu files include gemm_tile.cuh, mma_tile.cuh and precision.cuh (found beside them;
+// the test also passes -I<alexnet_aa_cupy>): their include guards keep one copy each.
+// Half-precision arrays arrive as void* (NumPy float16, or bfloat16 bit patterns as uint16).
 #include "cuda_on_cpu.h"
 
 #include "../alexnet_aa_cupy/conv2d.cu"
+#include "../alexnet_aa_cupy/conv2d_mma.cu"
 #include "../alexnet_aa_cupy/conv2d_winograd.cu"
 #include "../alexnet_aa_cupy/conv2d_backward.cu"
 #include "../alexnet_aa_cupy/max_pool2d.cu"
@@ -80,17 +82,74 @@ extern "C" void emu_lrn_backward(GRID_BLOCK, const float* x, const float* y, con
                beta, k);
 }
 
-extern "C" void emu_max_pool2d_forward(GRID_BLOCK, const float* x, float* y, long long NC, int H, int W,
-                                       int OH, int OW, int KH, int KW, int SH, int SW) {
-    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), max_pool2d_forward, x, y, NC, H, W, OH, OW, KH, KW, SH, SW);
-}
+#define POOL_ENTRY(name, T)                                                                              \
+    extern "C" void emu_##name(GRID_BLOCK, const void* x, void* y, long long NC, int H, int W, int OH, int OW, \
+                               int KH, int KW, int SH, int SW) {                                          \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, static_cast<const T*>(x), static_cast<T*>(y), NC, \
+                   H, W, OH, OW, KH, KW, SH, SW);                                                          \
+    }
+POOL_ENTRY(max_pool2d_forward, float)
+POOL_ENTRY(max_pool2d_forward_float16, half_t)
+POOL_ENTRY(max_pool2d_forward_bfloat16, bf16_t)
 
-extern "C" void emu_lrn_forward(GRID_BLOCK, const float* x, float* y, long long N, int C, long long HW,
-                                int size, float alpha_over_size, float beta, float k) {
-    emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), lrn_forward, x, y, N, C, HW, size, alpha_over_size, beta, k);
-}
+#define LRN_ENTRY(name, T)                                                                               \
+    extern "C" void emu_##name(GRID_BLOCK, const void* x, void* y, long long N, int C, long long HW, int size, \
+                               float alpha_over_size, float beta, float k) {                              \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, static_cast<const T*>(x), static_cast<T*>(y), N, C, \
+                   HW, size, alpha_over_size, beta, k);                                                    \
+    }
+LRN_ENTRY(lrn_forward, float)
+LRN_ENTRY(lrn_forward_float16, half_t)
+LRN_ENTRY(lrn_forward_bfloat16, bf16_t)
+
+#define CONV_MMA_ENTRY(name, T)                                                                         \
+    extern "C" void emu_##name(GRID_BLOCK, const void* x, const void* w, const void* b, void* y, int N, int C, \
+                               int H, int W, int O, int OH, int OW, int KH, int KW, int SH, int SW, int PH,  \
+                               int PW, int G, int relu) {                                                \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, static_cast<const T*>(x), static_cast<const T*>(w), \
+                   static_cast<const T*>(b), static_cast<T*>(y), N, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW, G, \
+                   relu);                                                                                \
+    }
+CONV_MMA_ENTRY(conv2d_mma_forward_128x128_float16, half_t)
+CONV_MMA_ENTRY(conv2d_mma_forward_128x128_bfloat16, bf16_t)
+CONV_MMA_ENTRY(conv2d_mma_forward_64x64_float16, half_t)
+CONV_MMA_ENTRY(conv2d_mma_forward_64x64_bfloat16, bf16_t)
+
+#define LINEAR_PARTIAL_ENTRY(name, T)                                                                   \
+    extern "C" void emu_##name(GRID_BLOCK, const void* x, const void* w, float* p, int N, int I, int O) {   \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, static_cast<const T*>(x), static_cast<const T*>(w), \
+                   p, N, I, O);                                                                          \
+    }
+LINEAR_PARTIAL_ENTRY(linear_gemv_forward, float)
+LINEAR_PARTIAL_ENTRY(linear_gemm_forward_128x128, float)
+LINEAR_PARTIAL_ENTRY(linear_gemm_forward_64x64, float)
+LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x8_float16, half_t)
+LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x8_bfloat16, bf16_t)
+LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x128_float16, half_t)
+LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x128_bfloat16, bf16_t)
+
+#define LINEAR_REDUCE_EMU_ENTRY(name, T)                                                                \
+    extern "C" void emu_##name(GRID_BLOCK, const float* p, const void* b, void* y, long long NO, int O, int chunks, \
+                               int relu) {                                                               \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, p, static_cast<const T*>(b), static_cast<T*>(y), NO, O, \
+                   chunks, relu);                                                                        \
+    }
+LINEAR_REDUCE_EMU_ENTRY(linear_reduce_forward, float)
+LINEAR_REDUCE_EMU_ENTRY(linear_reduce_forward_float16, half_t)
+LINEAR_REDUCE_EMU_ENTRY(linear_reduce_forward_bfloat16, bf16_t)
 
 extern "C" void emu_linear_bias_act_forward(GRID_BLOCK, float* y, const float* b, long long total, int F,
                                             int relu) {
     emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), linear_bias_act_forward, y, b, total, F, relu);
+}
+
+// The conversions of precision.cuh, element by element (checked against NumPy's float16 and bfloat16 rounding).
+extern "C" void emu_float16_to_float(const unsigned short* h, float* f, long long n) {
+    for (long long i = 0; i < n; ++i) f[i] = load_float(half_t{h[i]});
+}
+extern "C" void emu_float_to_float16(const float* f, unsigned short* h, long long n) {
+    for (long long i = 0; i < n; ++i) h[i] = store_float<half_t>(f[i]).bits;
+}
+extern "C" void emu_float_to_bfloat16(const float* f, unsigned short* h, long long n) {
+    for (long long i = 0; i < n; ++i) h[i] = store_float<bf16_t>(f[i]).bits;
 }
