@@ -17,8 +17,11 @@ Native weights, converted once by :meth:`CupyBackend.prepare`:
   the column block ``[g*out/groups, (g+1)*out/groups)``, so the layout does
   not depend on ``groups``. A 3x3 or 5x5 weight comes as a
   :class:`~.kernels.ConvWeight` holding that array and its Winograd transform
-  ``U = G g Gᵀ`` ``(ALPHA², in/groups, out)``, ALPHA = kh + 1 (prepare does not
-  know the stride; the Winograd path runs at stride 1, the implicit GEMM at any other);
+  ``U = G g Gᵀ`` ``(ALPHA², in/groups, out)`` for the kernel's default Winograd
+  algorithm (:func:`.kernels.default_winograd_algo`): ALPHA = 4 for 3x3 (F(2x2, 3x3)),
+  6 for 5x5 (F(2x2, 5x5)) (prepare does not know the stride; the Winograd path runs
+  at stride 1, the implicit GEMM at any other; ``algo="winograd_f4"`` on a 5x5 layer
+  transforms the weight on the fly);
 - linear: ``(in, out)`` ("IO"): rows contiguous along the outputs, so the GEMV reads the weight in one
   coalesced pass and the tiled GEMM's A operand is the array itself;
 - biases: ``(out,)``.
@@ -36,11 +39,15 @@ Kernels (see the header comment of each ``.cu`` file and :mod:`.kernels`):
   (channels × pixels), 8×8 (4×4) register micro-tiles, K-slices of 8 staged
   in double-buffered shared memory, float4 shared-memory reads, zero padding
   gathered on the fly, bias + ReLU fused in the epilogue; float32 accumulators.
-  3x3 and 5x5 stride-1 layers (conv2–5) use Winograd F(2x2, 3x3) / F(2x2, 5x5)
-  instead (``conv2d_winograd.cu``: input transform, 16·groups / 36·groups
-  batched GEMMs with float4 loads, output transform with fused bias + ReLU),
-  2.25× / 2.78× fewer multiplications; the choice depends on the layer's shape only
-  (:func:`.kernels.choose_conv_algo`), never on the batch size.
+  3x3 and 5x5 stride-1 layers (conv2–5) use Winograd instead (``conv2d_winograd.cu``:
+  input transform, ALPHA²·groups batched GEMMs with float4 loads, output transform
+  with fused bias + ReLU): F(2x2, 3x3) for 3x3 (16·groups GEMMs, 2.25× fewer
+  multiplications), F(2x2, 5x5) for 5x5 (36·groups GEMMs, 2.78× fewer); the choice
+  depends on the layer's shape only (:func:`.kernels.choose_conv_algo`), never on the
+  batch size. F(4x4, 5x5) (``algo="winograd_f4"``: 64·groups GEMMs, 6.25× fewer, and
+  less than half F(2x2, 5x5)'s memory traffic) is built and tested but opt-in
+  (:data:`.kernels.DEFAULT_WINOGRAD`): its NaN reach, gap (1) below, is a
+  conformance exception worth taking only once a GPU shows it is faster.
 - ``max_pool2d``: one thread per output, floor or ceil mode.
 - ``lrn``: one pass across channels, one thread per output.
 - ``linear``: split-K over fixed chunks of 512 inputs: a GEMV (batches up to 16: one coalesced pass over
@@ -67,18 +74,22 @@ forward. ``capture=False`` runs every call eagerly.
 Non-finite values (DESIGN.md §5): NaN propagates as in the reference — the
 fused ReLU is ``v < 0 ? 0 : v`` (``maximum(v, 0)``: NaN stays NaN, -inf → 0),
 max-pool keeps a NaN in its window, LRN and the GEMMs carry it. A NaN input
-makes NaN exactly the outputs whose direct window holds it, on both conv
-algorithms (the Winograd transforms B^T, A^T of F(2x2, 3x3) and F(2x2, 5x5)
-have the window's support and add no zero-coefficient products). **Known gap,
-Winograd only (3x3 / 5x5 stride-1 layers, conv2–5): an infinite input gives
-NaN where the reference gives ±inf** — the input and output transforms
+makes NaN exactly the outputs whose direct window holds it under the implicit
+GEMM and F(2x2, 3x3) / F(2x2, 5x5) (their transforms B^T, A^T have the window's
+support and add no zero-coefficient products). **Known gaps, Winograd only.**
+(1) F(4x4, 5x5) (opt-in, ``algo="winograd_f4"``): a NaN at padded position p
+with p % 4 in (1, 2) along an axis reaches the 8 outputs of the two 4-wide
+tiles whose inputs hold it, up to 3 beyond its 5-wide window (at p % 4 in
+(0, 3) it is exact); the default F(2x2, 5x5) and ``algo="gemm"`` conform.
+(2) 3x3 / 5x5 stride-1 layers, conv2–5: an infinite input gives NaN where
+the reference gives ±inf — the input and output transforms
 subtract entries (e.g. ``v[0] = d[0] - d[2]``, ``y[1] = m[1] - m[2] - m[3]``),
-so one ±inf pixel turns into inf - inf inside the windows that hold it;
-outputs outside those windows stay finite and correct. This breaks "no
-element is NaN unless the reference's is" for ±inf inputs (NaN inputs
-conform); ``algo="gemm"`` conforms. The exception ships beside this module
-in ``conformance-xfails.txt`` (the suite applies it to this backend only);
-``tests/test_cuda_kernels.py`` pins it in the CPU emulation, and
+so one ±inf pixel turns into inf - inf inside the outputs it reaches (its windows;
+under F(4x4, 5x5) the wider reach of (1)); all other outputs stay finite and
+correct. Both break "no element is NaN unless the reference's is";
+``algo="gemm"`` conforms. Exception (2), the one the default algorithms have, ships
+beside this module in ``conformance-xfails.txt`` (the suite applies it to this backend
+only); ``tests/test_cuda_kernels.py`` pins both in the CPU emulation, and
 ``docs/backends/cupy.md`` gives the counts measured there.
 
 The math of each op is documented once, on :mod:`alexnet_aa.reference`; the
@@ -284,15 +295,16 @@ class CupyBackend(Backend):
 
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """The base class's conversion (float32: conv weights IHWO, linear IO; half: OIHW and OI), then, in
-        float32, 3x3 and 5x5 conv weights with their Winograd transform, as :class:`~.kernels.ConvWeight`
-        (see the module docstring)."""
+        float32, 3x3 and 5x5 conv weights with the Winograd transform of their default algorithm (F(2x2, 3x3),
+        F(2x2, 5x5)), as :class:`~.kernels.ConvWeight` (see the module docstring)."""
         out = super().prepare(params)
         if self.dtype in ("float16", "bfloat16"):
             return out
         with self._cupy.cuda.Device(self._device):
             for name, value in out.items():
                 if value.ndim == 4 and kernels.winograd_kernel_applies(value.shape) and value.size:
-                    out[name] = kernels.ConvWeight(value, kernels.winograd_weight(value))
+                    algo = kernels.default_winograd_algo(value.shape)
+                    out[name] = kernels.ConvWeight(value, kernels.winograd_weight(value, algo))
         return out
 
     def _contiguous(self, a: Any) -> Any:
@@ -395,7 +407,7 @@ class CupyBackend(Backend):
                        + "/".join(kernels.MMA_CONV_TILES) + ", fused bias+ReLU in float32"
                        if self.dtype in ("float16", "bfloat16") else
                        "implicit GEMM, tiles " + "/".join(kernels.CONV_TILES) + ", fused bias+ReLU; "
-                       "3x3/5x5 stride 1: Winograd F(2x2,3x3)/F(2x2,5x5), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES)),
+                       "3x3/5x5 stride 1: Winograd F(2x2,3x3)/F(2x2,5x5) (F(4x4,5x5) opt-in), GEMM tiles " + "/".join(kernels.WINOGRAD_TILES)),
             "linear": "cuBLAS (TF32 products) + bias/ReLU kernel" if self._tf32 else
             f"own kernels: split-K in chunks of {kernels.LINEAR_K_CHUNK}, "
             + ("tensor-core GEMM" if self.dtype in ("float16", "bfloat16") else

@@ -1,20 +1,23 @@
 // conv2d_winograd.cu — 3x3 and 5x5, stride-1 grouped convolution + bias (+ ReLU) by Winograd
-// F(2x2, 3x3) and F(2x2, 5x5).
+// F(2x2, 3x3), F(2x2, 5x5) and F(4x4, 5x5).
 //
 // Conventions (every kernel in this file):
 //   layout       activations NCHW (x_nchw, y_nchw), row-major, contiguous;
 //                w_ihwo: (in/groups, R, R, out), as for conv2d.cu; bias b_o: (out,).
 //   algorithm    Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks"
-//                (2016), F(2x2, RxR), R = 3 or 5, ALPHA = R + 1: each 2x2 output tile Y
-//                of a (channel, image) plane comes from the ALPHA x ALPHA input tile d
-//                whose top-left corner is (2*th - ph, 2*tw - pw) (0 outside the image:
-//                zero padding):
+//                (2016), F(MxM, RxR), ALPHA = M + R - 1: each MxM output tile Y of a
+//                (channel, image) plane comes from the ALPHA x ALPHA input tile d whose
+//                top-left corner is (M*th - ph, M*tw - pw) (0 outside the image: zero padding):
 //                  U = G g G^T        (per weight (o, c): R x R -> ALPHA x ALPHA)
 //                  V = B^T d B        (per input tile (c, t): ALPHA x ALPHA)
 //                  M[xi] = sum_c U[xi][c, o] V[xi][c, t]   (ALPHA^2 GEMMs per group, xi = ALPHA*i + j)
-//                  Y = A^T M A        (per output tile (o, t): ALPHA x ALPHA -> 2x2)
+//                  Y = A^T M A        (per output tile (o, t): ALPHA x ALPHA -> M x M)
 //                G is stored as diag(1/f) G' with G' integer: U = (G' g G'^T)[i][j] / (f_i f_j),
-//                one correctly rounded division per element (exact for R = 3, f = 1|2).
+//                one correctly rounded division per element: in float32 for F(2x2, R) (exact
+//                for R = 3, f = 1|2), in float64 for F(4x4, 5x5) (then rounded once to float32;
+//                its G' holds only 0, +-1 and powers of two, so every product is exact and
+//                U is within 0.5 ulp + 2^-50 relative of G g G^T; the transform runs once per
+//                weight, at prepare time).
 //   F(2x2, 3x3)  points 0, 1, -1, inf; ALPHA = 4, 16 matrices (f = 1, 2, 2, 1):
 //                  B^T = [ 1  0 -1  0 ]    G = [  1    0    0  ]    A^T = [ 1  1  1  0 ]
 //                        [ 0  1  1  0 ]        [ 1/2  1/2  1/2 ]          [ 0  1 -1 -1 ]
@@ -32,10 +35,29 @@
 //                (B^T is the F(4, 3) one: same six points. The symmetric points keep B^T
 //                integer with paired rows; their fp32 error is a little above the
 //                asymmetric 0, 1, -1, 1/2, -2 set's, see tests/test_cuda_kernels.py.)
+//   F(4x4, 5x5)  points 0, 1, -1, 2, -2, 1/2, -1/2, inf; ALPHA = 8, 64 matrices
+//                (f = 4, 18, 18, 360, 360, 360, 360, 4; G = diag(1/f) G'):
+//                  B^T = [ 4  0 -21   0  21   0 -4  0 ]    G' = [  1  0  0  0  0 ]
+//                        [ 0 -4  -4  17  17  -4 -4  0 ]         [  1  1  1  1  1 ]
+//                        [ 0  4  -4 -17  17   4 -4  0 ]         [  1 -1  1 -1  1 ]
+//                        [ 0  2   1 -10  -5   8  4  0 ]         [  1  2  4  8 16 ]
+//                        [ 0 -2   1  10  -5  -8  4  0 ]         [  1 -2  4 -8 16 ]
+//                        [ 0  4   8  -5 -10   1  2  0 ]         [ 16  8  4  2  1 ]
+//                        [ 0 -4   8   5 -10  -1  2  0 ]         [ 16 -8  4 -2  1 ]
+//                        [ 0 -4   0  21   0 -21  0  4 ]         [  0  0  0  0  1 ]
+//                  A^T = [ 1  1  1  1  1  8  8  0 ]
+//                        [ 0  1 -1  2 -2  4 -4  0 ]
+//                        [ 0  1  1  4  4  2  2  0 ]
+//                        [ 0  1 -1  8 -8  1 -1  1 ]
+//                (Toom-Cook on these points, rows of B^T and columns of A^T scaled to coprime
+//                integers, every other factor in G. Of the sets 0, inf and three +-pairs from
+//                1, 2, 3, 4, 1/2, 1/3, 1/4, 3/2, 2/3, 3/4, 4/3, 5/4, 4/5, 5/2, 2/5, these give the
+//                least fp32 error, about 1.6x F(2x2, 5x5)'s on AlexNet's conv2; {0, +-1, +-2,
+//                +-3, inf} and {0, +-1, +-1/2, +-1/4, inf} are 40-70x worse.)
 //   buffers      u_xco: (ALPHA^2, in/groups, out)   U, columns of group g at [g*out/G, (g+1)*out/G)
 //                v_xct: (ALPHA^2, in, Tp)           V, channel c = g*Cg + c_in_group
 //                m_xot: (ALPHA^2, out, Tp)          M
-//                t = (image, th, tw) flattened, T = N * ceil(OH/2) * ceil(OW/2) tiles,
+//                t = (image, th, tw) flattened, T = N * ceil(OH/M) * ceil(OW/M) tiles,
 //                padded to Tp = T rounded up to a multiple of 4 (V is zero there), so
 //                every row of V and M starts 16-byte aligned and is read as float4.
 //   GEMM         per (xi, g): M_g[m, n] = sum_k A[k, m] * B[k, n], A = U (rows along
@@ -44,36 +66,53 @@
 //                double-buffered shared memory, float4 global loads (A as scalars
 //                in the *_scalar entry point, for out/groups not a multiple of 4),
 //                TM x TN register micro-tile, float4 shared reads and global stores.
-//                The GEMM does not depend on ALPHA (one set of entry points for both
-//                kernel sizes). The k order of every sum is fixed (0, 1, ..., K-1), so
+//                The GEMM does not depend on ALPHA or M (one set of entry points for all
+//                three transforms). The k order of every sum is fixed (0, 1, ..., K-1), so
 //                the result does not depend on the tile, the grid or the batch size.
 //   index types  long long for element indices of the transforms and the per-(xi, g)
 //                base pointers of the GEMM; int for offsets inside one (xi, g) matrix
 //                (the launch wrapper checks in/groups*out, in*Tp and out*Tp < 2^31).
 //   accumulator  float32 everywhere (fused multiply-add in the GEMM); transforms in
 //                float32 with the operation order written below (fmaf where a product
-//                is added, so the CPU emulation rounds as the GPU does); bias added and
-//                ReLU applied in the output transform (v < 0 ? 0 : v: NaN stays NaN).
-//   non-finite   a NaN input gives NaN exactly at the outputs whose direct window holds
-//                it (B^T and A^T have the window's support: d_0 reaches only y_0,
-//                d_{ALPHA-1} only y_1, every other d_i both; no zero-coefficient products).
-//                An infinite input does NOT conform: the transforms subtract (d0 - d2,
-//                m1 - m2 - m3, ...), so inf - inf makes NaN at outputs where the direct
-//                convolution gives +-inf (still only inside the inf's windows); see
-//                backend.py's module docstring and tests/test_cuda_kernels.py.
-//   entry points extern "C", one per transform and kernel size (conv2d_winograd_{weight,
-//                input,output}_{3x3,5x5}) and per GEMM tile (names listed in kernels.py:
-//                NAME_EXPRESSIONS); no system headers (NVRTC). The GEMM's main loop
-//                and micro-kernel are gemm_tile.cuh's, shared with conv2d.cu.
+//                by a constant other than a power of two is added, so the CPU emulation
+//                rounds as the GPU does), except F(4x4, 5x5)'s weight transform (float64,
+//                above); bias added and ReLU applied in the output transform
+//                (v < 0 ? 0 : v: NaN stays NaN).
+//   non-finite   Every transform adds only the nonzero entries of its matrix (no
+//                zero-coefficient products), so input d_q of a tile reaches exactly the
+//                outputs y_p with (|A^T| |B^T|)[p][q] != 0, per axis, and a NaN input makes
+//                NaN exactly at the outputs of the tiles whose input tile holds it that
+//                it reaches (2-D: the product of the row and column sets).
+//                F(2x2, R): d_0 reaches only y_0, d_{ALPHA-1} only y_1, every other d_q
+//                both: that is the direct window, so NaN is exact (the reference's NaN).
+//                F(4x4, 5x5): d_0 reaches only y_0, d_7 only y_3, but d_1 .. d_6 all four
+//                outputs, where the direct windows hold d_1 in y_0..y_1, d_2 in y_0..y_2,
+//                d_5 in y_1..y_3 and d_6 in y_2..y_3. Per axis, a NaN at padded position
+//                p = i + pad with p % 4 == 0 or 3 is exact; with p % 4 == 1 or 2 it
+//                makes NaN at the 8 outputs 4*(p/4) - 4 .. 4*(p/4) + 3 (those in the map)
+//                instead of the 5 of its window, p - 4 .. p: NaN spreads to at most the
+//                2 x 2 output tiles around it (an 8x8 block instead of the 5x5 window).
+//                An infinite input does NOT conform in any of the three: the transforms
+//                subtract (d0 - d2, m1 - m2 - m3, ...), so inf - inf makes NaN at outputs
+//                where the direct convolution gives +-inf, on the same reach as NaN (the
+//                window for F(2x2), up to the 8x8 block for F(4x4)); see backend.py's
+//                module docstring and tests/test_cuda_kernels.py.
+//   entry points extern "C", one per transform and size: conv2d_winograd_{weight,input,
+//                output}_{3x3,5x5} for F(2x2, 3x3) and F(2x2, 5x5), and
+//                conv2d_winograd_{weight,input,output}_4x4_5x5 for F(4x4, 5x5); one per
+//                GEMM tile (names listed in kernels.py: NAME_EXPRESSIONS); no system headers
+//                (NVRTC). The GEMM's main loop and micro-kernel are gemm_tile.cuh's, shared
+//                with conv2d.cu.
 
 #include "gemm_tile.cuh"
 
-// The 1-D pieces of F(2, R); the kernels below apply each along columns, then rows.
-//   filter: u = G' g (u_i = f_i (G g)_i);  input: v = B^T d;  output: y = A^T m.
-template <int R> struct Winograd;
+// The 1-D pieces of F(M, R); the kernels below apply each along columns, then rows.
+//   filter: u = G' g (u_i = f_i (G g)_i), in weight_t;  input: v = B^T d;  output: y = A^T m.
+template <int M, int R> struct Winograd;
 
-template <> struct Winograd<3> {
+template <> struct Winograd<2, 3> {
     static constexpr int ALPHA = 4;
+    using weight_t = float;
     static __device__ __forceinline__ float f(int i) { return (i == 1 || i == 2) ? 2.0f : 1.0f; }
     static __device__ __forceinline__ void filter(const float (&g)[3], float (&u)[4])
     {
@@ -96,8 +135,9 @@ template <> struct Winograd<3> {
     }
 };
 
-template <> struct Winograd<5> {
+template <> struct Winograd<2, 5> {
     static constexpr int ALPHA = 6;
+    using weight_t = float;
     static __device__ __forceinline__ float f(int i) { return i == 0 ? 4.0f : i <= 2 ? -6.0f : i <= 4 ? 24.0f : 1.0f; }
     static __device__ __forceinline__ void filter(const float (&g)[5], float (&u)[6])
     {
@@ -132,12 +172,63 @@ template <> struct Winograd<5> {
     }
 };
 
-// U = G g G^T for every (c, o): w_ihwo (Cg, R, R, O) -> u_xco (ALPHA^2, Cg, O).
-template <int R>
+template <> struct Winograd<4, 5> {
+    static constexpr int ALPHA = 8;
+    using weight_t = double;                  // G' g G'^T exact (all of G' is 0, +-1, +-2^k), one division, one rounding
+    static __device__ __forceinline__ double f(int i) { return i == 0 || i == 7 ? 4.0 : i <= 2 ? 18.0 : 360.0; }
+    static __device__ __forceinline__ void filter(const double (&g)[5], double (&u)[8])
+    {
+        const double e1 = g[0] + g[2] + g[4];                              // even part at +-1
+        const double o1 = g[1] + g[3];                                     // odd part at +-1
+        const double e2 = g[0] + 4.0 * g[2] + 16.0 * g[4];                 // even part at +-2
+        const double o2 = 2.0 * g[1] + 8.0 * g[3];                         // odd part at +-2
+        const double eh = 16.0 * g[0] + 4.0 * g[2] + g[4];                 // even part at +-1/2, times 16
+        const double oh = 8.0 * g[1] + 2.0 * g[3];                         // odd part at +-1/2, times 16
+        u[0] = g[0];
+        u[1] = e1 + o1;
+        u[2] = e1 - o1;
+        u[3] = e2 + o2;
+        u[4] = e2 - o2;
+        u[5] = eh + oh;
+        u[6] = eh - oh;
+        u[7] = g[4];
+    }
+    static __device__ __forceinline__ void input(const float (&d)[8], float (&v)[8])
+    {
+        const float e1 = fmaf(17.0f, d[4], -4.0f * (d[2] + d[6]));         // -4 d2 + 17 d4 - 4 d6
+        const float o1 = fmaf(17.0f, d[3], -4.0f * (d[1] + d[5]));         // -4 d1 + 17 d3 - 4 d5
+        const float e2 = fmaf(-5.0f, d[4], fmaf(4.0f, d[6], d[2]));        // d2 - 5 d4 + 4 d6
+        const float o2 = 2.0f * fmaf(-5.0f, d[3], fmaf(4.0f, d[5], d[1])); // 2 d1 - 10 d3 + 8 d5
+        const float eh = 2.0f * fmaf(-5.0f, d[4], fmaf(4.0f, d[2], d[6])); // 8 d2 - 10 d4 + 2 d6
+        const float oh = fmaf(-5.0f, d[3], fmaf(4.0f, d[1], d[5]));        // 4 d1 - 5 d3 + d5
+        v[0] = fmaf(21.0f, d[4] - d[2], 4.0f * (d[0] - d[6]));
+        v[1] = e1 + o1;
+        v[2] = e1 - o1;
+        v[3] = e2 + o2;
+        v[4] = e2 - o2;
+        v[5] = eh + oh;
+        v[6] = eh - oh;
+        v[7] = fmaf(21.0f, d[3] - d[5], 4.0f * (d[7] - d[1]));
+    }
+    static __device__ __forceinline__ void output(const float (&m)[8], float (&y)[4])
+    {
+        const float s1 = m[1] + m[2], d1 = m[1] - m[2];                    // the pairs at +-1, +-2, +-1/2
+        const float s2 = m[3] + m[4], d2 = m[3] - m[4];
+        const float s3 = m[5] + m[6], d3 = m[5] - m[6];
+        y[0] = fmaf(8.0f, s3, (m[0] + s1) + s2);
+        y[1] = fmaf(4.0f, d3, fmaf(2.0f, d2, d1));
+        y[2] = fmaf(2.0f, s3, fmaf(4.0f, s2, s1));
+        y[3] = fmaf(8.0f, d2, d1 + d3) + m[7];
+    }
+};
+
+// U = G g G^T for every (c, o): w_ihwo (Cg, R, R, O) -> u_xco (ALPHA^2, Cg, O), in W::weight_t.
+template <int M, int R>
 __device__ __forceinline__ void conv2d_winograd_weight_body(const float* __restrict__ w_ihwo, float* __restrict__ u_xco,
                                                             int Cg, int O)
 {
-    using W = Winograd<R>;
+    using W = Winograd<M, R>;
+    using T = typename W::weight_t;
     constexpr int A = W::ALPHA;
     const long long CgO = (long long)Cg * O;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < CgO;
@@ -145,39 +236,34 @@ __device__ __forceinline__ void conv2d_winograd_weight_body(const float* __restr
         const long long c = e / O;
         const int o = (int)(e - c * O);
         const float* __restrict__ src = w_ihwo + c * R * R * O + o;   // g[r][s] = src[(R*r + s) * O]
-        float g[R][R];
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-            for (int s = 0; s < R; ++s) g[r][s] = src[(R * r + s) * O];
-        float t[A][R];                        // G' g: columns
+        T t[A][R];                            // G' g: columns
 #pragma unroll
         for (int s = 0; s < R; ++s) {
-            float col[R], out[A];
+            T col[R], out[A];
 #pragma unroll
-            for (int r = 0; r < R; ++r) col[r] = g[r][s];
+            for (int r = 0; r < R; ++r) col[r] = (T)src[(R * r + s) * O];
             W::filter(col, out);
 #pragma unroll
             for (int i = 0; i < A; ++i) t[i][s] = out[i];
         }
 #pragma unroll
         for (int i = 0; i < A; ++i) {         // (G' g) G'^T: rows, then / (f_i f_j)
-            float out[A];
+            T out[A];
             W::filter(t[i], out);
 #pragma unroll
-            for (int j = 0; j < A; ++j) u_xco[(A * i + j) * CgO + e] = out[j] / (W::f(i) * W::f(j));
+            for (int j = 0; j < A; ++j) u_xco[(A * i + j) * CgO + e] = (float)(out[j] / (W::f(i) * W::f(j)));
         }
     }
 }
 
 // V = B^T d B for every (channel c, tile t < Tp): x_nchw (N, C, H, W) -> v_xct (ALPHA^2, C, Tp);
 // tiles t >= T (the padding up to Tp) are written as zeros.
-template <int R>
+template <int M, int R>
 __device__ __forceinline__ void conv2d_winograd_input_body(const float* __restrict__ x_nchw, float* __restrict__ v_xct,
                                                            int C, int H, int W, int TH, int TW, int PH, int PW,
                                                            long long T, long long Tp)
 {
-    using WG = Winograd<R>;
+    using WG = Winograd<M, R>;
     constexpr int A = WG::ALPHA;
     const long long CT = (long long)C * Tp;
     const int TT = TH * TW;
@@ -190,8 +276,8 @@ __device__ __forceinline__ void conv2d_winograd_input_body(const float* __restri
             const long long img = t / TT;
             const int p = (int)(t - img * TT);
             const int th = p / TW;
-            const int ih0 = 2 * th - PH;
-            const int iw0 = 2 * (p - th * TW) - PW;
+            const int ih0 = M * th - PH;
+            const int iw0 = M * (p - th * TW) - PW;
             const float* __restrict__ plane = x_nchw + (img * C + c) * H * W;
 #pragma unroll
             for (int i = 0; i < A; ++i) {
@@ -229,12 +315,12 @@ __device__ __forceinline__ void conv2d_winograd_input_body(const float* __restri
 }
 
 // Y = A^T M A + bias (+ ReLU) for every (output channel o, tile t < T): m_xot (ALPHA^2, O, Tp) -> y_nchw.
-template <int R>
+template <int M, int R>
 __device__ __forceinline__ void conv2d_winograd_output_body(const float* __restrict__ m_xot, const float* __restrict__ b_o,
                                                             float* __restrict__ y_nchw, int O, int OH, int OW,
                                                             int TH, int TW, long long T, long long Tp, int relu)
 {
-    using W = Winograd<R>;
+    using W = Winograd<M, R>;
     constexpr int A = W::ALPHA;
     const long long OT = (long long)O * T;
     const long long OTp = (long long)O * Tp;
@@ -247,35 +333,35 @@ __device__ __forceinline__ void conv2d_winograd_output_body(const float* __restr
         float m[A][A];
 #pragma unroll
         for (int xi = 0; xi < A * A; ++xi) m[xi / A][xi % A] = src[xi * OTp];
-        float a[2][A];                        // A^T M: columns
+        float a[M][A];                        // A^T M: columns
 #pragma unroll
         for (int j = 0; j < A; ++j) {
-            float col[A], out[2];
+            float col[A], out[M];
 #pragma unroll
             for (int i = 0; i < A; ++i) col[i] = m[i][j];
             W::output(col, out);
-            a[0][j] = out[0];
-            a[1][j] = out[1];
+#pragma unroll
+            for (int i = 0; i < M; ++i) a[i][j] = out[i];
         }
         const float bias = b_o[o];
-        float yv[2][2];                       // (A^T M) A: rows
+        float yv[M][M];                       // (A^T M) A: rows
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float out[2];
+        for (int i = 0; i < M; ++i) {
+            float out[M];
             W::output(a[i], out);
-            yv[i][0] = out[0] + bias;
-            yv[i][1] = out[1] + bias;
+#pragma unroll
+            for (int j = 0; j < M; ++j) yv[i][j] = out[j] + bias;
         }
         const long long img = t / TT;
         const int p = (int)(t - img * TT);
         const int th = p / TW;
-        const int oh0 = 2 * th;
-        const int ow0 = 2 * (p - th * TW);
+        const int oh0 = M * th;
+        const int ow0 = M * (p - th * TW);
         float* __restrict__ plane = y_nchw + (img * O + o) * OH * OW;
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < M; ++i)
 #pragma unroll
-            for (int j = 0; j < 2; ++j) {
+            for (int j = 0; j < M; ++j) {
                 float v = yv[i][j];
                 if (relu) v = v < 0.0f ? 0.0f : v;  // NaN stays NaN (as maximum(v, 0))
                 if (oh0 + i < OH && ow0 + j < OW) plane[(oh0 + i) * OW + ow0 + j] = v;
@@ -283,45 +369,65 @@ __device__ __forceinline__ void conv2d_winograd_output_body(const float* __restr
     }
 }
 
-// The transforms' entry points, F(2x2, 3x3) then F(2x2, 5x5).
+// The transforms' entry points: F(2x2, 3x3), F(2x2, 5x5) (named by the kernel size alone), then F(4x4, 5x5).
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_winograd_weight_3x3(const float* __restrict__ w_ihwo, float* __restrict__ u_xco, int Cg, int O)
 {
-    conv2d_winograd_weight_body<3>(w_ihwo, u_xco, Cg, O);
+    conv2d_winograd_weight_body<2, 3>(w_ihwo, u_xco, Cg, O);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_winograd_input_3x3(const float* __restrict__ x_nchw, float* __restrict__ v_xct, int C, int H, int W,
                           int TH, int TW, int PH, int PW, long long T, long long Tp)
 {
-    conv2d_winograd_input_body<3>(x_nchw, v_xct, C, H, W, TH, TW, PH, PW, T, Tp);
+    conv2d_winograd_input_body<2, 3>(x_nchw, v_xct, C, H, W, TH, TW, PH, PW, T, Tp);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_winograd_output_3x3(const float* __restrict__ m_xot, const float* __restrict__ b_o, float* __restrict__ y_nchw,
                            int O, int OH, int OW, int TH, int TW, long long T, long long Tp, int relu)
 {
-    conv2d_winograd_output_body<3>(m_xot, b_o, y_nchw, O, OH, OW, TH, TW, T, Tp, relu);
+    conv2d_winograd_output_body<2, 3>(m_xot, b_o, y_nchw, O, OH, OW, TH, TW, T, Tp, relu);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_winograd_weight_5x5(const float* __restrict__ w_ihwo, float* __restrict__ u_xco, int Cg, int O)
 {
-    conv2d_winograd_weight_body<5>(w_ihwo, u_xco, Cg, O);
+    conv2d_winograd_weight_body<2, 5>(w_ihwo, u_xco, Cg, O);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_winograd_input_5x5(const float* __restrict__ x_nchw, float* __restrict__ v_xct, int C, int H, int W,
                           int TH, int TW, int PH, int PW, long long T, long long Tp)
 {
-    conv2d_winograd_input_body<5>(x_nchw, v_xct, C, H, W, TH, TW, PH, PW, T, Tp);
+    conv2d_winograd_input_body<2, 5>(x_nchw, v_xct, C, H, W, TH, TW, PH, PW, T, Tp);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_winograd_output_5x5(const float* __restrict__ m_xot, const float* __restrict__ b_o, float* __restrict__ y_nchw,
                            int O, int OH, int OW, int TH, int TW, long long T, long long Tp, int relu)
 {
-    conv2d_winograd_output_body<5>(m_xot, b_o, y_nchw, O, OH, OW, TH, TW, T, Tp, relu);
+    conv2d_winograd_output_body<2, 5>(m_xot, b_o, y_nchw, O, OH, OW, TH, TW, T, Tp, relu);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_weight_4x4_5x5(const float* __restrict__ w_ihwo, float* __restrict__ u_xco, int Cg, int O)
+{
+    conv2d_winograd_weight_body<4, 5>(w_ihwo, u_xco, Cg, O);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_input_4x4_5x5(const float* __restrict__ x_nchw, float* __restrict__ v_xct, int C, int H, int W,
+                              int TH, int TW, int PH, int PW, long long T, long long Tp)
+{
+    conv2d_winograd_input_body<4, 5>(x_nchw, v_xct, C, H, W, TH, TW, PH, PW, T, Tp);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+conv2d_winograd_output_4x4_5x5(const float* __restrict__ m_xot, const float* __restrict__ b_o, float* __restrict__ y_nchw,
+                               int O, int OH, int OW, int TH, int TW, long long T, long long Tp, int relu)
+{
+    conv2d_winograd_output_body<4, 5>(m_xot, b_o, y_nchw, O, OH, OW, TH, TW, T, Tp, relu);
 }
 
 // The ALPHA^2 * G GEMMs M[xi]_g = U[xi]_g^T V[xi]_g (see "GEMM" above).

@@ -110,16 +110,38 @@ LINEAR_MMA_TILES = {
 LINEAR_ALGOS = ("gemv", "gemm")
 
 #: The conv2d algorithms :func:`conv2d` can run (``algo=``); see :func:`choose_conv_algo`.
-CONV_ALGOS = ("gemm", "winograd")
+CONV_ALGOS = ("gemm", "winograd", "winograd_f4")
 
-#: Kernel sizes R of ``conv2d_winograd.cu``'s F(2x2, RxR) (square kernels, stride 1); ALPHA = R + 1.
-#: :func:`choose_conv_algo` sends every stride-1 layer with one of these kernels to Winograd.
-WINOGRAD_KERNELS = (3, 5)
+
+@dataclass(frozen=True)
+class WinogradAlgo:
+    """A Winograd algorithm of ``conv2d_winograd.cu``: F(m×m, R×R) for each kernel size R in ``kernels``
+    (square kernels, stride 1): m×m output tiles from ALPHA×ALPHA input tiles, ALPHA = m + R − 1, and
+    ALPHA² independent GEMMs per group."""
+
+    m: int
+    kernels: tuple[int, ...]
+
+    def alpha(self, r: int) -> int:
+        return self.m + r - 1
+
+    def entry(self, step: str, r: int) -> str:
+        """The transform's entry point (``step``: weight, input, output): F(2x2, R) is named by R alone."""
+        return f"conv2d_winograd_{step}_{r}x{r}" if self.m == 2 else f"conv2d_winograd_{step}_{self.m}x{self.m}_{r}x{r}"
+
+
+#: ``algo=`` name → Winograd algorithm: ``"winograd"`` F(2x2, 3x3) and F(2x2, 5x5), ``"winograd_f4"`` F(4x4, 5x5).
+WINOGRAD_ALGOS = {"winograd": WinogradAlgo(2, (3, 5)), "winograd_f4": WinogradAlgo(4, (5,))}
+#: Kernel sizes R some Winograd algorithm takes (``CupyBackend.prepare`` transforms these weights).
+WINOGRAD_KERNELS = tuple(sorted({r for a in WINOGRAD_ALGOS.values() for r in a.kernels}))  # (3, 5)
+#: The transform a U (ALPHA², in/groups, out) holds, by its ALPHA²: ``(algo, R)`` (the ALPHAs differ).
+_WINOGRAD_BY_ROWS = {a.alpha(r) ** 2: (name, r) for name, a in WINOGRAD_ALGOS.items() for r in a.kernels}
+assert len(_WINOGRAD_BY_ROWS) == sum(len(a.kernels) for a in WINOGRAD_ALGOS.values())
 
 #: Every entry point of the module (extern "C", so each name is its own lowered name).
 NAME_EXPRESSIONS = (
     *(t.kernel for t in CONV_TILES.values()),
-    *(f"conv2d_winograd_{step}_{r}x{r}" for r in WINOGRAD_KERNELS for step in ("weight", "input", "output")),
+    *(a.entry(step, r) for a in WINOGRAD_ALGOS.values() for r in a.kernels for step in ("weight", "input", "output")),
     *(t.kernel for t in WINOGRAD_TILES.values()),
     WINOGRAD_SCALAR_TILE.kernel,
     *(t.kernel for t in WEIGHT_GRAD_TILES.values()),
@@ -312,8 +334,12 @@ class ConvWeight:
     """A conv weight as ``CupyBackend.prepare`` returns it for 3x3 and 5x5 kernels.
 
     ``ihwo``: (in/groups, kh, kw, out), the implicit GEMM's operand (every
-    stride); ``winograd``: U = G g Gᵀ, (ALPHA², in/groups, out) with ALPHA = kh + 1,
-    for the Winograd path (stride 1), or None. ``shape`` and ``dtype`` are those of ``ihwo``.
+    stride); ``winograd``: U = G g Gᵀ, (ALPHA², in/groups, out), for the Winograd
+    algorithm :func:`choose_conv_algo` runs this kernel with at stride 1
+    (:func:`default_winograd_algo`: F(2x2, 3x3) for 3x3, F(4x4, 5x5) for 5x5), or None.
+    Its ALPHA² says which transform it holds (:attr:`winograd_algo`); :func:`conv2d`
+    transforms the weight on the fly for another algorithm (``algo="winograd"`` on a
+    5x5 layer). ``shape`` and ``dtype`` are those of ``ihwo``.
     """
 
     ihwo: Any
@@ -327,83 +353,120 @@ class ConvWeight:
     def dtype(self) -> Any:
         return self.ihwo.dtype
 
+    @property
+    def winograd_algo(self) -> str | None:
+        """The ``algo=`` name whose U :attr:`winograd` holds (None when it holds none)."""
+        return None if self.winograd is None else _winograd_kind(self.winograd.shape)[0]
 
-def winograd_kernel_applies(w_shape) -> bool:
-    """True for the IHWO weight shapes ``conv2d_winograd.cu`` transforms: square 3x3 or 5x5 kernels."""
+
+def winograd_kernel_applies(w_shape, algo: str | None = None) -> bool:
+    """True for the IHWO weight shapes ``conv2d_winograd.cu`` transforms: square kernels of one of
+    ``algo``'s sizes (:data:`WINOGRAD_ALGOS`; None: of any Winograd algorithm, 3x3 or 5x5)."""
     kh, kw = w_shape[1:3]
-    return kh == kw and kh in WINOGRAD_KERNELS
+    return kh == kw and kh in (WINOGRAD_KERNELS if algo is None else WINOGRAD_ALGOS[algo].kernels)
 
 
-def winograd_applies(w_shape, stride) -> bool:
-    """True where ``conv2d_winograd.cu`` computes the op: 3x3 and 5x5 kernels at stride 1 (any padding, groups)."""
-    return winograd_kernel_applies(w_shape) and tuple(stride) == (1, 1)
+def winograd_applies(w_shape, stride, algo: str | None = None) -> bool:
+    """True where ``conv2d_winograd.cu`` computes the op: ``algo``'s kernel sizes (None: 3x3 or 5x5) at
+    stride 1 (any padding, groups)."""
+    return winograd_kernel_applies(w_shape, algo) and tuple(stride) == (1, 1)
+
+
+#: The Winograd algorithm :func:`choose_conv_algo` runs for each kernel size at stride 1. 5x5 stays on
+#: F(2x2, 5x5) until a GPU measurement shows F(4x4, 5x5) (``algo="winograd_f4"``) pays: F(4x4)'s NaN
+#: reaches outputs outside the input's window (a conformance exception to ship with it), F(2x2)'s does not.
+DEFAULT_WINOGRAD = {3: "winograd", 5: "winograd"}
+
+
+def default_winograd_algo(w_shape) -> str:
+    """The Winograd algorithm :func:`choose_conv_algo` runs a 3x3 or 5x5 kernel with at stride 1
+    (:data:`DEFAULT_WINOGRAD`), whose U ``CupyBackend.prepare`` stores."""
+    kh, kw = w_shape[1:3]
+    if kh != kw or kh not in DEFAULT_WINOGRAD:
+        raise ValueError(f"[conv2d] no Winograd algorithm takes a {(kh, kw)} kernel (3x3 and 5x5 only)")
+    return DEFAULT_WINOGRAD[kh]
 
 
 def choose_conv_algo(w_shape, stride) -> str:
-    """``"winograd"`` for the kernel sizes of :data:`WINOGRAD_KERNELS` (3x3, 5x5) at stride 1, else ``"gemm"``.
+    """:func:`default_winograd_algo` for 3x3 and 5x5 kernels at stride 1 (F(2x2, 3x3), F(2x2, 5x5)), else
+    ``"gemm"``.
 
-    Depends on the layer's shape only, never on the batch size: the two
+    Depends on the layer's shape only, never on the batch size: the
     algorithms round differently, and an image's result must not depend on the
     batch it comes in (DESIGN §7). Within an algorithm the tile may depend on
-    the batch: every tile sums over k in the same order. (5x5: F(2x2, 5x5) does
-    2.78x fewer multiplications than the implicit GEMM but moves ALPHA² = 36
-    transformed planes through memory; ``benchmarks/bench_cupy.py``'s tile sweep
-    times both on conv2.)
+    the batch: every tile sums over k in the same order. 5x5: F(4x4, 5x5)
+    (``algo="winograd_f4"``) does 6.25x fewer multiplications than the implicit GEMM
+    (64 per 16 outputs per channel, against 25 per output) and 2.25x fewer than
+    F(2x2, 5x5) (36 per 4), and its transformed planes hold 4 values per output and
+    channel against F(2x2, 5x5)'s 9; its float32 error is about 1.6x F(2x2, 5x5)'s
+    (both within the op tolerance: ``tests/test_cuda_kernels.py``), but a NaN input
+    reaches outputs beyond its window (``conv2d_winograd.cu``'s "non-finite"), so it
+    is opt-in (:data:`DEFAULT_WINOGRAD`). ``benchmarks/bench_cupy.py``'s sweep times
+    every algorithm on every layer.
     """
-    return "winograd" if winograd_applies(w_shape, stride) else "gemm"
+    return default_winograd_algo(w_shape) if winograd_applies(w_shape, stride) else "gemm"
 
 
 def resolve_conv_algo(w_shape, stride, algo: str | None) -> str:
+    """``algo`` checked against the layer (None: :func:`choose_conv_algo`)."""
     if algo is None:
         return choose_conv_algo(w_shape, stride)
     if algo not in CONV_ALGOS:
         raise ValueError(f"[conv2d] algo must be one of {CONV_ALGOS} or None, got {algo!r}")
-    if algo == "winograd" and not winograd_applies(w_shape, stride):
+    if algo in WINOGRAD_ALGOS and not winograd_applies(w_shape, stride, algo):
+        sizes = " or ".join(f"{r}x{r}" for r in WINOGRAD_ALGOS[algo].kernels)
         raise ValueError(
-            f"[conv2d] algo='winograd' needs a 3x3 or 5x5 kernel and stride 1, got kernel {tuple(w_shape[1:3])}, "
+            f"[conv2d] algo={algo!r} needs a {sizes} kernel and stride 1, got kernel {tuple(w_shape[1:3])}, "
             f"stride {tuple(stride)}"
         )
     return algo
 
 
-def winograd_weight_shape(w_shape) -> tuple[int, int, int]:
-    """U's shape (ALPHA², in/groups, out), ALPHA = kh + 1, for an IHWO weight shape."""
+def winograd_weight_shape(w_shape, algo: str) -> tuple[int, int, int]:
+    """U's shape (ALPHA², in/groups, out) for an IHWO weight shape under the Winograd ``algo``
+    (ALPHA = m + kh − 1: 4 or 6 for ``"winograd"``, 8 for ``"winograd_f4"``)."""
     cg, kh, kw, o = w_shape
-    if not winograd_kernel_applies(w_shape):
-        raise ValueError(f"[conv2d] the Winograd weight transform needs a 3x3 or 5x5 kernel, got {(kh, kw)}")
-    return ((kh + 1) ** 2, cg, o)
+    if algo not in WINOGRAD_ALGOS or not winograd_kernel_applies(w_shape, algo):
+        raise ValueError(f"[conv2d] no {algo!r} Winograd weight transform for a {(kh, kw)} kernel")
+    return (WINOGRAD_ALGOS[algo].alpha(kh) ** 2, cg, o)
 
 
-def _winograd_r(u_shape) -> int:
-    """The kernel size R of a transformed weight U (ALPHA², in/groups, out)."""
-    r = {(k + 1) ** 2: k for k in WINOGRAD_KERNELS}.get(u_shape[0])
-    if r is None:
-        raise ValueError(f"[conv2d] Winograd weight has shape {tuple(u_shape)}: expected 16 or 36 rows (3x3 or 5x5)")
-    return r
+def _winograd_kind(u_shape) -> tuple[str, int]:
+    """``(algo, R)`` of a transformed weight U (ALPHA², in/groups, out), from its ALPHA²."""
+    kind = _WINOGRAD_BY_ROWS.get(u_shape[0])
+    if kind is None:
+        raise ValueError(f"[conv2d] Winograd weight has shape {tuple(u_shape)}: expected "
+                         f"{' or '.join(map(str, _WINOGRAD_BY_ROWS))} rows (3x3, 5x5, 4x4 tiles of 5x5)")
+    return kind
 
 
-def winograd_tiles(x_shape, padding, r: int = 3) -> tuple[int, int, int, int]:
-    """(TH, TW, T, Tp): 2x2 output tiles per column and row, tiles in the batch, T rounded up to a multiple of 4."""
+def winograd_tiles(x_shape, padding, r: int, algo: str) -> tuple[int, int, int, int]:
+    """(TH, TW, T, Tp): ``algo``'s m×m output tiles per column and row (m = 2 or 4), tiles in the batch,
+    T rounded up to a multiple of 4; ``r`` is the kernel size."""
     n, _, h, w = x_shape
+    m = WINOGRAD_ALGOS[algo].m
     oh, ow = conv_output_size(h, r, 1, padding[0]), conv_output_size(w, r, 1, padding[1])
-    th, tw = -(-oh // 2), -(-ow // 2)
+    th, tw = -(-oh // m), -(-ow // m)
     t = n * th * tw
     return th, tw, t, -(-t // 4) * 4
 
 
-def winograd_buffer_shapes(x_shape, w_shape, padding) -> dict[str, tuple[int, int, int]]:
-    """Shapes of the per-call buffers: V ``v_xct`` (ALPHA², in, Tp) and M ``m_xot`` (ALPHA², out, Tp)."""
-    xi = winograd_weight_shape(w_shape)[0]
-    *_, tp = winograd_tiles(x_shape, padding, w_shape[1])
+def winograd_buffer_shapes(x_shape, w_shape, padding, algo: str) -> dict[str, tuple[int, int, int]]:
+    """Shapes of ``algo``'s per-call buffers: V ``v_xct`` (ALPHA², in, Tp) and M ``m_xot`` (ALPHA², out, Tp)."""
+    xi = winograd_weight_shape(w_shape, algo)[0]
+    *_, tp = winograd_tiles(x_shape, padding, w_shape[1], algo)
     return {"v_xct": (xi, x_shape[1], tp), "m_xot": (xi, w_shape[3], tp)}
 
 
 def plan_winograd_weight(w_ihwo, u_xco, *, sms: int) -> Launch:
-    """Plan ``conv2d_winograd_weight_RxR``: IHWO ``w_ihwo`` (Cg, R, R, out) → ``u_xco`` (ALPHA², Cg, out)."""
+    """Plan the weight transform ``conv2d_winograd_weight_RxR`` (F(2x2, R)) or ``conv2d_winograd_weight_4x4_5x5``,
+    as ``u_xco``'s ALPHA² says: IHWO ``w_ihwo`` (Cg, R, R, out) → ``u_xco`` (ALPHA², Cg, out)."""
     cg, r, _, o = w_ihwo.shape
-    assert tuple(u_xco.shape) == winograd_weight_shape(w_ihwo.shape), (u_xco.shape, w_ihwo.shape)
+    algo, r_u = _winograd_kind(u_xco.shape)
+    assert r_u == r and tuple(u_xco.shape) == winograd_weight_shape(w_ihwo.shape, algo), (u_xco.shape, w_ihwo.shape)
     args = (w_ihwo, u_xco, np.int32(cg), np.int32(o))
-    return Launch(f"conv2d_winograd_weight_{r}x{r}", _elementwise_grid(cg * o, sms), (_ELEMENTWISE_THREADS, 1, 1), args)
+    return Launch(WINOGRAD_ALGOS[algo].entry("weight", r), _elementwise_grid(cg * o, sms), (_ELEMENTWISE_THREADS, 1, 1),
+                  args)
 
 
 def choose_winograd_tile(m: int, tp: int, gemms: int, sms: int) -> ConvTile:
@@ -417,18 +480,19 @@ def plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups: int, r
                          tile: str | None = None) -> list[Launch]:
     """Plan the three launches of the Winograd path (input transform, batched GEMM, output transform).
 
-    ``x`` NCHW, ``u_xco`` (ALPHA², in/groups, out) (its ALPHA picks F(2x2, 3x3)
-    or F(2x2, 5x5)), ``b_o`` (out,), ``y`` the NCHW output; ``v_xct`` and
-    ``m_xot`` are scratch buffers of the shapes :func:`winograd_buffer_shapes`
-    gives. All contiguous float32.
+    ``x`` NCHW, ``u_xco`` (ALPHA², in/groups, out) (its ALPHA picks the algorithm:
+    4 F(2x2, 3x3), 6 F(2x2, 5x5), 8 F(4x4, 5x5)), ``b_o`` (out,), ``y`` the NCHW
+    output; ``v_xct`` and ``m_xot`` are scratch buffers of the shapes
+    :func:`winograd_buffer_shapes` gives. All contiguous float32.
     """
     n, c, h, w_ = x.shape
     xi, cg, o = u_xco.shape
-    r = _winograd_r(u_xco.shape)
+    algo, r = _winograd_kind(u_xco.shape)
+    wa = WINOGRAD_ALGOS[algo]
     ph, pw = padding
     oh, ow = conv_output_size(h, r, 1, ph), conv_output_size(w_, r, 1, pw)
     assert tuple(y.shape) == (n, o, oh, ow), (y.shape, (n, o, oh, ow))
-    th, tw, t, tp = winograd_tiles(x.shape, padding, r)
+    th, tw, t, tp = winograd_tiles(x.shape, padding, r, algo)
     assert tuple(v_xct.shape) == (xi, c, tp) and tuple(m_xot.shape) == (xi, o, tp), (v_xct.shape, m_xot.shape)
     m = o // groups
     if max(cg * o, cg * tp, m * tp, h * w_, oh * ow) > _INT32_MAX:
@@ -436,7 +500,8 @@ def plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups: int, r
             f"[conv2d] Winograd buffers too large for 32-bit offsets: in/groups={cg}, out={o}, tiles={tp}, map={h}x{w_}"
         )
     if xi * groups > 65535:
-        raise ValueError(f"[conv2d] Winograd {r}x{r} takes at most {65535 // xi} groups (one grid z per GEMM), got {groups}")
+        raise ValueError(f"[conv2d] Winograd F({wa.m}x{wa.m}, {r}x{r}) takes at most {65535 // xi} groups "
+                         f"(one grid z per GEMM), got {groups}")
     if tile is None:
         cfg = choose_winograd_tile(m, tp, xi * groups, sms)
     elif m % 4:
@@ -446,11 +511,11 @@ def plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups: int, r
     i32, i64 = np.int32, np.int64
     block = (_ELEMENTWISE_THREADS, 1, 1)
     return [
-        Launch(f"conv2d_winograd_input_{r}x{r}", _elementwise_grid(c * tp, sms), block,
+        Launch(wa.entry("input", r), _elementwise_grid(c * tp, sms), block,
                (x, v_xct, *(i32(v) for v in (c, h, w_, th, tw, ph, pw)), i64(t), i64(tp))),
         Launch(cfg.kernel, (-(-tp // cfg.bn), -(-m // cfg.bm), xi * groups), (cfg.threads, 1, 1),
                (u_xco, v_xct, m_xot, i32(cg), i32(o), i32(groups), i32(tp))),
-        Launch(f"conv2d_winograd_output_{r}x{r}", _elementwise_grid(o * t, sms), block,
+        Launch(wa.entry("output", r), _elementwise_grid(o * t, sms), block,
                (m_xot, b_o, y, *(i32(v) for v in (o, oh, ow, th, tw)), i64(t), i64(tp), i32(int(bool(relu))))),
     ]
 
@@ -490,11 +555,12 @@ def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | N
 
     ``w`` is a :class:`ConvWeight` from ``CupyBackend.prepare`` or a plain IHWO
     array. ``algo`` (default :func:`choose_conv_algo`): ``"gemm"`` runs
-    ``conv2d.cu: conv2d_forward_<tile>``; ``"winograd"`` (3x3 or 5x5, stride 1
-    only) runs ``conv2d_winograd.cu`` (weight transform, unless ``w`` carries it;
-    input transform; batched GEMM ``conv2d_winograd_gemm_<tile>``; output
-    transform). ``tile`` (default :func:`choose_conv_tile`) names a key of
-    :data:`CONV_TILES` / :data:`WINOGRAD_TILES`.
+    ``conv2d.cu: conv2d_forward_<tile>``; ``"winograd"`` (F(2x2, 3x3) or F(2x2, 5x5))
+    and ``"winograd_f4"`` (F(4x4, 5x5)), stride 1 only, run ``conv2d_winograd.cu``
+    (weight transform, unless ``w`` carries this algorithm's U; input transform;
+    batched GEMM ``conv2d_winograd_gemm_<tile>``; output transform). ``tile``
+    (default :func:`choose_conv_tile`) names a key of :data:`CONV_TILES` /
+    :data:`WINOGRAD_TILES`.
     """
     import cupy
 
@@ -510,10 +576,12 @@ def conv2d(x, w, b_o, stride, padding, groups: int, relu: bool, *, algo: str | N
     if algo == "gemm":
         _run(plan_conv2d(x, w_ihwo, b_o, y, stride, padding, groups, relu, sms=sms, tile=tile))
         return y
-    u_xco = w.winograd if isinstance(w, ConvWeight) and w.winograd is not None else winograd_weight(w_ihwo)
-    if tuple(u_xco.shape) != winograd_weight_shape(w_ihwo.shape):
-        raise ValueError(f"[conv2d] Winograd weight has shape {tuple(u_xco.shape)}, expected {winograd_weight_shape(w_ihwo.shape)}")
-    bufs = winograd_buffer_shapes(x.shape, w_ihwo.shape, padding)
+    # U as prepared, or transformed now: no U carried (a plain array), or one for the other Winograd algorithm
+    u_xco = w.winograd if isinstance(w, ConvWeight) and w.winograd_algo == algo else winograd_weight(w_ihwo, algo)
+    if tuple(u_xco.shape) != winograd_weight_shape(w_ihwo.shape, algo):
+        raise ValueError(f"[conv2d] Winograd weight has shape {tuple(u_xco.shape)}, expected "
+                         f"{winograd_weight_shape(w_ihwo.shape, algo)}")
+    bufs = winograd_buffer_shapes(x.shape, w_ihwo.shape, padding, algo)
     v_xct = cupy.empty(bufs["v_xct"], dtype=cupy.float32)
     m_xot = cupy.empty(bufs["m_xot"], dtype=cupy.float32)
     for plan in plan_conv2d_winograd(x, u_xco, b_o, y, v_xct, m_xot, padding, groups, relu, sms=sms, tile=tile):
@@ -540,9 +608,9 @@ def conv2d_choice(x_shape, w_shape, stride, padding, groups: int, sms: int) -> t
     algo = choose_conv_algo(w_shape, stride)
     n, _, h, w_ = x_shape
     _, kh, kw, o = w_shape
-    if algo == "winograd":
-        *_, tp = winograd_tiles(x_shape, padding, kh)
-        cfg = choose_winograd_tile(o // groups, tp, (kh + 1) ** 2 * groups, sms)
+    if algo in WINOGRAD_ALGOS:
+        *_, tp = winograd_tiles(x_shape, padding, kh, algo)
+        cfg = choose_winograd_tile(o // groups, tp, WINOGRAD_ALGOS[algo].alpha(kh) ** 2 * groups, sms)
         tiles = WINOGRAD_TILES
     else:
         oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w_, kw, stride[1], padding[1])
@@ -551,11 +619,13 @@ def conv2d_choice(x_shape, w_shape, stride, padding, groups: int, sms: int) -> t
     return algo, next((key for key, t in tiles.items() if t == cfg), cfg.kernel)
 
 
-def winograd_weight(w_ihwo):
-    """``conv2d_winograd.cu: conv2d_winograd_weight_RxR``: IHWO (Cg, R, R, out) → U (ALPHA², Cg, out), a new cupy array."""
+def winograd_weight(w_ihwo, algo: str | None = None):
+    """``conv2d_winograd.cu``'s weight transform for ``algo`` (None: :func:`default_winograd_algo`, the one
+    ``CupyBackend.prepare`` stores): IHWO (Cg, R, R, out) → U (ALPHA², Cg, out), a new cupy array."""
     import cupy
 
-    u_xco = cupy.empty(winograd_weight_shape(w_ihwo.shape), dtype=cupy.float32)
+    algo = default_winograd_algo(w_ihwo.shape) if algo is None else algo
+    u_xco = cupy.empty(winograd_weight_shape(w_ihwo.shape, algo), dtype=cupy.float32)
     if u_xco.size:
         _run(plan_winograd_weight(w_ihwo, u_xco, sms=device_facts()["sms"]))
     return u_xco

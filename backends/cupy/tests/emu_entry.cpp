@@ -27,24 +27,26 @@ CONV_ENTRY(conv2d_forward_128x128)
 CONV_ENTRY(conv2d_forward_64x128)
 CONV_ENTRY(conv2d_forward_64x64)
 
-#define WINOGRAD_TRANSFORM_ENTRIES(R)                                                                      \
-    extern "C" void emu_conv2d_winograd_weight_##R##x##R(GRID_BLOCK, const float* w, float* u, int Cg, int O) { \
-        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_weight_##R##x##R, w, u, Cg, O);        \
-    }                                                                                                      \
-    extern "C" void emu_conv2d_winograd_input_##R##x##R(GRID_BLOCK, const float* x, float* v, int C, int H,  \
-                                                        int W, int TH, int TW, int PH, int PW, long long T,   \
-                                                        long long Tp) {                                       \
-        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_input_##R##x##R, x, v, C, H, W, TH, TW, \
-                   PH, PW, T, Tp);                                                                         \
-    }                                                                                                      \
-    extern "C" void emu_conv2d_winograd_output_##R##x##R(GRID_BLOCK, const float* m, const float* b, float* y, \
-                                                         int O, int OH, int OW, int TH, int TW, long long T,  \
-                                                         long long Tp, int relu) {                            \
-        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_output_##R##x##R, m, b, y, O, OH, OW, TH, \
-                   TW, T, Tp, relu);                                                                       \
+// NAME: the entry points' suffix, 3x3 and 5x5 for F(2x2, R), 4x4_5x5 for F(4x4, 5x5).
+#define WINOGRAD_TRANSFORM_ENTRIES(NAME)                                                                      \
+    extern "C" void emu_conv2d_winograd_weight_##NAME(GRID_BLOCK, const float* w, float* u, int Cg, int O) { \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_weight_##NAME, w, u, Cg, O);          \
+    }                                                                                                         \
+    extern "C" void emu_conv2d_winograd_input_##NAME(GRID_BLOCK, const float* x, float* v, int C, int H,      \
+                                                     int W, int TH, int TW, int PH, int PW, long long T,      \
+                                                     long long Tp) {                                          \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_input_##NAME, x, v, C, H, W, TH, TW,   \
+                   PH, PW, T, Tp);                                                                            \
+    }                                                                                                         \
+    extern "C" void emu_conv2d_winograd_output_##NAME(GRID_BLOCK, const float* m, const float* b, float* y,   \
+                                                      int O, int OH, int OW, int TH, int TW, long long T,     \
+                                                      long long Tp, int relu) {                               \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), conv2d_winograd_output_##NAME, m, b, y, O, OH, OW, TH, \
+                   TW, T, Tp, relu);                                                                          \
     }
-WINOGRAD_TRANSFORM_ENTRIES(3)
-WINOGRAD_TRANSFORM_ENTRIES(5)
+WINOGRAD_TRANSFORM_ENTRIES(3x3)
+WINOGRAD_TRANSFORM_ENTRIES(5x5)
+WINOGRAD_TRANSFORM_ENTRIES(4x4_5x5)
 #define WINOGRAD_GEMM_ENTRY(name)                                                                    \
     extern "C" void emu_##name(GRID_BLOCK, const float* u, const float* v, float* m, int K, int O, int G, \
                                int Tp) {                                                             \
