@@ -19,8 +19,8 @@ def to_numpy(x: Any) -> np.ndarray:
     """A NumPy array holding the values of ``x``, an array of any backend.
 
     NumPy arrays are returned as they are; CuPy arrays are copied from the
-    device (``x.get()``); MLX arrays through the buffer protocol; torch tensors
-    through ``.numpy()`` (bfloat16 widened to float32 first); anything
+    device (``x.get()``); MLX arrays through the buffer protocol; torch tensors through ``.numpy()``;
+    bfloat16 widened to float32 (exactly) from all three, as NumPy has no bfloat16 of its own; anything
     else through DLPack, then ``np.asarray``. The libraries are recognised
     by the array's module name, so nothing is imported.
     """
@@ -28,9 +28,11 @@ def to_numpy(x: Any) -> np.ndarray:
         return x
     module = _module_of(x)
     if module == "cupy" and "cupy" in sys.modules:
-        return x.get()
+        host = x.get()
+        return host.astype(np.float32) if host.dtype.name == "bfloat16" else host  # ml_dtypes' bfloat16
     if module == "mlx" and "mlx" in sys.modules:
-        return np.array(x, copy=True)
+        mx = sys.modules["mlx.core"]
+        return np.array(x.astype(mx.float32) if x.dtype == mx.bfloat16 else x, copy=True)  # NumPy has no bfloat16
     if module == "torch" and "torch" in sys.modules:
         x = x.detach().cpu()
         return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()  # NumPy has no bfloat16

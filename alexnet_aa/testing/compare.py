@@ -33,11 +33,16 @@ TOLERANCES: dict[str, dict[str, float]] = {
              "activation_backward": 1e-6,
              "conv2d_backward": 2e-3, "max_pool2d_backward": 1e-6, "lrn_backward": 1e-5, "linear_backward": 2e-3,
              "network_gradients": 1e-2, "sgd": 1e-2},
-    # half-precision storage (inference only: no backward entries), float32 accumulation in the GEMMs;
-    # opt-in by name only. PROVISIONAL, to be set from measurements.
-    "float16": {"conv2d": 2e-3, "max_pool2d": 1e-3, "lrn": 2e-3, "linear": 2e-3, "activation": 2e-3, "network": 1e-2},
-    "bfloat16": {"conv2d": 1.5e-2, "max_pool2d": 8e-3, "lrn": 1.5e-2, "linear": 1.5e-2, "activation": 1.5e-2,
-                 "network": 8e-2},
+    # Half-precision storage, opt-in by name only, inference only (no backward entries: such a backend
+    # declares unsupported["training"]). The reference computes on the inputs and weights as the backend
+    # stores them (conformance.as_stored), so an op is held to its own rounding: float32 accumulation
+    # and one rounding of each result, at most the unit roundoff u (float16 2^-11 = 4.9e-4, bfloat16
+    # 2^-8 = 3.9e-3) in relative L2; the tolerance is twice that. Max-pooling returns stored values: exact.
+    # The network stores ~10 rounded activations in a row (logits: 1.5u measured on mlx[cpu]), and the same
+    # tolerance holds predict's probabilities, where the softmax turns the logits' absolute error into a
+    # relative one (measured 4.7u float16, 6.3u bfloat16): 20u.
+    "float16": {"conv2d": 1e-3, "max_pool2d": 1e-6, "lrn": 1e-3, "linear": 1e-3, "activation": 1e-3, "network": 1e-2},
+    "bfloat16": {"conv2d": 8e-3, "max_pool2d": 1e-6, "lrn": 8e-3, "linear": 8e-3, "activation": 8e-3, "network": 8e-2},
 }
 
 

@@ -93,6 +93,30 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def as_stored(backend: Backend, a: np.ndarray) -> np.ndarray:
+    """Host float32 data as ``backend`` stores it, in float64: what the reference computes on.
+
+    The identity for float32 and float64 storage. A half-precision backend (float16, bfloat16)
+    rounds every input and weight when it stores them; that rounding is the dtype's, not an op's, and
+    on a sum that cancels it alone can exceed any fixed relative tolerance. So the reference sees the
+    stored values, and each op is held to what it computes from what it was given (DESIGN.md §5).
+    """
+    if backend.dtype in ("float32", "float64", "tf32"):  # tf32 stores float32
+        return a.astype(np.float64)
+    return np.asarray(backend.to_host(backend.asarray(a)), dtype=np.float64)
+
+
+def _stored_params(backend: Backend, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: as_stored(backend, v) for k, v in params.items()}
+
+
+#: Network tolerances up to this one are tight enough that random He-initialised logits almost always
+#: have a row whose top-1 margin is decisive (> 10 × tolerance × max|logit|): there the suite requires
+#: one. At looser (lower-precision) tolerances a decisive row is rare, and the top-1 agreement of such a
+#: dtype is a statistic over many inputs (the benchmarks' "top-1 = float32's"), not a check on two rows.
+TOP1_REQUIRED_UP_TO = 1e-3
+
+
 def _f64(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float64) for k, v in params.items()}
 
@@ -111,7 +135,7 @@ def _check(backend, record, check, y, ref, context, tol_check=None):
 
 def _against_oracle(backend, record, check, op, x, params, *args, context, noncontiguous=False):
     __tracebackhide__ = True
-    ref = run_op(oracle(), op, x.astype(np.float64), _f64(params), *args)
+    ref = run_op(oracle(), op, as_stored(backend, x), _stored_params(backend, params), *args)
     y = run_op(backend, op, x, params, *args, noncontiguous=noncontiguous)
     _check(backend, record, check, y, ref, context)
 
@@ -343,7 +367,7 @@ def test_ops_reject_foreign_arrays(alexnet_backend):
         with pytest.raises(TypeError, match=r"\[lrn\] x: expected an array of the .* backend's namespace"):
             ops.lrn(be, x, 5, 1e-4, 0.75, 1.0)
     wrong = be.xp.astype(_to_native(be, np.ones((1, 2, 3, 3), np.float32), False), be.xp.int32)
-    with pytest.raises(TypeError, match=r"\[lrn\] x: expected dtype float"):
+    with pytest.raises(TypeError, match=r"\[lrn\] x: expected dtype \w*float"):
         ops.lrn(be, wrong, 5, 1e-4, 0.75, 1.0)
 
 
@@ -400,14 +424,16 @@ def _network(backend, record, rng, case, batch=2, check="network"):
     x = _f32(rng.standard_normal((batch, 3, size, size)))
     model = AlexNet(variant, backend, weights=weights)
     got = {k: np.asarray(backend.to_host(v)) for k, v in model.layers(x).items()}
-    want = {k: np.asarray(v) for k, v in AlexNet(variant, oracle(), weights=weights).layers(x).items()}
+    ref_model = AlexNet(variant, oracle(), weights=_stored_params(backend, weights))
+    want = {k: np.asarray(v) for k, v in ref_model.layers(as_stored(backend, x)).items()}
     per_layer = ", ".join(f"{k}={relative_error(got[k], want[k]):.1e}" for k in want)
     context = f"case={case} x={x.shape} per-layer errors: {per_layer}"
     logits, ref = got["fc8"], want["fc8"]
     _check(backend, record, check, logits, ref, context, tol_check="network")
     top2 = np.sort(ref, axis=1)[:, -2:]
     decided = (top2[:, 1] - top2[:, 0]) > 10 * tolerance(backend, "network") * np.abs(ref).max(axis=1)
-    assert decided.any(), f"no row of the reference has a decisive top-1 margin: {top2}"
+    assert decided.any() or tolerance(backend, "network") > TOP1_REQUIRED_UP_TO, (
+        f"no row of the reference has a decisive top-1 margin: {top2}")
     assert np.array_equal(logits.argmax(1)[decided], ref.argmax(1)[decided]), (
         f"[network] backend={backend.name} top-1 {logits.argmax(1)} != reference {ref.argmax(1)} ({context})"
     )
@@ -434,15 +460,17 @@ def test_predict(alexnet_backend, case_rng, conformance_record):
     variant, size = NETWORK_CASES["torchvision-100"]
     weights = he_weights(get_architecture(variant), case_rng)
     x = _f32(case_rng.standard_normal((4, 3, size, size)))
-    model, ref = AlexNet(variant, alexnet_backend, weights=weights), AlexNet(variant, oracle(), weights=weights)
+    model = AlexNet(variant, alexnet_backend, weights=weights)
+    ref = AlexNet(variant, oracle(), weights=_stored_params(alexnet_backend, weights))
     top5 = model.predict(x, top=5)
     assert top5.indices.dtype == np.int64 and top5.indices.shape == top5.probabilities.shape == (4, 5)
-    got, want = model.predict(x, top=model.arch.num_classes), ref.predict(x, top=ref.arch.num_classes)
+    got, want = model.predict(x, top=model.arch.num_classes), ref.predict(as_stored(alexnet_backend, x), top=ref.arch.num_classes)
     assert np.array_equal(top5.indices, got.indices[:, :5]), "top=5 is not the first five of the full ranking"
     assert np.all(np.diff(got.probabilities, axis=1) <= 0), "probabilities are not sorted best first"
     p = want.probabilities
     decided = (p[:, 0] - p[:, 1]) > 10 * tolerance(alexnet_backend, "network")
-    assert decided.any(), f"no row of the reference has a decisive top-1 margin: {p[:, :2]}"
+    assert decided.any() or tolerance(alexnet_backend, "network") > TOP1_REQUIRED_UP_TO, (
+        f"no row of the reference has a decisive top-1 margin: {p[:, :2]}")
     assert np.array_equal(got.indices[decided, 0], want.indices[decided, 0]), (got.indices[:, 0], want.indices[:, 0])
 
     def by_class(pred):

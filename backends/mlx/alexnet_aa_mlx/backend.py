@@ -1,6 +1,6 @@
 """The ``mlx`` backend: AlexNet's heavy ops on ``mlx.core``, NHWC.
 
-``MLXBackend(lrn="auto", compile=True)``
+``MLXBackend(dtype="float32", lrn="auto", compile=True)``
 
 * Layout: activations NHWC; conv weights OHWI ``(O, K_h, K_w, C/g)``;
   linear weights IO ``(F_in, F_out)`` (transposed once, contiguous: ``x @ w``
@@ -18,10 +18,19 @@
   (:mod:`alexnet_aa_mlx.lrn_metal`), run eagerly (compiling it was slower).
 * linear: ``mx.addmm(b, x, w)``, then ``mx.maximum`` where ReLU is asked.
 
+Precision: float32 by default. ``dtype="float16"`` or ``"bfloat16"`` (opt-in, inference only)
+stores activations and weights in that dtype; every op rounds its result once: the GEMMs
+(``mx.addmm``: MLX accumulates half inputs in float32, adds the bias and rounds once: measured,
+see the docs) and pooling run on the half arrays; the convs (whose bias MLX would add after
+rounding the sum) and the LRN are computed in float32 from the stored values and rounded once (cast
+up, computed, cast down; the LRN on the composed and the Metal path alike). ``to_host`` widens bfloat16 to
+float32 (NumPy has no bfloat16). A half-precision instance declares ``unsupported["training"]``:
+there are no float32 master weights to update.
+
 The math of every op is on :mod:`alexnet_aa.reference`; arguments arrive
-validated by :mod:`alexnet_aa.ops`. Everything is float32. ``mlx`` is
-imported only when the backend is constructed or asked whether it is
-available. The measurements behind these choices are in ``docs/backends/mlx.md``.
+validated by :mod:`alexnet_aa.ops`. ``mlx`` is imported only when the backend
+is constructed or asked whether it is available. The measurements behind
+these choices are in ``docs/backends/mlx.md``.
 """
 
 from __future__ import annotations
@@ -35,14 +44,27 @@ from typing import Any
 import numpy as np
 
 from alexnet_aa.architecture import pool_output_size, pool_overhang
-from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendError, BackendUnavailableError
+from alexnet_aa.backend import (
+    INSTALL_HINTS,
+    Backend,
+    BackendError,
+    BackendUnavailableError,
+    UnsupportedError,
+)
 
-__all__ = ["MLXBackend", "MIN_MLX_VERSION"]
+__all__ = ["DTYPES", "MIN_MLX_VERSION", "MLXBackend"]
 
 #: Oldest MLX this backend supports: 0.32.1 fixed Metal custom-kernel cache
 #: collisions (PR 3833) and concurrent cache lookups (PR 4043), and integer
 #: overflows in conv shape arithmetic and padding (PRs 3938, 4258). See docs/backends/mlx.md.
 MIN_MLX_VERSION = (0, 32, 1)
+
+#: The storage dtypes the constructor takes (``dtype=``); the first is the default.
+DTYPES = ("float32", "float16", "bfloat16")
+
+#: Why a half-precision instance cannot train (its ``unsupported["training"]``).
+HALF_TRAINING_REASON = ("half-precision storage has no float32 master weights (an SGD update far smaller than "
+                        "a weight's half-precision ulp would be lost); train in float32")
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -51,7 +73,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(g or 0) for g in match.groups()) if match else (0,)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bias_relu():
     """``max(y + b, 0)`` as one ``mx.compile``'d (shapeless) kernel, built once (the LRN is not
     compiled: eager was faster, see ``docs/backends/mlx.md``)."""
@@ -63,6 +85,9 @@ def _bias_relu():
 class MLXBackend(Backend):
     """NHWC ops on ``mlx.core`` (Apple silicon GPU, or the CPU / CUDA builds of MLX).
 
+    ``dtype``: the storage dtype of activations and weights, ``"float32"``
+    (default), ``"float16"`` or ``"bfloat16"``; the last two are inference
+    only (``unsupported["training"]``) and compute the LRN in float32.
     ``lrn``: ``"auto"`` (the Metal kernel when Metal is available and the
     kernel builds, else composed ops), ``"composed"`` or ``"metal"`` (an error
     where Metal is absent). ``compile``: fuse the conv epilogue (bias + ReLU)
@@ -76,7 +101,12 @@ class MLXBackend(Backend):
     dtype = "float32"
     unsupported = {"float64": "the backend computes in float32 (MLX has float64 on the CPU only, never on the GPU)"}
 
-    def __init__(self, *, lrn: str = "auto", compile: bool = True) -> None:
+    def __init__(self, *, dtype: str = "float32", lrn: str = "auto", compile: bool = True) -> None:
+        if isinstance(dtype, str) and dtype == "float64":
+            raise UnsupportedError("float64", f"[mlx] dtype: 'float64' is not supported: {self.unsupported['float64']}; "
+                                              f"expected 'float32', 'float16' or 'bfloat16'")
+        if not (isinstance(dtype, str) and dtype in DTYPES):
+            raise ValueError(f"[mlx] dtype: expected 'float32', 'float16' or 'bfloat16', got {dtype!r}")
         if lrn not in ("auto", "composed", "metal"):
             raise ValueError(f"[mlx] lrn: expected 'auto', 'composed' or 'metal', got {lrn!r}")
         ok, why = self.available()
@@ -88,6 +118,10 @@ class MLXBackend(Backend):
 
         self._mx = mx
         self._lrn_metal = lrn_metal
+        self._dtype = getattr(mx, dtype)  # the storage dtype's mx object
+        if dtype != "float32":  # per instance: the class stays float32 and trainable
+            self.dtype = dtype
+            self.unsupported = {**type(self).unsupported, "training": HALF_TRAINING_REASON}
         self._compile = bool(compile)
         self._lrn_mode = lrn
         self._use_metal_lrn: bool | None = None  # decided on first use
@@ -127,28 +161,35 @@ class MLXBackend(Backend):
         return self._mx
 
     def asarray(self, x: Any) -> Any:
+        """Cast to the storage dtype: an MLX array with ``astype`` (unless it already is), a host
+        array through a contiguous float32 copy (float64 is rounded to float32 first, then to a half dtype)."""
         self._check_thread()  # every forward and training step starts here
-        mx = self._mx
+        mx, dtype = self._mx, self._dtype
         if isinstance(x, mx.array):
-            return x if x.dtype == mx.float32 else x.astype(mx.float32)
+            return x if x.dtype == dtype else x.astype(dtype)
         host = np.asarray(x)
         if host.dtype != np.float32 or not host.flags.c_contiguous:
             host = np.ascontiguousarray(host, dtype=np.float32)
-        return mx.array(host, dtype=mx.float32)
+        return mx.array(host, dtype=dtype)
 
     def to_host(self, x: Any) -> np.ndarray:
+        """A NumPy copy; bfloat16 is widened to float32 (exactly: NumPy has no bfloat16), float16 stays float16."""
         if isinstance(x, np.ndarray):
             return x
+        if x.dtype == self._mx.bfloat16:
+            x = x.astype(self._mx.float32)
         return np.array(x, copy=True)
 
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """The base class's conversion (OHWI, IO), evaluated now so that the first forward does not pay for it."""
+        """The base class's conversion (OHWI, IO) to the storage dtype, evaluated now so that the
+        first forward does not pay for it."""
         out = super().prepare(params)
         self._mx.eval(list(out.values()))
         return out
 
     # -- the four ops ---------------------------------------------------------------
     def _epilogue(self, y, b, relu: bool):
+        """``y + b`` (+ ReLU) in ``y``'s dtype (a Python ``0.0`` never promotes a half array)."""
         if b is not None and relu and self._compile:
             return _bias_relu()(y, b)
         if b is not None:
@@ -156,8 +197,15 @@ class MLXBackend(Backend):
         return self._mx.maximum(y, 0.0) if relu else y
 
     def conv2d(self, x, w, b, stride, padding, groups: int, relu: bool):
-        """NHWC ``x``, OHWI ``w``: ``mx.conv2d`` per group + concatenate, then bias (+ ReLU)."""
-        return self._epilogue(self._conv(x, w, stride, padding, groups), b, relu)
+        """NHWC ``x``, OHWI ``w``: ``mx.conv2d`` per group + concatenate, then bias (+ ReLU). Half
+        precision: convolved in float32 from the stored half values, bias and ReLU in float32, rounded
+        once (MLX's half conv rounds its sum before the bias is added: a second rounding, unbounded in
+        relative terms where the bias cancels the sum)."""
+        if self.dtype == "float32":
+            return self._epilogue(self._conv(x, w, stride, padding, groups), b, relu)
+        f32 = self._mx.float32
+        y = self._conv(x.astype(f32), w.astype(f32), stride, padding, groups)
+        return self._epilogue(y, None if b is None else b.astype(f32), relu).astype(self._dtype)
 
     def _conv(self, x, w, stride, padding, groups: int):
         """The cross-correlation alone (no bias, no ReLU): ``mx.conv2d`` per group + concatenate."""
@@ -175,7 +223,7 @@ class MLXBackend(Backend):
         """NHWC; separable strided slices + ``mx.maximum``; ceil mode pads bottom/right with ``-inf``."""
         mx = self._mx
         (kh, kw), (sh, sw) = kernel, stride
-        n, h, w, c = x.shape
+        _, h, w, _ = x.shape
         ho = pool_output_size(h, kh, sh, ceil_mode)
         wo = pool_output_size(w, kw, sw, ceil_mode)
         pad_h, pad_w = pool_overhang(h, kh, sh, ceil_mode), pool_overhang(w, kw, sw, ceil_mode)
@@ -191,10 +239,15 @@ class MLXBackend(Backend):
         return z
 
     def lrn(self, x, size: int, alpha: float, beta: float, k: float):
-        """NHWC, across the last axis: Metal kernel ``lrn_forward_nhwc_float32`` or composed ``mx`` ops."""
+        """NHWC, across the last axis: Metal kernel ``lrn_forward_nhwc_float32`` or composed ``mx`` ops,
+        always in float32 (a half-precision ``x`` is cast up, and the result back down)."""
+        mx = self._mx
+        x32 = x if x.dtype == mx.float32 else x.astype(mx.float32)
         if self._metal_lrn_active():
-            return self._lrn_metal.lrn_differentiable(x, size, alpha, beta, k)
-        return self._lrn_metal.lrn_composed(x, size, alpha, beta, k)
+            y = self._lrn_metal.lrn_differentiable(x32, size, alpha, beta, k)
+        else:
+            y = self._lrn_metal.lrn_composed(x32, size, alpha, beta, k)
+        return y if y.dtype == self._dtype else y.astype(self._dtype)
 
     def linear(self, x, w, b, relu: bool):
         """``x (N, F_in) @ w (F_in, F_out) + b`` with ``mx.addmm`` (+ ReLU)."""
@@ -224,7 +277,7 @@ class MLXBackend(Backend):
         (``mx.argmax`` of the stacked window views, held constant), so the gradient follows the tie rule."""
         mx = self._mx
         (kh, kw), (sh, sw) = kernel, stride
-        n, h, w, c = x.shape
+        _, h, w, _ = x.shape
         ho, wo = dy.shape[1], dy.shape[2]
         pad_h, pad_w = pool_overhang(h, kh, sh, ceil_mode), pool_overhang(w, kw, sw, ceil_mode)
 
@@ -279,10 +332,18 @@ class MLXBackend(Backend):
             lrn = f"Metal kernel {self._lrn_metal.KERNEL_NAMES['float32']}"
         else:
             lrn = f"composed mx ops ({self._lrn_why})"
+        if self.dtype == "float32":
+            dtype = "float32 (training too)"
+        else:
+            lrn += f", in float32 (cast from and back to {self.dtype})"
+            dtype = (f"{self.dtype} storage, inference only; float32 in the LRN, and in the conv/matmul "
+                     f"accumulation where MLX accumulates so (its CPU build: measured); to_host gives "
+                     + ("float32 (bfloat16 widened)" if self.dtype == "bfloat16" else "float16"))
         return {
             "mlx": mx.__version__,
             "device": str(mx.default_device()),
             "metal": "yes" if metal else "no",
+            "dtype": dtype,
             "conv2d": "mx.conv2d per group + concatenate",
             "max_pool2d": "strided slices + mx.maximum (floor and ceil mode)",
             "lrn": lrn,

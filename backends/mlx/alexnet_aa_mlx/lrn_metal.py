@@ -15,6 +15,10 @@ documented), both on NHWC arrays (channels on the last axis):
     output element, the window sum of squares accumulated in float32 registers,
     ``metal::precise::pow`` for the power. Metal only (Apple silicon).
 
+The kernel takes and returns float32 only; a half-precision backend casts its
+input up before calling either implementation and the result back down
+(``MLXBackend.lrn``), so the window sum and the power are float32 on every path.
+
 Kernel conventions: the source below is only the kernel *body* (MLX generates
 the signature); arguments carry layout suffixes (``x_nhwc``, ``y_nhwc``);
 ``params = [k, α/n, β]`` is a 3-element float32 array; the window size is the
@@ -30,12 +34,12 @@ fall back to :func:`lrn_composed` with a warning.
 
 from __future__ import annotations
 
-import threading
 import functools
+import threading
 import warnings
 from typing import Any
 
-__all__ = ["lrn", "lrn_backward_composed", "lrn_composed", "lrn_differentiable", "metal_lrn_status", "KERNEL_NAMES"]
+__all__ = ["KERNEL_NAMES", "lrn", "lrn_backward_composed", "lrn_composed", "lrn_differentiable", "metal_lrn_status"]
 
 #: One kernel per compute dtype: the names MLX caches libraries under.
 KERNEL_NAMES = {"float32": "lrn_forward_nhwc_float32"}
@@ -117,7 +121,7 @@ def lrn_differentiable(x_nhwc, size: int, alpha: float, beta: float, k: float):
     return _differentiable_lrn(size, alpha, beta, k)(x_nhwc)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _differentiable_lrn(size: int, alpha: float, beta: float, k: float):
     import mlx.core as mx
 
@@ -156,11 +160,15 @@ def _kernel(dtype_name: str):
 def lrn(x_nhwc, size: int, alpha: float, beta: float, k: float):
     """LRN across the last axis with the fused Metal kernel ``lrn_forward_nhwc_float32``.
 
-    Metal only; call :func:`metal_lrn_status` first (the backend does).
+    Metal only; call :func:`metal_lrn_status` first (the backend does). ``x_nhwc`` must be
+    float32 (the only instantiation): a half-precision caller casts up first.
     See :func:`alexnet_aa.reference.lrn` for the math.
     """
     import mlx.core as mx
 
+    if x_nhwc.dtype != mx.float32:
+        raise TypeError(f"[lrn] {KERNEL_NAMES['float32']}: expected a float32 x_nhwc (cast half precision up first), "
+                        f"got {x_nhwc.dtype}")
     params = mx.array([k, alpha / size, beta], dtype=mx.float32)
     (y_nhwc,) = _kernel("float32")(
         inputs=[x_nhwc, params],
