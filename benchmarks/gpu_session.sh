@@ -1,43 +1,61 @@
 #!/usr/bin/env bash
-# One GPU session for the cupy backend: install, smoke-test the kernels,
-# run the conformance suite on cupy (gradients included), benchmark inference and one training
-# step against PyTorch + cuDNN.
+# One GPU session for the cupy backend: install, record the clocks, run the conformance suite at every
+# storage dtype (float32, float16, bfloat16; gradients in float32), check the captured forward bit for
+# bit against the eager one, smoke-test every kernel on AlexNet's real layer shapes, benchmark
+# latency and throughput (captured, eager, PyTorch + cuDNN, torch.compile) with per-layer, conv and
+# linear tables, and one training step against PyTorch.
 #
 #   bash benchmarks/gpu_session.sh        # from the repository root; results in $OUT
 #
-# Made for the lent machine (H100/H200, Python 3.12, cupy-cuda13x + NVRTC,
-# torch + cuDNN, setuptools but no hatchling, no network). Every step has its
-# own timeout and the whole script stays within BUDGET seconds (default 480);
-# a failing step is reported and the next one still runs.
+# Made for the lent machine (H100/H200, Python 3.12, cupy-cuda13x + NVRTC, torch + cuDNN,
+# setuptools but no hatchling, no network). Every step has its own timeout and the whole script stays
+# within BUDGET seconds (default 560); a failing step is reported and the next one still runs. The
+# device tool returns at most 8 files from $OUT: this script writes summary.txt (one line a step),
+# log.txt (every step's output), clocks.csv (nvidia-smi before and after the benchmarks),
+# conformance.json, bench.md and train.md.
 #
-# Prepare before the device call: array-api-compat is not on the GPU image and
-# the machine has no network, so its wheel travels in .whl/ (gitignored: the
-# device call must carry it, carry=[".whl"]). From the repository root, with network:
+# Dry run without a GPU (checks the script and every Python step up to the first device call):
+#   DRY_RUN=1 bash benchmarks/gpu_session.sh
 #
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl array-api-compat==1.16.0
+# Prepare before the device call: array-api-compat (and ml_dtypes, for bfloat16, in case the image
+# lacks it) travel as wheels in .whl/ (gitignored: the device call must carry it, carry=[".whl"]).
+# From the repository root, with network:
 #
-# Without it the core (alexnet_aa, which depends on array-api-compat) cannot be imported:
-# the script warns, and every Python step fails.
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl array-api-compat==1.16.0 ml_dtypes
+#
+# Without array-api-compat the core (alexnet_aa) cannot be imported: the script warns, and every
+# Python step fails.
 set -u
 OUT=${OUT:-/tmp/gpu_session_out}
-BUDGET=${BUDGET:-480}
+BUDGET=${BUDGET:-560}
+DRY_RUN=${DRY_RUN:-}
 mkdir -p "$OUT"
 export CUPY_CACHE_DIR=${CUPY_CACHE_DIR:-/tmp/alexnet_aa_cupy_cache}
 unset CUPY_TF32                       # true float32 in cuBLAS
 PY=${PY:-python3}
 STATUS=0
 
-step() {  # step NAME CAP_SECONDS CMD... : run with timeout min(CAP, time left), log to $OUT/NAME.txt
+step() {  # step NAME CAP_SECONDS CMD... : run with timeout min(CAP, time left), appended to $OUT/log.txt
     local name=$1 cap=$2; shift 2
     local left=$((BUDGET - SECONDS))
     local t=$((cap < left ? cap : left))
     if [ "$t" -lt 10 ]; then echo "== $name: skipped, budget spent" | tee -a "$OUT/summary.txt"; STATUS=1; return; fi
-    echo "== $name (timeout ${t}s, ${SECONDS}s elapsed)"
+    echo "== $name (timeout ${t}s, ${SECONDS}s elapsed)" | tee -a "$OUT/log.txt"
     local t0=$SECONDS
-    timeout --kill-after=10 "$t" "$@" > >(tee "$OUT/$name.txt") 2>&1
+    timeout --kill-after=10 "$t" "$@" > >(tee -a "$OUT/log.txt") 2>&1
     local rc=$?
-    echo "== $name: rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/summary.txt"
+    echo "== $name: rc=$rc in $((SECONDS - t0))s" | tee -a "$OUT/summary.txt" "$OUT/log.txt"
     [ "$rc" -eq 0 ] || STATUS=1
+}
+
+clocks() {  # the GPU's clocks, power and temperature, one CSV row per call
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=timestamp,name,pstate,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.draw,temperature.gpu \
+            --format=csv >> "$OUT/clocks.csv" 2>&1
+    else
+        echo "nvidia-smi not found" >> "$OUT/clocks.csv"
+    fi
 }
 
 # array-api-compat is not on the GPU image: it travels as a wheel in .whl/ (carried by the device call).
@@ -47,20 +65,37 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 elif ! $PY -c 'import array_api_compat' >/dev/null 2>&1; then
     {
         echo "WARNING: no .whl/*.whl and array_api_compat is not importable: alexnet_aa (which depends on it)"
-        echo "         cannot be imported and every step will fail. Prepare it with:"
-        echo "         python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\"
-        echo "             --platform manylinux2014_x86_64 -d .whl array-api-compat==1.16.0"
-        echo "         and carry .whl in the device call."
+        echo "         cannot be imported and every step will fail. Prepare it as the header of this script says."
     } | tee -a "$OUT/summary.txt" >&2
 fi
-step install 120 $PY -m pip install --no-build-isolation --no-deps -q \
-    -e . -e backends/numpy -e backends/cupy
-
+if [ -z "$DRY_RUN" ]; then
+    step install 120 $PY -m pip install --no-build-isolation --no-deps -q -e . -e backends/numpy -e backends/cupy
+fi
+clocks
 step nvidia-smi 20 nvidia-smi
 
-# Kernels alone, against the float64 loops of tests/test_cuda_kernels.py (cold NVRTC compile timed);
-# every Winograd case (3x3 and 5x5) and the real AlexNet conv shapes at batch 2 with every algorithm and tile.
-step smoke 90 $PY - <<'EOF'
+# The conformance suite at every dtype (float32 with its gradients; the half dtypes are inference only and
+# have their own named tolerances). Its JSON report (per backend and op: cases, largest error, tolerance;
+# xfails and skips with reasons) is kept in $OUT.
+step conformance 220 $PY -m pytest -q tests/test_conformance.py -rsx -p no:cacheprovider \
+    --alexnet-backend "cupy,cupy[dtype=float16],cupy[dtype=bfloat16]" --alexnet-report "$OUT/conformance.json"
+
+# The captured forward against the eager one, bit for bit, at every dtype; GEMV and GEMM, bit for bit.
+step graph 90 $PY -m pytest -q tests/test_cupy_graph.py -rs -p no:cacheprovider
+
+# Latency and throughput at every dtype (captured, eager, cuDNN, torch.compile at batch 1), agreement of the
+# half dtypes with float32 on 1,000 inputs, per layer, conv and linear sweeps.
+clocks
+if [ -z "$DRY_RUN" ]; then
+    step bench 240 $PY benchmarks/bench_cupy.py --seconds 0.5 --layer-reps 3 --agreement 1000 --out "$OUT/bench.md"
+else
+    step bench 30 $PY benchmarks/bench_cupy.py --help
+fi
+clocks
+
+# Kernels alone, against the float64 loops of tests/test_cuda_kernels.py; every Winograd case (3x3 and 5x5)
+# and the real AlexNet conv shapes at batch 2 with every algorithm and tile, in float32 and on tensor cores.
+step smoke 120 $PY - <<'EOF'
 import importlib.util, sys
 import numpy as np
 from alexnet_aa_cupy import CupyBackend, kernels
@@ -84,6 +119,8 @@ def check(what, y, ref, tol):
     print(f"{'ok ' if err < tol else 'BAD'} {what}: rel err {err:.2e}")
     if not err < tol: fails.append(what)
 rng = np.random.default_rng(0)
+def algos_for(w_shape, stride):  # "gemm", then every Winograd algorithm that takes the layer
+    return ["gemm", *(a for a in kernels.WINOGRAD_ALGOS if kernels.winograd_applies(w_shape, stride, a))]
 cases = dict(t.CONV_CASES)
 for name, (n, c, h, w, o, k, p, g) in t.WINOGRAD_CASES.items():
     cases["wino-" + name] = (n, c, h, w, o, (k, k), (1, 1), p, g)
@@ -95,12 +132,10 @@ for case, (n, c, h, w, o, k, s, p, g) in cases.items():
     prep = be.prepare({"w": w_oihw, "b": b})
     xs = be.asarray(x)
     runs = [("gemm", tile) for tile in kernels.CONV_TILES]
-    if kernels.winograd_applies(prep["w"].shape, s):
-        runs += [("winograd", tile) for tile in ([None, *kernels.WINOGRAD_TILES] if (o // g) % 4 == 0 else [None])]
-        # the weight transform done in prepare vs on the fly from the IHWO array: the same kernel
-        ws = [prep["w"], prep["w"].ihwo]
-    else:
-        ws = [prep["w"]]
+    for algo in algos_for(prep["w"].shape, s)[1:]:
+        runs += [(algo, tile) for tile in ([None, *kernels.WINOGRAD_TILES] if (o // g) % 4 == 0 else [None])]
+    # the weight transform done in prepare vs on the fly from the IHWO array: the same kernel
+    ws = [prep["w"], prep["w"].ihwo] if isinstance(prep["w"], kernels.ConvWeight) else [prep["w"]]
     for wv in ws:
         for algo, tile in runs:
             y = kernels.conv2d(xs, wv, prep["b"], s, p, g, True, algo=algo, tile=tile)
@@ -115,7 +150,7 @@ for name in ("paper-conv2", "tv-conv2", "paper-conv4", "tv-conv3"):
     c, h, o, k, s, p, g = t.ALEXNET_CONVS[name]
     x, w_oihw, b = t._conv_case(rng, 5, c, h, h, o, (k, k), (s, s), (p, p), g)
     prep, xs = be.prepare({"w": w_oihw, "b": b}), be.asarray(x)
-    for algo in kernels.CONV_ALGOS:
+    for algo in algos_for(prep["w"].shape, (s, s)):
         yb = cp.asnumpy(kernels.conv2d(xs, prep["w"], prep["b"], (s, s), (p, p), g, True, algo=algo))
         same = all(np.array_equal(cp.asnumpy(kernels.conv2d(xs[i:i + 1], prep["w"], prep["b"], (s, s), (p, p), g, True,
                                                               algo=algo))[0], yb[i]) for i in range(5))
@@ -129,15 +164,39 @@ for shape, size, alpha, beta, k in [((2, 7, 3, 5), 5, 0.5, 0.75, 1.0), ((3, 6, 4
     x = (rng.standard_normal(shape) * 2).astype(np.float32)
     check(f"lrn {shape} size={size}", be.lrn(be.asarray(x), size, alpha, beta, k), t.lrn_ref(x, size, alpha, beta, k), 1e-5)
 for relu in (True, False):
-    x, w, b = (rng.standard_normal(sh).astype(np.float32) for sh in ((5, 300), (70, 300), (70,)))
-    ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
-    check(f"linear relu={relu}", be.linear(be.asarray(x), be.asarray(w), be.asarray(b), relu), np.maximum(ref, 0) if relu else ref, 1e-5)
-# NaN stays NaN through the fused ReLU (conv: both algorithms; linear's epilogue), exactly at the reference's NaN.
+    for n in (5, 40):   # the GEMV and the GEMM
+        x, w, b = (rng.standard_normal(sh).astype(np.float32) for sh in ((n, 1300), (70, 1300), (70,)))
+        ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+        prep = be.prepare({"w": w, "b": b})
+        check(f"linear batch={n} relu={relu}", be.linear(be.asarray(x), prep["w"], prep["b"], relu),
+              np.maximum(ref, 0) if relu else ref, 1e-5)
+# half precision on tensor cores: every AlexNet conv layer (batch 2) and fc6, each tile, against float64 of the
+# same rounded inputs (one output rounding: 4 units of roundoff), bitwise the same across tiles
+import ml_dtypes
+for dtype, np_dt, tol in (("float16", np.float16, 2e-3), ("bfloat16", ml_dtypes.bfloat16, 1.6e-2)):
+    hb = CupyBackend(dtype=dtype)
+    for name, (c, h, o, k, s, p, g) in t.ALEXNET_CONVS.items():
+        x, w_oihw, b = t._conv_case(rng, 2, c, h, h, o, (k, k), (s, s), (p, p), g)
+        xr, wr, br = (a.astype(np_dt).astype(np.float32) for a in (x, w_oihw, b))
+        ref = t.conv2d_ref(xr, wr, br, (s, s), (p, p), g, True)
+        prep, xs = hb.prepare({"w": w_oihw, "b": b}), hb.asarray(x)
+        ys = [kernels.conv2d_mma(xs, prep["w"], prep["b"], (s, s), (p, p), g, True, tile=tile) for tile in kernels.MMA_CONV_TILES]
+        same = all(bool(cp.array_equal(ys[0].view(cp.uint16), y.view(cp.uint16))) for y in ys)
+        print(f"{'ok ' if same else 'BAD'} conv2d_mma {dtype} {name}: tiles bitwise equal = {same}")
+        if not same: fails.append(f"conv2d_mma tiles {dtype} {name}")
+        check(f"conv2d_mma {dtype} {name}", hb.to_host(ys[0]).astype(np.float32), ref, tol)
+    x, w, b = (rng.standard_normal(sh).astype(np.float32) for sh in ((3, 9216), (4096, 9216), (4096,)))
+    xr, wr, br = (a.astype(np_dt).astype(np.float64) for a in (x, w / 96, b))
+    prep = hb.prepare({"w": w / 96, "b": b})
+    for tile in kernels.LINEAR_MMA_TILES:
+        y = kernels.linear(hb.asarray(x), prep["w"], prep["b"], True, tile=tile)
+        check(f"linear_mma {dtype} fc6 {tile}", hb.to_host(y).astype(np.float32), np.maximum(xr @ wr.T + br, 0), tol)
+# NaN stays NaN through the fused ReLU (conv: the default algorithms; linear's epilogue), exactly at the reference's NaN.
 x, w_oihw, b = t._conv_case(rng, 2, 6, 9, 11, 8, (3, 3), (1, 1), (1, 1), 2)
 x = t._poison(x, np.nan, t.NONFINITE_AT)
 ref = t.conv2d_ref(x, w_oihw, b, (1, 1), (1, 1), 2, True)
 prep = be.prepare({"w": w_oihw, "b": b})
-for algo in kernels.CONV_ALGOS:
+for algo in algos_for(prep["w"].shape, (1, 1)):
     y = cp.asnumpy(kernels.conv2d(be.asarray(x), prep["w"], prep["b"], (1, 1), (1, 1), 2, True, algo=algo))
     same = np.array_equal(np.isnan(y), np.isnan(ref))
     print(f"{'ok ' if same else 'BAD'} conv2d {algo} NaN input: NaN where the reference's is = {same}")
@@ -150,17 +209,11 @@ print(f"worst rel err {worst:.2e}; failures: {fails or 'none'}")
 sys.exit(1 if fails else 0)
 EOF
 
-# The conformance suite on cupy (the lead's suite; fall back to the packaged one).
-# Its JSON report (per op: cases, largest error, tolerance; xfails and skips with reasons) is kept in $OUT.
-step conformance 200 $PY -m pytest -q tests/test_conformance.py --alexnet-backend cupy -rsx -p no:cacheprovider \
-    --alexnet-report "$OUT/conformance.json"
-
-# The tile sweep (batch 128) times gemm and winograd on every 3x3 and 5x5 layer: the '*' cell is the default.
-step bench 180 $PY benchmarks/bench_cupy.py --seconds 0.5 --out "$OUT/bench.md"
-
 # One training step (forward + backward + SGD) against PyTorch + cuDNN, TF32 off on both sides.
-step train 90 $PY benchmarks/bench_train.py --backend cupy --device cuda --variants paper,torchvision --batch 128 \
-    --repeats 5 --out "$OUT/train.md"
+if [ -z "$DRY_RUN" ]; then
+    step train 60 $PY benchmarks/bench_train.py --backend cupy --device cuda --variants paper,torchvision --batch 128 \
+        --repeats 5 --out "$OUT/train.md"
+fi
 
 echo "== total ${SECONDS}s, status $STATUS" | tee -a "$OUT/summary.txt"
 exit $STATUS
