@@ -158,8 +158,10 @@ def test_tile_tables_match_the_kernels_they_name():
             assert (t.threads, t.bm, t.bn, ctype) == (threads, bm, bn, storage), f"{t} ({dtype}) disagrees with the .cu"
             assert (bm // wm) * (bn // wn) * 32 == threads and t.bk == 32, f"{t.kernel}: the warps do not make {threads} threads"
     constants = dict(re.findall(r"constexpr int (LINEAR_\w+) = (\d+);", (PKG / "linear.cu").read_text()))
-    for name in ("LINEAR_K_CHUNK", "LINEAR_GEMV_ROWS", "LINEAR_GEMV_THREADS"):
+    for name in ("LINEAR_K_CHUNK", "LINEAR_GEMV_THREADS"):
         assert int(constants[name]) == getattr(kernels, name), f"kernels.{name} differs from linear.cu's"
+    rows = tuple(int(r) for r in re.findall(r"^LINEAR_GEMV_ENTRY\((\d+)\)", (PKG / "linear.cu").read_text(), re.MULTILINE))
+    assert rows == kernels.LINEAR_GEMV_ROWS, f"linear.cu's GEMV entry points {rows} differ from kernels.LINEAR_GEMV_ROWS"
 
 
 def test_sources_have_no_system_headers():
@@ -867,11 +869,13 @@ LINEAR_CASES = {
 
 
 def _linear_emu(lib, x, w_io, b, relu, algo, tile=None):
-    """``kernels.linear``'s float32 launches in the emulation: partials, then their ordered sum."""
+    """``kernels.linear``'s float32 launches in the emulation: partials, then their ordered sum (``tile``: the
+    GEMM's, or the GEMV's rows per block)."""
     n, i = x.shape
     o = w_io.shape[1]
     p = np.full((kernels.linear_chunks(i), n, o), np.nan, np.float32)
-    plan = kernels.plan_linear_gemv(x, w_io, p) if algo == "gemv" else kernels.plan_linear_gemm(x, w_io, p, sms=1, tile=tile)
+    plan = (kernels.plan_linear_gemv(x, w_io, p, rows=tile) if algo == "gemv"
+            else kernels.plan_linear_gemm(x, w_io, p, sms=1, tile=tile))
     _run(lib, plan)
     y = np.full((n, o), np.nan, np.float32)
     _run(lib, kernels.plan_linear_reduce(p, b, y, relu, sms=1))
@@ -890,6 +894,9 @@ def test_linear_kernels_on_cpu(emu, case):
     ref = x.astype(np.float64) @ w_io.astype(np.float64) + b
     gemv = _linear_emu(emu, x, w_io, b, True, "gemv")
     _assert_close(gemv, np.maximum(ref, 0), f"linear gemv[{case}]", tol=1e-6)
+    for rows in kernels.LINEAR_GEMV_ROWS:
+        other = _linear_emu(emu, x, w_io, b, True, "gemv", rows)
+        assert np.array_equal(other, gemv), f"linear gemv with {rows} rows a block differs [{case}]"
     for tile in kernels.LINEAR_TILES:
         gemm = _linear_emu(emu, x, w_io, b, True, "gemm", tile)
         assert np.array_equal(gemm, gemv), f"linear gemm {tile} differs from the GEMV [{case}]: {np.abs(gemm - gemv).max():.3g}"

@@ -109,16 +109,7 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(
             }
         }
     };
-    auto store_slice = [&](int buf) {
-#pragma unroll
-        for (int i = 0; i < ROWS; ++i) {
-            const int kk = warp + NWARPS * i;
-#pragma unroll
-            for (int j = 0; j < A_COLS; ++j) As[buf][kk][lane + 32 * j] = a_stage[i][j];
-#pragma unroll
-            for (int j = 0; j < B_COLS; ++j) Bs[buf][kk][lane + 32 * j] = b_stage[i][j];
-        }
-    };
+    auto store_slice = [&](int buf) { store_staged<NWARPS>(As[buf], Bs[buf], a_stage, b_stage, warp, lane); };
 
     float acc[TM][TN];
     gemm_tile_mainloop(As, Bs, acc, L, tx, ty, load_slice, store_slice);

@@ -66,6 +66,24 @@ __device__ __forceinline__ void mma_slice(const float (&As_buf)[BK][BM], const f
     }
 }
 
+// The store of the lane-per-column loaders (conv2d.cu, conv2d_backward.cu, linear.cu): staged rows
+// kk = warp + NWARPS * i of the slice, registers -> shared buffer, consecutive lanes on consecutive
+// columns (consecutive banks).
+template <int NWARPS, int ROWS, int A_COLS, int B_COLS, int BK, int BM, int BN>
+__device__ __forceinline__ void store_staged(float (&As_buf)[BK][BM], float (&Bs_buf)[BK][BN],
+                                             const float (&a_stage)[ROWS][A_COLS], const float (&b_stage)[ROWS][B_COLS],
+                                             int warp, int lane)
+{
+#pragma unroll
+    for (int i = 0; i < ROWS; ++i) {
+        const int kk = warp + NWARPS * i;
+#pragma unroll
+        for (int j = 0; j < A_COLS; ++j) As_buf[kk][lane + 32 * j] = a_stage[i][j];
+#pragma unroll
+        for (int j = 0; j < B_COLS; ++j) Bs_buf[kk][lane + 32 * j] = b_stage[i][j];
+    }
+}
+
 // The whole main loop: acc = A^T B over K, slices of BK.
 //   load_slice(k0): global -> registers, the K slice starting at k0;
 //   store_slice(buf): registers -> As[buf], Bs[buf].

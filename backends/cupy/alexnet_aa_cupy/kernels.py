@@ -90,10 +90,11 @@ MMA_CONV_TILES = {
     "64x64": ConvTile("conv2d_mma_forward_64x64", 64, 64, 128, 32),
 }
 
-#: ``linear.cu``: the fixed chunks of the split reduction, the rows of x one GEMV block takes, its threads.
+#: ``linear.cu``: the fixed chunks of the split reduction, the GEMV's threads per block and the rows of x
+#: one GEMV block can take (an entry point ``linear_gemv_forward_<rows>`` each).
 LINEAR_K_CHUNK = 512
-LINEAR_GEMV_ROWS = 8
 LINEAR_GEMV_THREADS = 256
+LINEAR_GEMV_ROWS = (1, 2, 4, 8)
 #: Batches up to this run the float32 GEMV (one pass over the weight per 8 rows), larger ones the tiled GEMM.
 LINEAR_GEMV_MAX_BATCH = 16
 #: Tile configurations of ``linear.cu``'s float32 GEMM (bm along the outputs, bn along the rows of x).
@@ -151,7 +152,7 @@ NAME_EXPRESSIONS = (
     "max_pool2d_backward",
     *("lrn_forward" + suffix for suffix in DTYPES.values()),
     "lrn_backward",
-    "linear_gemv_forward",
+    *(f"linear_gemv_forward_{rows}" for rows in LINEAR_GEMV_ROWS),
     *(t.kernel for t in LINEAR_TILES.values()),
     *(t.kernel + DTYPES[d] for t in LINEAR_MMA_TILES.values() for d in ("float16", "bfloat16")),
     *("linear_reduce_forward" + suffix for suffix in DTYPES.values()),
@@ -832,19 +833,27 @@ def choose_linear_algo(batch: int) -> str:
 
 def _check_linear_sizes(n: int, i: int, o: int) -> None:
     """The sizes the kernels take (int sizes, long long offsets) and their grids' y and z limits (65535)."""
-    if -(-n // LINEAR_GEMV_ROWS) > 65535 or linear_chunks(i) > 65535 or -(-o // 64) > 65535:
-        raise ValueError(f"[linear] at most {65535 * LINEAR_GEMV_ROWS} rows, {65535 * LINEAR_K_CHUNK} inputs and "
+    most = LINEAR_GEMV_ROWS[-1]
+    if -(-n // most) > 65535 or linear_chunks(i) > 65535 or -(-o // 64) > 65535:
+        raise ValueError(f"[linear] at most {65535 * most} rows, {65535 * LINEAR_K_CHUNK} inputs and "
                          f"{65535 * 64} outputs, got batch {n}, in {i}, out {o}")
 
 
-def plan_linear_gemv(x_ni, w_io, p_cno) -> Launch:
-    """Plan ``linear_gemv_forward``: float32 ``x_ni`` (N, I), ``w_io`` (I, O) → partials ``p_cno`` (chunks, N, O)."""
+def plan_linear_gemv(x_ni, w_io, p_cno, *, rows: int | None = None) -> Launch:
+    """Plan ``linear_gemv_forward_<rows>``: float32 ``x_ni`` (N, I), ``w_io`` (I, O) → partials ``p_cno``
+    (chunks, N, O). ``rows`` (of :data:`LINEAR_GEMV_ROWS`) per block; default the fewest that hold the
+    batch, 8 beyond (each block then reads its weight columns once for 8 rows)."""
     n, i = x_ni.shape
     o = w_io.shape[1]
     assert tuple(p_cno.shape) == (linear_chunks(i), n, o), (p_cno.shape, x_ni.shape, w_io.shape)
     _check_linear_sizes(n, i, o)
-    grid = (-(-o // LINEAR_GEMV_THREADS), linear_chunks(i), -(-n // LINEAR_GEMV_ROWS))
-    return Launch("linear_gemv_forward", grid, (LINEAR_GEMV_THREADS, 1, 1), (x_ni, w_io, p_cno, *map(np.int32, (n, i, o))))
+    if rows is None:
+        rows = next((r for r in LINEAR_GEMV_ROWS if r >= n), LINEAR_GEMV_ROWS[-1])
+    elif rows not in LINEAR_GEMV_ROWS:
+        raise ValueError(f"[linear] rows must be one of {LINEAR_GEMV_ROWS}, got {rows!r}")
+    grid = (-(-o // LINEAR_GEMV_THREADS), linear_chunks(i), -(-n // rows))
+    return Launch(f"linear_gemv_forward_{rows}", grid, (LINEAR_GEMV_THREADS, 1, 1),
+                  (x_ni, w_io, p_cno, *map(np.int32, (n, i, o))))
 
 
 def plan_linear_gemm(x_ni, w_io, p_cno, *, sms: int, tile: str | None = None) -> Launch:
@@ -892,7 +901,7 @@ def plan_linear_reduce(p_cno, b_o, y_no, relu: bool, *, sms: int) -> Launch:
 def linear(x, w, b_o, relu: bool, *, algo: str | None = None, tile: str | None = None):
     """``x @ wᵀ + b`` (+ ReLU) by this module's own kernels (capturable in a CUDA graph; no cuBLAS).
 
-    float32: ``w`` is IO (in, out); the partial sums by ``linear_gemv_forward`` or ``linear_gemm_forward_<tile>``
+    float32: ``w`` is IO (in, out); the partial sums by ``linear_gemv_forward_<rows>`` or ``linear_gemm_forward_<tile>``
     (``algo``: ``"gemv"`` or ``"gemm"``, default :func:`choose_linear_algo`; the two give the same bits).
     float16 / bfloat16: ``w`` is OI (out, in); ``linear_mma_forward_<tile>_<dtype>`` on tensor cores.
     Then ``linear_reduce_forward[_<dtype>]``.

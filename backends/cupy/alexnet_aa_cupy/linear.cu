@@ -11,8 +11,8 @@
 //                tile below sums every output element in the same order: the result of an image
 //                does not depend on its batch or on which kernel ran (DESIGN.md §7), bit for bit.
 //   float32      w_io: (in, out), out contiguous (CupyBackend(dtype="float32") prepares linear
-//                weights "IO"). linear_gemv_forward: one thread per output o and chunk, up to
-//                LINEAR_GEMV_ROWS rows of x staged in shared memory, sum = fmaf(x, w, sum) in i
+//                weights "IO"). linear_gemv_forward_<R>: one thread per output o and chunk, R = 1, 2,
+//                4 or 8 rows of x staged in shared memory, sum = fmaf(w, x, sum) in i
 //                order — one coalesced pass over the weight, for small batches.
 //                linear_gemm_forward_<tile>: gemm_tile.cuh's register-blocked GEMM (A = w_io, the
 //                same fmaf chain in i order), for large batches.
@@ -28,22 +28,22 @@
 #include "mma_tile.cuh"
 
 constexpr int LINEAR_K_CHUNK = 512;
-constexpr int LINEAR_GEMV_ROWS = 8;
 constexpr int LINEAR_GEMV_THREADS = 256;
 
-// p_cno[c, n, o] for the rows n0 .. n0 + LINEAR_GEMV_ROWS - 1 of blockIdx.z, the chunk c = blockIdx.y,
-// the outputs o of blockIdx.x: the rows' chunk of x in shared memory, one weight column per thread.
-extern "C" __global__ void __launch_bounds__(LINEAR_GEMV_THREADS)
-linear_gemv_forward(const float* __restrict__ x_ni, const float* __restrict__ w_io, float* __restrict__ p_cno,
-                    int N, int I, int O)
+// p_cno[c, n, o] for the R rows n0 .. n0 + R - 1 of blockIdx.z, the chunk c = blockIdx.y, the outputs o
+// of blockIdx.x: the rows' chunk of x in shared memory, one weight column per thread. R = 1, 2, 4 or 8
+// (linear_gemv_forward_<R>): a batch of 1 reads x once per weight element, not 8 times.
+template <int R>
+__device__ __forceinline__ void linear_gemv(const float* __restrict__ x_ni, const float* __restrict__ w_io,
+                                            float* __restrict__ p_cno, int N, int I, int O)
 {
-    __shared__ float xs[LINEAR_GEMV_ROWS][LINEAR_K_CHUNK];
+    __shared__ float xs[R][LINEAR_K_CHUNK];
     const int c = blockIdx.y;
     const int k0 = c * LINEAR_K_CHUNK;
     const int kn = I - k0 < LINEAR_K_CHUNK ? I - k0 : LINEAR_K_CHUNK;
-    const long long n0 = (long long)blockIdx.z * LINEAR_GEMV_ROWS;
-    const int rows = N - n0 < LINEAR_GEMV_ROWS ? (int)(N - n0) : LINEAR_GEMV_ROWS;
-    for (int e = threadIdx.x; e < LINEAR_GEMV_ROWS * LINEAR_K_CHUNK; e += LINEAR_GEMV_THREADS) {
+    const long long n0 = (long long)blockIdx.z * R;
+    const int rows = N - n0 < R ? (int)(N - n0) : R;
+    for (int e = threadIdx.x; e < R * LINEAR_K_CHUNK; e += LINEAR_GEMV_THREADS) {
         const int r = e / LINEAR_K_CHUNK;
         const int k = e - r * LINEAR_K_CHUNK;
         xs[r][k] = (r < rows && k < kn) ? x_ni[(n0 + r) * I + k0 + k] : 0.0f;
@@ -52,19 +52,32 @@ linear_gemv_forward(const float* __restrict__ x_ni, const float* __restrict__ w_
     const int o = blockIdx.x * LINEAR_GEMV_THREADS + threadIdx.x;
     if (o >= O) return;
     const float* __restrict__ w = w_io + (long long)k0 * O + o;
-    float acc[LINEAR_GEMV_ROWS];
+    float acc[R];
 #pragma unroll
-    for (int r = 0; r < LINEAR_GEMV_ROWS; ++r) acc[r] = 0.0f;
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
 #pragma unroll 4
     for (int k = 0; k < kn; ++k) {
         const float wv = w[(long long)k * O];
 #pragma unroll
-        for (int r = 0; r < LINEAR_GEMV_ROWS; ++r) acc[r] = fmaf(wv, xs[r][k], acc[r]);
+        for (int r = 0; r < R; ++r) acc[r] = fmaf(wv, xs[r][k], acc[r]);
     }
 #pragma unroll
-    for (int r = 0; r < LINEAR_GEMV_ROWS; ++r)   // unrolled: acc stays in registers
+    for (int r = 0; r < R; ++r)   // unrolled: acc stays in registers
         if (r < rows) p_cno[((long long)c * N + n0 + r) * O + o] = acc[r];
 }
+
+#define LINEAR_GEMV_ENTRY(R)                                                                               \
+    extern "C" __global__ void __launch_bounds__(LINEAR_GEMV_THREADS)                                      \
+    linear_gemv_forward_##R(const float* __restrict__ x_ni, const float* __restrict__ w_io,                \
+                            float* __restrict__ p_cno, int N, int I, int O)                                \
+    {                                                                                                      \
+        linear_gemv<R>(x_ni, w_io, p_cno, N, I, O);                                                        \
+    }
+LINEAR_GEMV_ENTRY(1)
+LINEAR_GEMV_ENTRY(2)
+LINEAR_GEMV_ENTRY(4)
+LINEAR_GEMV_ENTRY(8)
+#undef LINEAR_GEMV_ENTRY
 
 // The same partial sums by the register-blocked GEMM: A[k][m] = w_io[(k0 + k)*O + m] (lanes along m),
 // B[k][n] = x_ni[n*I + k0 + k], m = output, n = row of x; blockIdx.z is the chunk.
@@ -115,16 +128,7 @@ __device__ __forceinline__ void linear_gemm_tile(const float* __restrict__ x_ni,
             }
         }
     };
-    auto store_slice = [&](int buf) {
-#pragma unroll
-        for (int i = 0; i < ROWS; ++i) {
-            const int kk = warp + NWARPS * i;
-#pragma unroll
-            for (int j = 0; j < A_COLS; ++j) As[buf][kk][lane + 32 * j] = a_stage[i][j];
-#pragma unroll
-            for (int j = 0; j < B_COLS; ++j) Bs[buf][kk][lane + 32 * j] = b_stage[i][j];
-        }
-    };
+    auto store_slice = [&](int buf) { store_staged<NWARPS>(As[buf], Bs[buf], a_stage, b_stage, warp, lane); };
 
     float acc[TM][TN];
     gemm_tile_mainloop(As, Bs, acc, kn, tx, ty, load_slice, store_slice);

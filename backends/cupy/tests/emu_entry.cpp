@@ -122,7 +122,10 @@ CONV_MMA_ENTRY(conv2d_mma_forward_64x64_bfloat16, bf16_t)
         emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, static_cast<const T*>(x), static_cast<const T*>(w), \
                    p, N, I, O);                                                                          \
     }
-LINEAR_PARTIAL_ENTRY(linear_gemv_forward, float)
+LINEAR_PARTIAL_ENTRY(linear_gemv_forward_1, float)
+LINEAR_PARTIAL_ENTRY(linear_gemv_forward_2, float)
+LINEAR_PARTIAL_ENTRY(linear_gemv_forward_4, float)
+LINEAR_PARTIAL_ENTRY(linear_gemv_forward_8, float)
 LINEAR_PARTIAL_ENTRY(linear_gemm_forward_128x128, float)
 LINEAR_PARTIAL_ENTRY(linear_gemm_forward_64x64, float)
 LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x8_float16, half_t)
