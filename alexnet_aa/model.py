@@ -17,6 +17,7 @@ backend and from its input. Layout conversions are :mod:`alexnet_aa.layouts`'.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from os import PathLike
@@ -229,7 +230,8 @@ class AlexNet:
         Where the backend records forward passes (:meth:`Backend.capture
         <alexnet_aa.backend.Backend.capture>`: the ``cupy`` backend's CUDA graphs), the first batch of
         each shape is recorded and every later one replays it — the same kernels, the same bits; the
-        model keeps the recordings of :data:`MAX_CAPTURED_SHAPES` shapes at most.
+        model keeps the recordings of :data:`MAX_CAPTURED_SHAPES` shapes at most. A recording that
+        fails is a ``RuntimeWarning`` with the reason, and that shape runs eagerly.
         """
         x = self._native_input(x)
         key = (tuple(x.shape), str(x.dtype))
@@ -238,7 +240,12 @@ class AlexNet:
         else:
             while len(self._captured) >= MAX_CAPTURED_SHAPES:
                 self._captured.popitem(last=False)
-            self._captured[key] = self.backend.capture(self._forward, x)
+            try:
+                self._captured[key] = self.backend.capture(self._forward, x)
+            except Exception as exc:  # a recording that fails must not take the eager forward down with it
+                warnings.warn(f"[{self.backend.name}] recording the forward for input {key[0]} failed "
+                              f"({type(exc).__name__}: {exc}); this shape runs eagerly", RuntimeWarning, stacklevel=2)
+                self._captured[key] = None
         replay = self._captured[key]
         return self._forward(x) if replay is None else replay(x)
 

@@ -11,7 +11,8 @@ Sections of the report:
 
 - whole forward: ours with the forward captured as a CUDA graph (the default) and eager
   (``capture=False``), torch eager, and ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) at
-  the batches of ``--compile-batches`` where it runs; the ratios against cuDNN's time;
+  the batches of ``--compile-batches`` and dtypes of ``--compile-dtypes`` where it runs; the ratios
+  against cuDNN's time. The report is written after each dtype, so a run cut short keeps what it measured;
 - agreement with torch per layer (relative L2, top-1), and, for each half dtype, top-1 agreement
   with our own float32 forward on ``--agreement`` random inputs (He-initialised weights);
 - per layer (eager, ms) for every variant and batch;
@@ -46,6 +47,8 @@ def _parse(argv):
                    help="comma-separated storage dtypes (default: float32,float16,bfloat16)")
     p.add_argument("--compile-batches", default="1",
                    help="batches at which torch.compile(mode='reduce-overhead') is timed too ('' for none; default: 1)")
+    p.add_argument("--compile-dtypes", default="float32",
+                   help="dtypes at which torch.compile is timed (each compile takes tens of seconds; default: float32)")
     p.add_argument("--agreement", type=int, default=1000,
                    help="random inputs for each half dtype's top-1 agreement with float32 (0: skip; default: 1000)")
     p.add_argument("--seconds", type=float, default=1.0, help="target timing time per (variant, batch, library) (default: 1.0)")
@@ -153,6 +156,7 @@ def main(argv=None) -> int:
     variants, dtypes = _csv(args.variants), _csv(args.dtypes)
     batches = [int(b) for b in _csv(args.batches)]
     compile_batches = {int(b) for b in _csv(args.compile_batches)}
+    compile_dtypes = set(_csv(args.compile_dtypes))
 
     import cupy
     import torch
@@ -192,7 +196,7 @@ def main(argv=None) -> int:
 
     t_cp, t_th = Timer("cupy"), Timer("torch")
     rep = Report()
-    for dtype in dtypes:
+    for dtype in dtypes:  # float32 first by default: its figures are the issue's first targets
         captured_be, eager_be = backends[dtype]
         for variant in variants:
             captured = AlexNet(variant, backend=captured_be)
@@ -200,17 +204,24 @@ def main(argv=None) -> int:
             tw = _torch_weights(torch, captured.state_dict(), dtype)
             for batch in batches:
                 _bench_batch(args, rep, captured, eager, tw, t_cp, t_th, dtype, variant, batch,
-                             compiled=batch in compile_batches,
+                             compiled=batch in compile_batches and dtype in compile_dtypes,
                              sweep=not args.no_sweep and batch in (1, max(batches)) and variant == variants[-1])
                 cupy.get_default_memory_pool().free_all_blocks()
                 torch.cuda.empty_cache()
             del captured, eager
         if dtype != "float32" and args.agreement:
             rep.agreement_rows += _agreement(backends, dtype, variants, args.agreement)
+        _write(args, lines, rep, f"after dtype {dtype}")  # a step cut short by its timeout still leaves a report
     if not args.no_sweep:
         rep.linear_rows += _linear_sweep(t_cp, t_th, torch, sorted({1, max(batches)}), peak_gbs)
+    print(_write(args, lines, rep, None))
+    return 0
 
-    out = lines + ["## Whole forward (ms per batch; ratios are time over cuDNN's time: below 1 is faster)", ""]
+
+def _write(args, lines, rep: Report, partial: str | None) -> str:
+    """The Markdown report of what ``rep`` holds, written to ``--out`` (marked partial while the run goes on)."""
+    out = lines + ([f"**Partial report: written {partial}; the run went on.**", ""] if partial else [])
+    out += ["## Whole forward (ms per batch; ratios are time over cuDNN's time: below 1 is faster)", ""]
     out += _table(["dtype", "variant", "batch", "captured", "eager", "torch", "torch.compile", "captured/torch",
                    "captured/torch.compile", "captured img/s", "iters"], rep.summary)
     out += ["", "## Agreement with torch in the same dtype (relative L2, same weights and input)", ""]
@@ -230,11 +241,10 @@ def main(argv=None) -> int:
         out += _table(["layer", "batch", "gemv", *_linear_tiles(), "cuBLAS", "torch", "GEMV GB/s (% of peak)"],
                       rep.linear_rows)
     text = "\n".join(out) + "\n"
-    print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
-    return 0
+    return text
 
 
 def _torch_weights(torch, params, dtype: str):

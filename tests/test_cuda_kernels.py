@@ -2,7 +2,7 @@
 
 1. Every ``.cu`` file builds alone (sm_90, ``-I`` the package for
    ``gemm_tile.cuh``) and the concatenation CuPy compiles (the header
-   inlined once by ``kernels.source()``) builds for sm_80 and sm_90 with the machine's ``nvcc``, warnings
+   inlined once by ``kernels.source()``) builds for sm_75, sm_80 and sm_90 with the machine's ``nvcc``, warnings
    as errors, with the flags
    CuPy passes to NVRTC (``-std=c++17 -ftz=true``); no kernel spills
    registers; every name in ``kernels.NAME_EXPRESSIONS`` is an entry point.
@@ -52,7 +52,7 @@ from alexnet_aa.architecture import pool_output_size
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "backends" / "cupy" / "alexnet_aa_cupy"
 EMU = ROOT / "backends" / "cupy" / "tests"
-ARCHS = ("sm_80", "sm_90")
+ARCHS = ("sm_75", "sm_80", "sm_90")  # sm_75: the oldest CuPy 14 supports (float32 only: mma traps there)
 
 
 def _load_kernels():
@@ -977,6 +977,7 @@ MMA_CONV_CASES = {
     "3x3-p1-g2-vector-a": (2, 16, 7, 9, 20, (3, 3), (1, 1), (1, 1), 2),
     "5x5-p2-m-over-64": (1, 8, 6, 7, 72, (5, 5), (1, 1), (2, 2), 1),
     "1x1-map-odd-k": (3, 5, 1, 1, 7, (1, 1), (1, 1), (0, 0), 1),
+    "m-and-n-over-128": (1, 8, 13, 12, 136, (3, 3), (1, 1), (1, 1), 1),
 }
 
 
@@ -1002,6 +1003,42 @@ def test_conv2d_mma_on_cpu(emu, case, dtype):
     alone = np.full((1, *shape[1:]), np.nan, np.float32).astype(HALF[dtype])
     _run(emu, kernels.plan_conv2d_mma(np.ascontiguousarray(x[-1:]), wt, b, alone, stride, padding, groups, True, sms=1))
     assert np.array_equal(alone.view(np.uint16)[0], first[-1]), f"conv2d_mma[{case}, {dtype}]: an image alone differs"
+
+
+def _misaligned(a):
+    """A copy of ``a`` that starts 2 bytes past a 16-byte boundary (a view into a larger buffer)."""
+    buf = np.empty(a.size + 8, a.dtype)
+    start = next(i for i in range(8) if (buf.ctypes.data + i * a.itemsize) % 16 == a.itemsize)
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@half_dtypes
+def test_mma_vector_loads_only_where_aligned_on_cpu(emu, dtype):
+    """The plans read A (conv) and both operands (linear) as 16-byte vectors only where K % 8 == 0 and the
+    arrays start 16-byte aligned; a view that does not gets element-wise loads, and the same bits."""
+    rng = np.random.default_rng(31)
+    n, c, h, w, o, k, stride, padding, groups = MMA_CONV_CASES["3x3-p1-g2-vector-a"]
+    x32, w32, b32 = _conv_case(rng, n, c, h, w, o, k, stride, padding, groups)
+    x, wt, b = _half(x32, dtype), _half(w32, dtype), _half(b32, dtype)
+    shape = kernels.conv2d_output_shape(x.shape, (c // groups, *k, o), stride, padding)
+    ys = []
+    for weight, vec in ((wt, 1), (_misaligned(wt), 0)):
+        plan = kernels.plan_conv2d_mma(x, weight, b, y := np.zeros(shape, HALF[dtype]), stride, padding, groups, True, sms=1)
+        assert int(plan.args[-1]) == vec, f"vec_a={int(plan.args[-1])} for an array at {weight.ctypes.data % 16} mod 16"
+        _run(emu, plan)
+        ys.append(y.view(np.uint16))
+    assert np.array_equal(*ys)
+    xl, wl = _half(rng.standard_normal((3, 64)), dtype), _half(rng.standard_normal((20, 64)) / 8, dtype)
+    outs = []
+    for xi, vec in ((xl, 1), (_misaligned(xl), 0)):
+        p = np.zeros((1, 3, 20), np.float32)
+        plan = kernels.plan_linear_mma(xi, wl, p)
+        assert int(plan.args[-1]) == vec
+        _run(emu, plan)
+        outs.append(p)
+    assert np.array_equal(*outs)
 
 
 @half_dtypes
@@ -1154,12 +1191,14 @@ def test_conv2d_algo_errors_name_the_op_and_the_mismatch():
 
 # -- 4. the constructor, against a stand-in cupy (no GPU needed) ---------------------
 
-def _backend_with_fake_cupy(monkeypatch, count):
+def _backend_with_fake_cupy(monkeypatch, count, capability=(9, 0)):
     import types
 
     backend_mod = pytest.importorskip("alexnet_aa_cupy.backend", reason="alexnet_aa_cupy is not installed")
     fake = types.ModuleType("cupy")
-    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: count, getDevice=lambda: 0))
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceCount=lambda: count, getDevice=lambda: 0,
+        getDeviceProperties=lambda device: {"major": capability[0], "minor": capability[1], "name": b"Fake GPU"}))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.delenv("CUPY_TF32", raising=False)
     return backend_mod.CupyBackend
@@ -1220,3 +1259,13 @@ def test_backend_dtype_and_capture_options(monkeypatch):
     with pytest.raises(BackendError, match=r"capture=True with tf32=True: .* pass capture=False"):
         cls(tf32=True, capture=True)
     assert cls(tf32=True).capture(lambda x: x, None) is None
+
+
+def test_backend_half_needs_compute_capability_8(monkeypatch):
+    """A GPU without mma.sync m16n8k16 (Turing, 7.5) runs float32 and refuses half dtypes up front."""
+    from alexnet_aa.backend import BackendUnavailableError
+
+    cls = _backend_with_fake_cupy(monkeypatch, 1, capability=(7, 5))
+    assert cls().dtype == "float32"
+    with pytest.raises(BackendUnavailableError, match=r"dtype='float16' needs tensor cores .* device 0 \(Fake GPU\) is 7\.5"):
+        cls(dtype="float16")

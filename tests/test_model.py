@@ -309,3 +309,18 @@ def test_recorded_forward_per_shape_bounded_and_dropped_by_training():
     after = model(x)
     assert be.captures[-1] == (2, 3, 70, 70) and len(be.captures) == MAX_CAPTURED_SHAPES + 3 and be.replays == replays + 1
     assert np.array_equal(np.asarray(after), np.asarray(AlexNet("torchvision", "array-api", weights=model.state_dict())(x)))
+
+
+def test_a_failed_recording_runs_eagerly():
+    """A backend whose recording raises: a RuntimeWarning naming the reason, and that shape runs eagerly."""
+
+    class Failing(_Recorder):
+        def capture(self, forward, x):
+            raise RuntimeError("capture refused")
+
+    model = AlexNet("torchvision", Failing(), weights=he_weights(get_architecture("torchvision"), np.random.default_rng(0)))
+    x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match=r"recording the forward for input \(1, 3, 64, 64\) failed \(RuntimeError: capture refused\)"):
+        first = model(x)
+    second = model(x)  # no second attempt, no second warning
+    assert np.array_equal(np.asarray(first), np.asarray(second))

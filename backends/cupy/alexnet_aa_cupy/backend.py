@@ -210,6 +210,13 @@ class CupyBackend(Backend):
             have = "no CUDA device" if count == 0 else (
                 f"{count} CUDA device{'s' if count > 1 else ''} ({', '.join(map(str, range(count)))})")
             raise BackendUnavailableError(f"[cupy] device {device} does not exist: this machine has {have}")
+        if dtype != "float32":
+            props = cupy.cuda.runtime.getDeviceProperties(device)
+            if (props["major"], props["minor"]) < (8, 0):
+                name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+                raise BackendUnavailableError(
+                    f"[cupy] dtype={dtype!r} needs tensor cores with mma.sync m16n8k16 (compute capability 8.0 or "
+                    f"newer); device {device} ({name}) is {props['major']}.{props['minor']}: use dtype='float32'")
         if dtype == "bfloat16":
             try:
                 import ml_dtypes

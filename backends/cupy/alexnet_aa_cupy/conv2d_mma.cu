@@ -16,8 +16,9 @@
 //                            0 outside the image (zero padding), gathered on the fly.
 //   tiling       mma_tile.cuh: BM x BN block tiles, slices of 32 along K; a thread gathers 16
 //                consecutive k of one output pixel n (stored as two 16-byte words into Bs[n]);
-//                A is read as 16-byte vectors where K % 8 == 0 (every AlexNet layer but conv1),
-//                element by element otherwise.
+//                A is read as 16-byte vectors where vec_a is set (the launch wrapper's choice:
+//                K % 8 == 0 and w 16-byte aligned; every AlexNet layer but conv1), element by
+//                element otherwise.
 //   index types  long long for image bases and the flat n index, int within one image.
 //   NaN          the fused ReLU is v < 0 ? 0 : v (maximum(v, 0): NaN stays NaN).
 //   entry points extern "C", one per tile and storage type (kernels.py: NAME_EXPRESSIONS);
@@ -28,7 +29,8 @@
 template <class T, int BM, int BN, int WM, int WN>
 __device__ __forceinline__ void conv2d_mma_forward_tile(
     const T* __restrict__ x_nchw, const T* __restrict__ w_oihw, const T* __restrict__ b_o, T* __restrict__ y_nchw,
-    int N, int C, int H, int W, int O, int OH, int OW, int KH, int KW, int SH, int SW, int PH, int PW, int G, int relu)
+    int N, int C, int H, int W, int O, int OH, int OW, int KH, int KW, int SH, int SW, int PH, int PW, int G, int relu,
+    int vec_a)
 {
     constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
     constexpr int A_ELEMS = BM * MMA_BK / THREADS;     // A elements per thread and slice
@@ -46,7 +48,6 @@ __device__ __forceinline__ void conv2d_mma_forward_tile(
     const int HW = H * W;
     const int P = OH * OW;
     const long long NP = (long long)N * P;
-    const bool vec_a = (K % 8) == 0;
 
     const int g = blockIdx.z;
     const int m0 = blockIdx.y * BM;
@@ -164,8 +165,8 @@ __device__ __forceinline__ void conv2d_mma_forward_tile(
 #define CONV2D_MMA_ARGS(T)                                                                         \
     const T* __restrict__ x_nchw, const T* __restrict__ w_oihw, const T* __restrict__ b_o,         \
     T* __restrict__ y_nchw, int N, int C, int H, int W, int O, int OH, int OW, int KH, int KW,     \
-    int SH, int SW, int PH, int PW, int G, int relu
-#define CONV2D_MMA_PASS x_nchw, w_oihw, b_o, y_nchw, N, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW, G, relu
+    int SH, int SW, int PH, int PW, int G, int relu, int vec_a
+#define CONV2D_MMA_PASS x_nchw, w_oihw, b_o, y_nchw, N, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW, G, relu, vec_a
 
 // 128 x 128 tile, 8 warps of 64 x 32: large layers.
 extern "C" __global__ void __launch_bounds__(256)

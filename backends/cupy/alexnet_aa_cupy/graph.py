@@ -11,6 +11,8 @@ one call. What capture needs, and how it is met here:
 * the buffers the graph reads and writes kept alive and never handed to anyone else: everything the
   forward allocates comes from a :class:`cupy.cuda.MemoryPool` of the graph's own (the input, the
   output, every intermediate and scratch array), held as long as the graph is;
+* the device: the one current at recording (``CupyBackend`` makes its own current), made current
+  again for each replay, whatever is current when it is called;
 * ordering with the caller's stream and with other replays: each replay waits for the caller's
   stream, then copies the input into the graph's input buffer, launches the graph and copies the
   output into a new array, all on the graph's own stream and under a lock, and the caller's stream
@@ -36,6 +38,7 @@ class CapturedForward:
 
     def __init__(self, cupy: Any, forward: Callable[[Any], Any], x: Any) -> None:
         self._cp = cupy
+        self._device = cupy.cuda.runtime.getDevice()  # the caller made it current: the replays run there too
         self.shape, self.dtype = tuple(x.shape), x.dtype
         self._pool = cupy.cuda.MemoryPool()
         self._stream = cupy.cuda.Stream(non_blocking=True)
@@ -62,12 +65,13 @@ class CapturedForward:
         if tuple(x.shape) != self.shape or x.dtype != self.dtype:
             raise ValueError(f"[capture] this graph was recorded for {self.shape} {self.dtype} inputs, "
                              f"got {tuple(x.shape)} {x.dtype}")
-        caller = cp.cuda.get_current_stream()
-        out = cp.empty_like(self._y)
-        with self._lock, self._stream:
-            self._stream.wait_event(caller.record())
-            self._x[...] = x
-            self._graph.launch(self._stream)
-            out[...] = self._y
-            caller.wait_event(self._stream.record())
+        with cp.cuda.Device(self._device):
+            caller = cp.cuda.get_current_stream()
+            out = cp.empty_like(self._y)
+            with self._lock, self._stream:
+                self._stream.wait_event(caller.record())
+                self._x[...] = x
+                self._graph.launch(self._stream)
+                out[...] = self._y
+                caller.wait_event(self._stream.record())
         return out

@@ -257,6 +257,12 @@ def _elementwise_grid(total: int, sms: int) -> tuple[int, int, int]:
     return (blocks, 1, 1)
 
 
+def aligned16(*arrays) -> bool:
+    """Whether every array starts on a 16-byte boundary (the 16-byte vector loads' requirement): a CuPy
+    array's device pointer, or a NumPy array's (the CPU emulation)."""
+    return all((a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr) % 16 == 0 for a in arrays)
+
+
 def storage_dtype(a) -> str:
     """The key of :data:`DTYPES` for an array's dtype (NumPy's or CuPy's float32 and float16, and
     ml_dtypes' bfloat16, whose name is ``"bfloat16"``)."""
@@ -547,7 +553,9 @@ def plan_conv2d_mma(x, w_oihw, b_o, y, stride, padding, groups: int, relu: bool,
     if grid[2] > 65535:
         raise ValueError(f"[conv2d] at most 65535 groups, got {groups}")
     i32 = np.int32
-    args = (x, w_oihw, b_o, y, *(i32(v) for v in (n, c, h, w_, o, oh, ow, kh, kw, sh, sw, ph, pw, groups, int(bool(relu)))))
+    vec_a = (cg * kh * kw) % 8 == 0 and aligned16(w_oihw)  # A read as 16-byte vectors
+    args = (x, w_oihw, b_o, y, *(i32(v) for v in (n, c, h, w_, o, oh, ow, kh, kw, sh, sw, ph, pw, groups, int(bool(relu)),
+                                                  int(vec_a))))
     return Launch(cfg.kernel + DTYPES[dtype], grid, (cfg.threads, 1, 1), args)
 
 
@@ -885,7 +893,9 @@ def plan_linear_mma(x_ni, w_oi, p_cno, *, tile: str | None = None) -> Launch:
     _check_linear_sizes(n, i, o)
     cfg = LINEAR_MMA_TILES[tile] if tile is not None else choose_linear_mma_tile(n)
     grid = (-(-n // cfg.bn), -(-o // cfg.bm), chunks)
-    return Launch(cfg.kernel + DTYPES[dtype], grid, (cfg.threads, 1, 1), (x_ni, w_oi, p_cno, *map(np.int32, (n, i, o))))
+    vec = i % 8 == 0 and aligned16(x_ni, w_oi)  # rows read as 16-byte vectors
+    return Launch(cfg.kernel + DTYPES[dtype], grid, (cfg.threads, 1, 1),
+                  (x_ni, w_oi, p_cno, *map(np.int32, (n, i, o, int(vec)))))
 
 
 def plan_linear_reduce(p_cno, b_o, y_no, relu: bool, *, sms: int) -> Launch:

@@ -171,10 +171,11 @@ linear_gemm_forward_64x64(LINEAR_GEMM_ARGS)
 
 // Half precision: the partial sums on tensor cores, A[m][k] = w_oi[m*I + k0 + k] (m = output),
 // B[k][n] = x_ni[n*I + k0 + k] (column n = row n of x, K contiguous), blockIdx.z the chunk.
-// Both operands are read as 16-byte vectors where I % 8 == 0, element by element otherwise.
+// Both operands are read as 16-byte vectors where vec is set (the launch wrapper's choice: I % 8 == 0
+// and both arrays 16-byte aligned), element by element otherwise.
 template <class T, int BM, int BN, int WM, int WN>
 __device__ __forceinline__ void linear_mma_tile(const T* __restrict__ x_ni, const T* __restrict__ w_oi,
-                                                float* __restrict__ p_cno, int N, int I, int O)
+                                                float* __restrict__ p_cno, int N, int I, int O, int vec)
 {
     constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
     constexpr int A_VECS = (BM * MMA_BK / 8 + THREADS - 1) / THREADS;   // 8-element vectors per thread
@@ -187,7 +188,6 @@ __device__ __forceinline__ void linear_mma_tile(const T* __restrict__ x_ni, cons
     const int c = blockIdx.z;
     const int k0 = c * LINEAR_K_CHUNK;
     const int kn = I - k0 < LINEAR_K_CHUNK ? I - k0 : LINEAR_K_CHUNK;
-    const bool vec = (I % 8) == 0;
     const int m0 = blockIdx.y * BM;
     const int n0 = blockIdx.x * BN;
     const int tid = threadIdx.x;
@@ -265,32 +265,32 @@ __device__ __forceinline__ void linear_mma_tile(const T* __restrict__ x_ni, cons
 }
 
 #define LINEAR_MMA_ARGS(T) \
-    const T* __restrict__ x_ni, const T* __restrict__ w_oi, float* __restrict__ p_cno, int N, int I, int O
+    const T* __restrict__ x_ni, const T* __restrict__ w_oi, float* __restrict__ p_cno, int N, int I, int O, int vec
 
 // 128 x 8 tile (outputs x rows), 4 warps of 32 x 8: batches up to 8, the weight read once.
 extern "C" __global__ void __launch_bounds__(128)
 linear_mma_forward_128x8_float16(LINEAR_MMA_ARGS(half_t))
 {
-    linear_mma_tile<half_t, 128, 8, 32, 8>(x_ni, w_oi, p_cno, N, I, O);
+    linear_mma_tile<half_t, 128, 8, 32, 8>(x_ni, w_oi, p_cno, N, I, O, vec);
 }
 
 extern "C" __global__ void __launch_bounds__(128)
 linear_mma_forward_128x8_bfloat16(LINEAR_MMA_ARGS(bf16_t))
 {
-    linear_mma_tile<bf16_t, 128, 8, 32, 8>(x_ni, w_oi, p_cno, N, I, O);
+    linear_mma_tile<bf16_t, 128, 8, 32, 8>(x_ni, w_oi, p_cno, N, I, O, vec);
 }
 
 // 128 x 128 tile, 8 warps of 64 x 32: large batches.
 extern "C" __global__ void __launch_bounds__(256)
 linear_mma_forward_128x128_float16(LINEAR_MMA_ARGS(half_t))
 {
-    linear_mma_tile<half_t, 128, 128, 64, 32>(x_ni, w_oi, p_cno, N, I, O);
+    linear_mma_tile<half_t, 128, 128, 64, 32>(x_ni, w_oi, p_cno, N, I, O, vec);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
 linear_mma_forward_128x128_bfloat16(LINEAR_MMA_ARGS(bf16_t))
 {
-    linear_mma_tile<bf16_t, 128, 128, 64, 32>(x_ni, w_oi, p_cno, N, I, O);
+    linear_mma_tile<bf16_t, 128, 128, 64, 32>(x_ni, w_oi, p_cno, N, I, O, vec);
 }
 
 #undef LINEAR_MMA_ARGS

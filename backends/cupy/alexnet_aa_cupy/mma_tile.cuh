@@ -2,7 +2,8 @@
 //
 // A block computes a BM x BN tile of C = A B (A: M x K, B: K x N) with float32 accumulators, from
 // 16-bit inputs T (half_t or bf16_t, precision.cuh), by the warp-wide PTX instruction
-//     mma.sync.aligned.m16n8k16.row.col.f32.<f16|bf16>.<f16|bf16>.f32   (sm_80 and newer).
+//     mma.sync.aligned.m16n8k16.row.col.f32.<f16|bf16>.<f16|bf16>.f32   (sm_80 and newer; compiled
+//     for an older target the kernels trap, and CupyBackend refuses a half dtype on such a device).
 // K is walked in slices of BK = 32, staged in shared memory as As[2][BM][BK + 8] (A row-major:
 // K contiguous per row m) and Bs[2][BN][BK + 8] (B column-major: K contiguous per column n), double
 // buffered with one __syncthreads per slice (the next slice is gathered into registers while the
@@ -35,7 +36,7 @@
 template <class T>
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]);
 
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 template <>
 __device__ __forceinline__ void mma_m16n8k16<half_t>(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2])
 {
@@ -52,6 +53,14 @@ __device__ __forceinline__ void mma_m16n8k16<bf16_t>(float (&d)[4], const unsign
                  "{%0, %1, %2, %3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#elif defined(__CUDA_ARCH__)
+// Below sm_80 there is no m16n8k16: the module still compiles there (its float32 kernels run on any
+// GPU CuPy supports), and CupyBackend refuses a half dtype on such a device before any launch.
+template <class T>
+__device__ __forceinline__ void mma_m16n8k16(float (&)[4], const unsigned (&)[4], const unsigned (&)[2])
+{
+    __trap();
 }
 #else
 template <class T>

@@ -107,10 +107,10 @@ LRN_ENTRY(lrn_forward_bfloat16, bf16_t)
 #define CONV_MMA_ENTRY(name, T)                                                                         \
     extern "C" void emu_##name(GRID_BLOCK, const void* x, const void* w, const void* b, void* y, int N, int C, \
                                int H, int W, int O, int OH, int OW, int KH, int KW, int SH, int SW, int PH,  \
-                               int PW, int G, int relu) {                                                \
+                               int PW, int G, int relu, int vec_a) {                                     \
         emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, static_cast<const T*>(x), static_cast<const T*>(w), \
                    static_cast<const T*>(b), static_cast<T*>(y), N, C, H, W, O, OH, OW, KH, KW, SH, SW, PH, PW, G, \
-                   relu);                                                                                \
+                   relu, vec_a);                                                                         \
     }
 CONV_MMA_ENTRY(conv2d_mma_forward_128x128_float16, half_t)
 CONV_MMA_ENTRY(conv2d_mma_forward_128x128_bfloat16, bf16_t)
@@ -128,10 +128,16 @@ LINEAR_PARTIAL_ENTRY(linear_gemv_forward_4, float)
 LINEAR_PARTIAL_ENTRY(linear_gemv_forward_8, float)
 LINEAR_PARTIAL_ENTRY(linear_gemm_forward_128x128, float)
 LINEAR_PARTIAL_ENTRY(linear_gemm_forward_64x64, float)
-LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x8_float16, half_t)
-LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x8_bfloat16, bf16_t)
-LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x128_float16, half_t)
-LINEAR_PARTIAL_ENTRY(linear_mma_forward_128x128_bfloat16, bf16_t)
+
+#define LINEAR_MMA_ENTRY(name, T)                                                                       \
+    extern "C" void emu_##name(GRID_BLOCK, const void* x, const void* w, float* p, int N, int I, int O, int vec) { \
+        emu_launch(dim3(gx, gy, gz), dim3(bx, by, bz), name, static_cast<const T*>(x), static_cast<const T*>(w), \
+                   p, N, I, O, vec);                                                                     \
+    }
+LINEAR_MMA_ENTRY(linear_mma_forward_128x8_float16, half_t)
+LINEAR_MMA_ENTRY(linear_mma_forward_128x8_bfloat16, bf16_t)
+LINEAR_MMA_ENTRY(linear_mma_forward_128x128_float16, half_t)
+LINEAR_MMA_ENTRY(linear_mma_forward_128x128_bfloat16, bf16_t)
 
 #define LINEAR_REDUCE_EMU_ENTRY(name, T)                                                                \
     extern "C" void emu_##name(GRID_BLOCK, const float* p, const void* b, void* y, long long NO, int O, int chunks, \
