@@ -42,8 +42,10 @@ never imports cupy or mlx.
 from __future__ import annotations
 
 import abc
+import ast
 import functools
 import inspect
+import re
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -322,12 +324,35 @@ def backend_class(name: str) -> type[Backend]:
     return cls
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """A backend spec, ``NAME`` or ``NAME[key=value,...]``, as ``(name, constructor options)``: values that
+    read as Python literals (numbers, ``True``, ``False``, ``None``) become them, anything else stays a
+    string. ``"cupy[dtype=float16,capture=False]"`` → ``("cupy", {"dtype": "float16", "capture": False})``.
+
+    >>> parse_spec("array-api[namespace=array_api_strict]")
+    ('array-api', {'namespace': 'array_api_strict'})
+    """
+    m = re.fullmatch(r"\s*([\w.-]+)\s*(?:\[([^\]]*)\])?\s*", spec)
+    if not m:
+        raise ValueError(f"bad backend spec {spec!r}: expected NAME or NAME[key=value,...]")
+    options: dict[str, Any] = {}
+    for item in filter(str.strip, (m.group(2) or "").split(",")):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not (eq and key.isidentifier()):
+            raise ValueError(f"bad backend spec {spec!r}: expected key=value options, got {item.strip()!r}")
+        try:
+            options[key] = ast.literal_eval(value) if len(value) <= 100 else value
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return m.group(1), options
+
+
 def get_backend(name: str | Backend = "numpy", **options) -> Backend:
     """The backend registered as ``name``, constructed with ``options``.
 
-    A :class:`Backend` instance is returned as it is (options must then be
-    empty). A backend that cannot run here raises
-    :class:`BackendUnavailableError` with its reason.
+    ``name`` may carry options as a spec, ``"mlx[dtype=float16]"`` (:func:`parse_spec`); an option given
+    both ways is an error. A :class:`Backend` instance is returned as it is (options must then be
+    empty). A backend that cannot run here raises :class:`BackendUnavailableError` with its reason.
     """
     if isinstance(name, Backend):
         if options:
@@ -335,6 +360,12 @@ def get_backend(name: str | Backend = "numpy", **options) -> Backend:
         return name
     if not isinstance(name, str):
         raise TypeError(f"backend must be a name (str) or a Backend instance, got {type(name).__name__}")
+    name, spec_options = parse_spec(name)
+    twice = sorted(set(spec_options) & set(options))
+    if twice:
+        raise TypeError(f"backend option{'s' if len(twice) > 1 else ''} {', '.join(twice)} given both in the spec "
+                        f"and as keyword{'s' if len(twice) > 1 else ''}")
+    options = {**spec_options, **options}
     cls = backend_class(name)
     ok, why = _availability(name)
     if not ok:

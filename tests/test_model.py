@@ -324,3 +324,23 @@ def test_a_failed_recording_runs_eagerly():
         first = model(x)
     second = model(x)  # no second attempt, no second warning
     assert np.array_equal(np.asarray(first), np.asarray(second))
+
+
+def test_backend_specs_carry_constructor_options():
+    """``get_backend("name[key=value,...]")`` — what every ``--backend`` of the CLI and the suite's specs take:
+    literals parsed, strings kept, an option given twice or a malformed spec refused naming it."""
+    from alexnet_aa.backend import get_backend, parse_spec
+
+    assert parse_spec(" array-api [ namespace=array_api_strict , dtype=float64 ]") == (
+        "array-api", {"namespace": "array_api_strict", "dtype": "float64"})
+    assert parse_spec("cupy[capture=False,device=1]") == ("cupy", {"capture": False, "device": 1})
+    assert parse_spec("numpy") == ("numpy", {})
+    be = get_backend("array-api[dtype=float64]")
+    assert be.dtype == "float64" and be.name == "array-api"
+    with pytest.raises(TypeError, match=r"backend option dtype given both in the spec and as keyword"):
+        get_backend("array-api[dtype=float64]", dtype="float32")
+    for bad, why in (("mlx[float16]", "expected key=value options, got 'float16'"),
+                     ("mlx[dtype=float16", "expected NAME or NAME\\[key=value,...\\]"),
+                     ("[dtype=float16]", "expected NAME or NAME\\[key=value,...\\]")):
+        with pytest.raises(ValueError, match=why):
+            get_backend(bad)

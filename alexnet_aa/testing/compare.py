@@ -67,6 +67,13 @@ def tolerance(backend: Backend, check: str) -> float:
         raise KeyError(f"no tolerance for {check!r} at dtype {dtype!r}; known dtypes: {list(TOLERANCES)}") from None
 
 
+def decisive_rows(ref_logits: np.ndarray, tol: float) -> np.ndarray:
+    """The rows of ``(N, classes)`` reference logits whose top-1 cannot flip within a relative L2 error of
+    ``tol``: margin between the first and second class over 10 × ``tol`` × max|logit| (a near-tie may flip)."""
+    top2 = np.sort(ref_logits, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) > 10 * tol * np.abs(ref_logits).max(axis=1)
+
+
 def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
     """``‖y − ref‖₂ / ‖ref‖₂`` in float64 (``‖y − ref‖₂`` where ``ref`` is all zeros)."""
     diff = np.subtract(y, ref, dtype=np.float64).ravel()  # one pass, whatever the dtypes

@@ -38,7 +38,6 @@ run, a table of the largest measured error per backend and check is printed.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -50,12 +49,13 @@ import warnings
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 
 from ..backend import BackendError, UnsupportedError, backend_class, get_backend, registered_backends
+from ..backend import parse_spec as backend_spec
 
 #: The file of expected failures a backend ships beside its module.
 XFAILS_FILE = "conformance-xfails.txt"
@@ -96,20 +96,12 @@ def pytest_addoption(parser):
 _SPEC = re.compile(r"\s*([\w.-]+)(?:\[([^\]]*)\])?\s*(?:,|$)")
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"array-api[namespace=array_api_strict,dtype=float32]"`` → ``("array-api", {...})``."""
-    m = re.fullmatch(r"([\w.-]+)(?:\[([^\]]*)\])?", spec.strip())
-    if not m:
-        raise pytest.UsageError(f"bad backend spec {spec!r}: expected NAME or NAME[key=value,...]")
-    options = {}
-    for kv in (m.group(2) or "").split(","):
-        if "=" in kv:
-            key, value = (part.strip() for part in kv.split("=", 1))
-            try:  # numbers, True/False/None as Python literals; anything else stays a string
-                options[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                options[key] = value
-    return m.group(1), options
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """:func:`alexnet_aa.backend.parse_spec`, a bad spec being a usage error of this pytest run."""
+    try:
+        return backend_spec(spec)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _seed(config) -> int:
