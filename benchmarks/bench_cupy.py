@@ -329,33 +329,22 @@ def _bench_batch(args, rep: Report, captured, eager, tw, t_cp, t_th, dtype, vari
 
 
 def _agreement(backends, dtype, variants, count) -> list[tuple]:
-    """Top-1 of ``dtype`` against our float32 forward on ``count`` random N(0, 1) inputs, batches of 100."""
+    """Top-1 of ``dtype`` against our float32 forward on ``count`` random N(0, 1) inputs, batches of 100
+    (``half_agreement.top1_agreement``, the same measure as for the other backends)."""
     import numpy as np
+    from half_agreement import top1_agreement
 
     from alexnet_aa import AlexNet
     from alexnet_aa.architecture import get_architecture
     from alexnet_aa.weights import he_weights
 
-    f32 = backends.get("float32", (None,))[0]
-    if f32 is None:
-        from alexnet_aa.backend import get_backend
-
-        f32 = get_backend("cupy")
+    f32 = backends["float32"][0] if "float32" in backends else "cupy"
     rows = []
     for variant in variants:
         weights = he_weights(get_architecture(variant), np.random.default_rng(0))
         ref, half = AlexNet(variant, f32, weights=weights), AlexNet(variant, backends[dtype][0], weights=weights)
-        rng = np.random.default_rng(1)
-        size = ref.arch.input_size
-        top1, top5, errs = 0, 0, []
-        for start in range(0, count, 100):
-            x = rng.standard_normal((min(100, count - start), 3, size, size)).astype(np.float32)
-            a, b = f32.to_host(ref(x)), half.backend.to_host(half(x)).astype(np.float32)
-            top1 += int(np.sum(a.argmax(1) == b.argmax(1)))
-            top5 += int(np.sum((np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(axis=1)))
-            errs += [_rel(b[i], a[i]) for i in range(len(a))]
-        rows.append((dtype, variant, f"{top1 / count:.4f} ({top1}/{count})", f"{top5 / count:.4f}",
-                     f"{statistics.median(errs):.2e}"))
+        top1, top5, err = top1_agreement(ref, {dtype: half}, count)[dtype]
+        rows.append((dtype, variant, f"{top1 / count:.4f} ({top1}/{count})", f"{top5 / count:.4f}", f"{err:.2e}"))
         print(f"{dtype} {variant}: top-1 agreement with float32 {top1}/{count}", flush=True)
     return rows
 
