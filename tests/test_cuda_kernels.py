@@ -26,8 +26,15 @@
    the backward kernels — the split-K weight gradient (every tile, 1 and 3 splits,
    bitwise the same on a rerun), the input gradient through the forward kernel on the
    dilated gradient, the pooling gather (ties to the first maximum), the one-pass LRN
-   backward (even sizes) — against alexnet_aa.reference's float64 backward ops.
-3. Plans without a device; the constructor's device and TF32 checks against a stand-in cupy.
+   backward (even sizes) — against alexnet_aa.reference's float64 backward ops;
+   the own linear kernels (GEMV at 1/2/4/8 rows a block, every GEMM tile: the same bits,
+   and an image alone its batch's bits; NaN and inf * 0); half precision — the float16
+   and bfloat16 conversions bit-exact against NumPy and ml_dtypes, the tensor-core conv
+   and linear kernels (``mma.sync`` emulated warp-wide) within one output rounding of
+   float64 on the same rounded inputs, every tile the same bits, 16-byte loads only where
+   aligned, max-pool and LRN in the half dtypes.
+3. Plans without a device; the constructor's device, dtype, capture and TF32 checks against
+   a stand-in cupy.
 
 Skipped, with the reason, where ``nvcc`` or ``g++`` is absent.
 """
