@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from .architecture import batch_bytes, get_architecture
 
@@ -42,6 +43,15 @@ def to_numpy(x: Any) -> np.ndarray:
         except (BufferError, TypeError, RuntimeError):
             pass
     return np.asarray(x)
+
+
+def is_real_floating(x: Any) -> bool:
+    """Whether ``x``'s dtype is a real floating-point type: the Array API's ``isdtype(dtype, "real
+    floating")``, and also bfloat16 in every library's spelling (``ml_dtypes.bfloat16``, which NumPy
+    and CuPy arrays carry but their ``isdtype`` refuses; ``mlx.core.bfloat16``; ``torch.bfloat16``)."""
+    if str(x.dtype).rsplit(".", 1)[-1] == "bfloat16":
+        return True
+    return bool(array_namespace(x).isdtype(x.dtype, "real floating"))
 
 
 def example_input(variant: str = "paper", batch: int = 1, seed: int = 0) -> np.ndarray:

@@ -25,11 +25,10 @@ from typing import Any, NamedTuple
 
 import array_api_compat.numpy as compat_numpy
 import numpy as np
-from array_api_compat import array_namespace
 
 from . import layouts, ops
 from .architecture import count_macs, count_params, flat_feature_layers, flattened_map_shape, get_architecture
-from .arrays import to_numpy
+from .arrays import is_real_floating, to_numpy
 from .backend import Backend, get_backend, require_training
 from .bundles import AlexNetWeights
 from .categories import class_names
@@ -212,7 +211,7 @@ class AlexNet:
                 )
         elif (h, w) != (size, size):
             raise ValueError(f"the {self.variant} variant takes {size}x{size} input, got {h}x{w} (shape {shape})")
-        if not array_namespace(x).isdtype(x.dtype, "real floating"):
+        if not is_real_floating(x):
             raise TypeError(f"expected a floating-point input (float32), got dtype {x.dtype}")
         return layouts.to_layout(self.backend.asarray(x), self.backend.layout, self.backend.xp)
 
@@ -400,14 +399,13 @@ class AlexNet:
         naming it, never an arbitrary class."""
         if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= self.arch.num_classes:
             raise ValueError(f"[predict] top: expected an int between 1 and {self.arch.num_classes}, got {top!r}")
-        xp = self.backend.xp
-        probs = ops.softmax(self.backend, self(x))
-        bad = np.flatnonzero(~np.isfinite(to_numpy(probs)).all(axis=1))
+        probs = to_numpy(ops.softmax(self.backend, self(x)))  # sorted here: CuPy cannot sort bfloat16
+        bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
         if bad.size:
             raise ValueError(f"[predict] image {', '.join(map(str, bad[:10].tolist()))}{' …' if bad.size > 10 else ''}: "
                              "the class probabilities are not finite (NaN or infinite input?): no class can be chosen")
-        order = xp.argsort(-probs, axis=1)[:, :int(top)]
-        return Prediction(to_numpy(order).astype("int64"), to_numpy(xp.take_along_axis(probs, order, axis=1)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :int(top)]
+        return Prediction(order.astype("int64"), np.take_along_axis(probs, order, axis=1))
 
 
 def _weights_source(weights: Any, variant: str) -> tuple[dict[str, Any] | None, dict[str, str], str]:

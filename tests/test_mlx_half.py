@@ -310,3 +310,14 @@ def test_predict_on_half(dtype):
     want = AlexNet("torchvision", MLXBackend(), weights=weights).predict(x, top=5)
     assert got.indices.dtype == np.int64 and got.indices.shape == (2, 5)
     np.testing.assert_allclose(got.probabilities.astype(np.float64)[:, 0], want.probabilities[:, 0], rtol=0.05)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_native_half_input(dtype):
+    """An MLX array already in the storage dtype is a floating input (bfloat16 included) and runs as the
+    host float32 of the same values does."""
+    be = MLXBackend(dtype=dtype)
+    model = AlexNet("torchvision", be, weights=he_weights(get_architecture("torchvision"), np.random.default_rng(11)))
+    x = be.asarray(np.random.default_rng(12).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    np.testing.assert_array_equal(be.to_host(model(x)), be.to_host(model(be.to_host(x).astype(np.float32))))
+    assert np.array_equal(model.predict(x).indices, model.predict(be.to_host(x).astype(np.float32)).indices)

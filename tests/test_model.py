@@ -93,6 +93,15 @@ def test_paper_names_its_input_size():
         model(np.zeros((1, 3, 224, 224), np.float32))
 
 
+def test_bfloat16_input_is_floating(tv_model):
+    """ml_dtypes' bfloat16 (what NumPy and CuPy bfloat16 arrays carry) is a floating input, though NumPy's
+    ``isdtype`` refuses it: the model runs it as the float32 of the same values."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(ml_dtypes.bfloat16)
+    assert np.array_equal(tv_model(x), tv_model(x.astype(np.float32)))
+    assert np.array_equal(tv_model.predict(x).indices, tv_model.predict(x.astype(np.float32)).indices)
+
+
 def test_integer_input_is_a_type_error(tv_model):
     with pytest.raises(TypeError, match="floating-point"):
         tv_model(np.zeros((1, 3, 224, 224), np.uint8))
