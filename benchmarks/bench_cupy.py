@@ -36,6 +36,8 @@ import platform
 import statistics
 import sys
 import time
+import traceback
+import warnings
 from dataclasses import dataclass, field
 
 
@@ -69,6 +71,7 @@ class Report:
     agreement_rows: list = field(default_factory=list)
     sweep_rows: list = field(default_factory=list)
     linear_rows: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
 
 
 # -- timing helpers ------------------------------------------------------------------------
@@ -196,31 +199,56 @@ def main(argv=None) -> int:
 
     t_cp, t_th = Timer("cupy"), Timer("torch")
     rep = Report()
+    # Each part is attempted on its own: one that fails is a row of the report's failures, and the report is
+    # rewritten after each part, so a run cut short by its timeout keeps what it measured.
+    if not args.no_sweep:  # short, and fc6's share of the memory bandwidth is one of the issue's targets
+        _attempt(rep, "linear sweep", lambda: rep.linear_rows.extend(
+            _linear_sweep(t_cp, t_th, torch, sorted({1, max(batches)}), peak_gbs)))
+        _write(args, lines, rep, "after the linear sweep")
     for dtype in dtypes:  # float32 first by default: its figures are the issue's first targets
         captured_be, eager_be = backends[dtype]
         for variant in variants:
-            captured = AlexNet(variant, backend=captured_be)
-            eager = AlexNet(variant, backend=eager_be)
-            tw = _torch_weights(torch, captured.state_dict(), dtype)
+            models = {}  # captured, eager, torch weights: made in the first batch's attempt, kept for the others
             for batch in batches:
-                _bench_batch(args, rep, captured, eager, tw, t_cp, t_th, dtype, variant, batch,
-                             compiled=batch in compile_batches and dtype in compile_dtypes,
-                             sweep=not args.no_sweep and batch in (1, max(batches)) and variant == variants[-1])
+                _attempt(rep, f"{dtype} {variant} batch {batch}", lambda: _bench_batch(
+                    args, rep, *_models(models, AlexNet, torch, captured_be, eager_be, variant, dtype),
+                    t_cp, t_th, dtype, variant, batch, compiled=batch in compile_batches and dtype in compile_dtypes,
+                    sweep=not args.no_sweep and batch in (1, max(batches)) and variant == variants[-1]))
                 cupy.get_default_memory_pool().free_all_blocks()
                 torch.cuda.empty_cache()
-            del captured, eager
+                _write(args, lines, rep, f"after {dtype} {variant} batch {batch}")
+            models.clear()
         if dtype != "float32" and args.agreement:
-            rep.agreement_rows += _agreement(backends, dtype, variants, args.agreement)
-        _write(args, lines, rep, f"after dtype {dtype}")  # a step cut short by its timeout still leaves a report
-    if not args.no_sweep:
-        rep.linear_rows += _linear_sweep(t_cp, t_th, torch, sorted({1, max(batches)}), peak_gbs)
+            _attempt(rep, f"{dtype} agreement", lambda: rep.agreement_rows.extend(
+                _agreement(backends, dtype, variants, args.agreement)))
+            _write(args, lines, rep, f"after the {dtype} agreement")
     print(_write(args, lines, rep, None))
-    return 0
+    return 1 if rep.failures else 0
+
+
+def _models(models: dict, AlexNet, torch, captured_be, eager_be, variant: str, dtype: str) -> tuple:
+    """``(captured model, eager model, torch weights)`` for ``variant``, made once into ``models``."""
+    if not models:
+        models["captured"] = AlexNet(variant, backend=captured_be)
+        models["eager"] = AlexNet(variant, backend=eager_be)
+        models["torch"] = _torch_weights(torch, models["captured"].state_dict(), dtype)
+    return models["captured"], models["eager"], models["torch"]
+
+
+def _attempt(rep: Report, what: str, fn) -> None:
+    """``fn()``; an exception is printed with its traceback and kept as a row of the report's failures."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - one failing part must not cost the others their figures
+        traceback.print_exc()
+        rep.failures.append((what, f"{type(exc).__name__}: {exc}".replace("|", "/").replace("\n", " ")[:300]))
 
 
 def _write(args, lines, rep: Report, partial: str | None) -> str:
     """The Markdown report of what ``rep`` holds, written to ``--out`` (marked partial while the run goes on)."""
     out = lines + ([f"**Partial report: written {partial}; the run went on.**", ""] if partial else [])
+    if rep.failures:
+        out += ["## Failures (see the run's log for the tracebacks)", ""] + _table(["part", "error"], rep.failures) + [""]
     out += ["## Whole forward (ms per batch; ratios are time over cuDNN's time: below 1 is faster)", ""]
     out += _table(["dtype", "variant", "batch", "captured", "eager", "torch", "torch.compile", "captured/torch",
                    "captured/torch.compile", "captured img/s", "iters"], rep.summary)
@@ -288,7 +316,9 @@ def _bench_batch(args, rep: Report, captured, eager, tw, t_cp, t_th, dtype, vari
         timer.sync()
         s = time.perf_counter()
         try:
-            fn()
+            with warnings.catch_warnings():  # a recording that fails warns and runs eagerly: not "captured"
+                warnings.simplefilter("error", RuntimeWarning)
+                fn()
             timer.sync()
         except Exception as exc:  # noqa: BLE001 - torch.compile may fail at its first call (no triton, ...)
             print(f"{lib} failed: {type(exc).__name__}: {exc}", flush=True)
@@ -301,19 +331,26 @@ def _bench_batch(args, rep: Report, captured, eager, tw, t_cp, t_th, dtype, vari
     errs = {n: _rel(ours[n], theirs[n]) for n in ours}
     worst = max(errs, key=errs.get)
     last = arch.layers[-1].name
-    same = np.array_equal(be.to_host(captured(xc)), ours[last], equal_nan=True)
+    if "captured" in runs:
+        same = np.array_equal(be.to_host(captured(xc)), ours[last], equal_nan=True)
+        verdict = "" if same else " (captured != eager!)"
+    else:
+        verdict = " (not captured: recording failed)"
     top1 = float(np.mean(ours[last].argmax(1) == theirs[last].argmax(1)))
-    rep.check_rows.append((dtype, variant, batch, f"{errs[last]:.2e}", f"{worst} ({errs[worst]:.2e})",
-                           f"{top1:.3f}" + ("" if same else " (captured != eager!)")))
+    rep.check_rows.append((dtype, variant, batch, f"{errs[last]:.2e}", f"{worst} ({errs[worst]:.2e})", f"{top1:.3f}{verdict}"))
 
     ms = {lib: t_th.forward_ms(fn, args.seconds) if lib.startswith("torch") else t_cp.forward_ms(fn, args.seconds)
           for lib, fn in runs.items()}
-    th, tc = ms["torch"][0], ms.get("torch.compile", (None,))[0]
-    cap = ms["captured"][0]
-    rep.summary.append((dtype, variant, batch, f"{cap:.3f}", f"{ms['eager'][0]:.3f}", f"{th:.3f}",
-                        f"{tc:.3f}" if tc else "-", f"**{cap / th:.2f}**", f"{cap / tc:.2f}" if tc else "-",
-                        f"{batch * 1e3 / cap:,.0f}", "/".join(str(v[1]) for v in ms.values())))
-    print(f"{dtype} {variant} batch {batch}: captured {cap:.3f} ms, eager {ms['eager'][0]:.3f} ms, torch {th:.3f} ms"
+    th, tc, cap, eag = (ms.get(lib, (None,))[0] for lib in ("torch", "torch.compile", "captured", "eager"))
+    ours_ms = cap or eag  # eager stands in (and is named) where the recording failed
+
+    def fmt(v):
+        return f"{v:.3f}" if v else "-"
+
+    rep.summary.append((dtype, variant, batch, fmt(cap), fmt(eag), fmt(th), fmt(tc),
+                        f"**{ours_ms / th:.2f}**" + ("" if cap else " (eager)"), f"{ours_ms / tc:.2f}" if tc else "-",
+                        f"{batch * 1e3 / ours_ms:,.0f}", "/".join(str(v[1]) for v in ms.values())))
+    print(f"{dtype} {variant} batch {batch}: captured {fmt(cap)} ms, eager {fmt(eag)} ms, torch {fmt(th)} ms"
           + (f", torch.compile {tc:.3f} ms" if tc else ""), flush=True)
 
     lc = t_cp.layer_ms(lambda: eager.iter_layers(xc), args.layer_reps)
