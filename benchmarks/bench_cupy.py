@@ -317,7 +317,7 @@ def _bench_batch(args, rep: Report, captured, eager, tw, t_cp, t_th, dtype, vari
         s = time.perf_counter()
         try:
             with warnings.catch_warnings():  # a recording that fails warns and runs eagerly: not "captured"
-                warnings.simplefilter("error", RuntimeWarning)
+                warnings.filterwarnings("error", message=r".*recording the forward", category=RuntimeWarning)
                 fn()
             timer.sync()
         except Exception as exc:  # noqa: BLE001 - torch.compile may fail at its first call (no triton, ...)
