@@ -16,6 +16,12 @@ def _module_of(x: Any) -> str:
     return type(x).__module__.split(".", 1)[0]
 
 
+def _is_bfloat16(dtype: Any) -> bool:
+    """bfloat16 in every library's spelling: ``ml_dtypes``' (what NumPy and CuPy arrays carry),
+    ``mlx.core.bfloat16``, ``torch.bfloat16``."""
+    return str(dtype).rsplit(".", 1)[-1] == "bfloat16"
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A NumPy array holding the values of ``x``, an array of any backend.
 
@@ -30,13 +36,13 @@ def to_numpy(x: Any) -> np.ndarray:
     module = _module_of(x)
     if module == "cupy" and "cupy" in sys.modules:
         host = x.get()
-        return host.astype(np.float32) if host.dtype.name == "bfloat16" else host  # ml_dtypes' bfloat16
+        return host.astype(np.float32) if _is_bfloat16(host.dtype) else host
     if module == "mlx" and "mlx" in sys.modules:
         mx = sys.modules["mlx.core"]
-        return np.array(x.astype(mx.float32) if x.dtype == mx.bfloat16 else x, copy=True)  # NumPy has no bfloat16
+        return np.array(x.astype(mx.float32) if _is_bfloat16(x.dtype) else x, copy=True)
     if module == "torch" and "torch" in sys.modules:
         x = x.detach().cpu()
-        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()  # NumPy has no bfloat16
+        return (x.float() if _is_bfloat16(x.dtype) else x).numpy()
     if hasattr(x, "__dlpack__"):
         try:
             return np.from_dlpack(x)
@@ -47,11 +53,8 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def is_real_floating(x: Any) -> bool:
     """Whether ``x``'s dtype is a real floating-point type: the Array API's ``isdtype(dtype, "real
-    floating")``, and also bfloat16 in every library's spelling (``ml_dtypes.bfloat16``, which NumPy
-    and CuPy arrays carry but their ``isdtype`` refuses; ``mlx.core.bfloat16``; ``torch.bfloat16``)."""
-    if str(x.dtype).rsplit(".", 1)[-1] == "bfloat16":
-        return True
-    return bool(array_namespace(x).isdtype(x.dtype, "real floating"))
+    floating")``, and also bfloat16 (whose ``ml_dtypes`` spelling NumPy's and CuPy's ``isdtype`` refuse)."""
+    return _is_bfloat16(x.dtype) or bool(array_namespace(x).isdtype(x.dtype, "real floating"))
 
 
 def example_input(variant: str = "paper", batch: int = 1, seed: int = 0) -> np.ndarray:

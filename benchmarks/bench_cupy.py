@@ -137,13 +137,6 @@ class Timer:
         return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def _rel(a, b) -> float:
-    import numpy as np
-
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
 def _table(header, rows) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -294,6 +287,7 @@ def _bench_batch(args, rep: Report, captured, eager, tw, t_cp, t_th, dtype, vari
     import torch
 
     from alexnet_aa import example_input
+    from alexnet_aa.testing.compare import relative_error
     from alexnet_aa.testing.torch_reference import torch_forward, torch_layers
 
     arch = captured.arch
@@ -328,7 +322,7 @@ def _bench_batch(args, rep: Report, captured, eager, tw, t_cp, t_th, dtype, vari
 
     ours = {n: be.to_host(y) for n, y in eager.layers(xc).items()}
     theirs = {n: y.float().cpu().numpy() for n, y in torch_layers(torch, arch, tw, xt)}
-    errs = {n: _rel(ours[n], theirs[n]) for n in ours}
+    errs = {n: relative_error(ours[n], theirs[n]) for n in ours}
     worst = max(errs, key=errs.get)
     last = arch.layers[-1].name
     if "captured" in runs:

@@ -105,6 +105,7 @@ from typing import Any
 
 import numpy as np
 
+from alexnet_aa.arrays import to_numpy
 from alexnet_aa.backend import INSTALL_HINTS, Backend, BackendError, BackendUnavailableError
 
 from . import kernels
@@ -296,9 +297,9 @@ class CupyBackend(Backend):
             return cp.asarray(np.ascontiguousarray(host, dtype=self._np_dtype))
 
     def to_host(self, x: Any) -> np.ndarray:
-        """A NumPy copy: float32 and float16 as they are, bfloat16 widened to float32 (exactly)."""
-        host = self._cupy.asnumpy(x) if isinstance(x, self._cupy.ndarray) else np.asarray(x)
-        return host.astype(np.float32) if host.dtype.name == "bfloat16" else host
+        """A NumPy copy (:func:`alexnet_aa.arrays.to_numpy`): float32 and float16 as they are, bfloat16
+        widened to float32 (exactly)."""
+        return to_numpy(x)
 
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """The base class's conversion (float32: conv weights IHWO, linear IO; half: OIHW and OI), then, in

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from alexnet_aa.architecture import pool_output_size, pool_overhang
+from alexnet_aa.arrays import to_numpy
 from alexnet_aa.backend import (
     INSTALL_HINTS,
     Backend,
@@ -173,12 +174,9 @@ class MLXBackend(Backend):
         return mx.array(host, dtype=dtype)
 
     def to_host(self, x: Any) -> np.ndarray:
-        """A NumPy copy; bfloat16 is widened to float32 (exactly: NumPy has no bfloat16), float16 stays float16."""
-        if isinstance(x, np.ndarray):
-            return x
-        if x.dtype == self._mx.bfloat16:
-            x = x.astype(self._mx.float32)
-        return np.array(x, copy=True)
+        """A NumPy copy (:func:`alexnet_aa.arrays.to_numpy`): bfloat16 widened to float32 (exactly: NumPy has
+        no bfloat16), float16 stays float16."""
+        return to_numpy(x)
 
     def prepare(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """The base class's conversion (OHWI, IO) to the storage dtype, evaluated now so that the
